@@ -1,0 +1,37 @@
+"""hbm_formula: lme4/brms-style formulas compiled to non-centered NumPyro models.
+
+    import hbm_formula as hf
+    fit = hf.fit("log_radon ~ floor + (1 + floor | county)", df)
+    fit.summary()
+    print(fit.model.code)
+
+Importing this package does not import JAX. On CPU, the first fit asks XLA
+for one host device per chain (at least 4) so chains run in parallel; set
+``HBM_FORMULA_DEVICES`` or call ``hf.set_host_devices(n)`` before anything
+imports JAX to choose another number.
+"""
+
+__version__ = "0.1.0"
+
+from .api import CompiledModel, Fit, compile, default_priors, fit  # noqa: E402
+from .errors import DataError, FormulaError, HBMError, PriorError  # noqa: E402
+from .infer import set_host_devices  # noqa: E402
+from .parse import parse, parse_prior  # noqa: E402
+from .results import load  # noqa: E402
+
+__all__ = [
+    "CompiledModel",
+    "DataError",
+    "Fit",
+    "FormulaError",
+    "HBMError",
+    "PriorError",
+    "__version__",
+    "compile",
+    "default_priors",
+    "fit",
+    "load",
+    "parse",
+    "parse_prior",
+    "set_host_devices",
+]

@@ -1,0 +1,7 @@
+"""``python -m hbm_formula`` is ``hbmfit``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""``hbmfit``: fit a formula to a CSV/Parquet file from the command line.
+
+Holds argument handling, file reading and exit codes only; the work is done by
+the same ``compile``/``fit`` functions the Python API exposes.
+
+Exit codes: 0 success, 2 bad input (formula, prior, data, arguments),
+3 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError, HBMError
+
+#: shipped example data sets and the model each is the classic example for
+EXAMPLES: dict[str, tuple[str, str, str]] = {
+    "radon": ("radon.csv", "log_radon ~ floor + (1 + floor | county)", "gaussian"),
+    "sleepstudy": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", "gaussian"),
+    "cbpp": ("cbpp.csv", "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "binomial"),
+}
+
+
+def example_path(name: str) -> Path:
+    """Path of a shipped example CSV (works for editable and regular installs)."""
+    from importlib import resources
+
+    if name not in EXAMPLES:
+        raise DataError(f"unknown example '{name}'; examples: {', '.join(EXAMPLES)}")
+    return Path(str(resources.files("hbm_formula.example_data").joinpath(EXAMPLES[name][0])))
+
+
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -> Any:
+    """Read a CSV or Parquet file into a DataFrame with a clear error for bad files."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"no such file: {p}")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder, not a data file")
+    if p.stat().st_size == 0:
+        raise DataError(f"the data file {p} is empty")
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            try:
+                return pd.read_parquet(p, columns=columns)
+            except ImportError:
+                raise DataError("reading Parquet needs pyarrow: pip install 'hbm_formula[parquet]'") from None
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"the data file {p} has no rows or columns") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"could not read {p}: {first}") from None
+
+
+def _prior_arg(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=PRIOR, e.g. sigma=exponential(1); got {text!r}")
+    name, prior = text.split("=", 1)
+    return name.strip(), prior.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hbmfit",
+        description="Fit a Bayesian hierarchical model given as an lme4/brms-style formula.",
+        epilog='example: hbmfit examples/data/radon.csv "log_radon ~ floor + (1 + floor | county)"',
+    )
+    p.add_argument("data", nargs="?", help="CSV or Parquet file")
+    p.add_argument("formula", nargs="?", help='model formula, e.g. "y ~ x + (1 | g)"')
+    p.add_argument("--example", choices=sorted(EXAMPLES), help="fit a shipped example (data and formula)")
+    p.add_argument("--family", default=None, help="response family (default gaussian)")
+    p.add_argument("--link", default=None, help="link function (default: the family's)")
+    p.add_argument("--prior", action="append", type=_prior_arg, default=[], metavar="NAME=PRIOR",
+                   help="override a prior, e.g. --prior 'sigma=exponential(1)' (repeatable)")
+    p.add_argument("--param", default=None, metavar="P",
+                   help="group-term parameterization: noncentered (default), centered, auto, or GROUP=P,...")
+    p.add_argument("--out", default=None, help="netCDF file for the posterior (default: <data>.fit.nc)")
+    p.add_argument("--no-out", action="store_true", help="do not write the posterior")
+    p.add_argument("--emit-code", default=None, metavar="FILE", help="write the generated NumPyro model to FILE")
+    p.add_argument("--show-priors", action="store_true", help="print every parameter's prior and exit")
+    p.add_argument("--show-code", action="store_true", help="print the generated model code and exit")
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-accept", type=float, default=0.8)
+    p.add_argument("--devices", type=int, default=None,
+                   help="CPU host devices for parallel chains (default: max(4, cores))")
+    p.add_argument("--na", choices=["drop", "error"], default="drop",
+                   help="rows with missing values: drop with a warning (default) or stop")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return p
+
+
+def _param_arg(text: str | None) -> Any:
+    if text is None or "=" not in text:
+        return text
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import infer
+
+    infer.set_host_devices(args.devices)
+    if args.example:
+        fname, formula, family = EXAMPLES[args.example]
+        data_path = str(example_path(args.example))
+        formula = args.formula or formula
+        family = args.family or family
+    else:
+        if not args.data or not args.formula:
+            raise HBMError("give DATA and FORMULA, or --example NAME (e.g. hbmfit --example radon)")
+        data_path, formula, family = args.data, args.formula, args.family
+    import warnings as _w
+
+    from .api import compile, fit
+    from .results import format_summary, save_netcdf, write_text_atomic
+
+    df = read_table(data_path)
+    kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
+                                  param=_param_arg(args.param), na=args.na)
+    if args.show_priors or args.show_code:
+        cm = compile(formula, df, **kwargs)
+        if args.show_priors:
+            import pandas as pd
+
+            with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+                print(cm.priors_table().to_string())
+        if args.show_code:
+            print(cm.code)
+        if args.emit_code:
+            write_text_atomic(cm.code, args.emit_code)
+        return 0
+    out = None if args.no_out else (args.out or f"{Path(data_path).stem}.fit.nc")
+    if out is not None and not Path(out).resolve().parent.exists():
+        raise HBMError(f"cannot write {out}: folder {Path(out).resolve().parent} does not exist")
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always", UserWarning)
+        result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
+                     target_accept=args.target_accept, progress=not args.no_progress, **kwargs)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) not in result.warnings:
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(f"formula: {result.model.formula}")
+    print(f"family:  {result.model.spec.family}; {result.model.design.n} observations; "
+          f"{args.chains} chains x {args.draws} draws ({args.warmup} warmup)")
+    print(format_summary(result.summary()))
+    for m in result.warnings:
+        print(f"warning: {m}", file=sys.stderr)
+    if args.emit_code:
+        write_text_atomic(result.model.code, args.emit_code)
+        print(f"wrote model code to {args.emit_code}")
+    if out is not None:
+        save_netcdf(result.idata, out)
+        print(f"wrote posterior to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return run(args)
+    except HBMError as exc:
+        msg = str(exc)
+        first, *rest = msg.splitlines()
+        print(f"hbmfit: error: {first}", file=sys.stderr)
+        for line in rest:  # the formula with its caret line
+            print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hbmfit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - no traceback for users unless --debug
+        if args.debug:
+            raise
+        print(f"hbmfit: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

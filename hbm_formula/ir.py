@@ -1,0 +1,331 @@
+"""The intermediate representation: the only contract between parsing and lowering.
+
+Frozen dataclasses holding tuples. Every node may carry a source ``span``
+(start, end) that is excluded from equality, so tests compare meaning, not
+positions. ``str(node)`` prints canonical formula text that re-parses to an
+equal node.
+
+Shape of a model::
+
+    ModelSpec
+      formula: Formula            response ~ linear predictor  (or ~ non-linear expression)
+      dpars:   ((name, Linear),)  distributional parameters, e.g. sigma ~ x + (1|g)
+      nlpars:  ((name, Linear),)  parameters of a non-linear expression
+      family:  Family(name, link)
+      priors:  (Prior,)           overrides by parameter name
+
+A ``Linear`` predictor is intercept + population ``Term``s + ``GroupTerm``s +
+offsets. Value expressions (``Expr``: numbers, columns, whitelisted calls,
+arithmetic) appear inside terms, responses, offsets and non-linear formulas.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+Span = tuple[int, int] | None
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_name(name: str) -> str:
+    """Print a column name, backtick-quoted when it is not a plain identifier."""
+    if _IDENT.match(name) and not keyword.iskeyword(name):
+        return name
+    return f"`{name}`"
+
+
+# ---------------------------------------------------------------------------
+# value expressions
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: float
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        v = self.value
+        if float(v).is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return repr(float(v))
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    value: str
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return repr(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A data column (or, in a non-linear formula, a parameter)."""
+
+    name: str
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return quote_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    fn: str
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[tuple[str, Expr], ...] = ()
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        parts = [str(a) for a in self.args] + [f"{k}={v}" for k, v in self.kwargs]
+        return f"{self.fn}({', '.join(parts)})"
+
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: Literal["+", "-", "*", "/", "**"]
+    left: Expr
+    right: Expr
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        p = _PREC[self.op]
+        left = _wrap(self.left, p, right_side=self.op == "**")
+        right = _wrap(self.right, p, right_side=self.op != "**")
+        return f"{left} {self.op} {right}"
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: Expr
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"-{_wrap(self.operand, 3, right_side=False)}"
+
+
+Expr = Union[Num, Str, Var, Call, BinOp, Neg]
+
+
+def _prec(e: Expr) -> int:
+    if isinstance(e, BinOp):
+        return _PREC[e.op]
+    if isinstance(e, Neg):
+        return 3
+    return 5
+
+
+def _wrap(e: Expr, parent: int, right_side: bool) -> str:
+    p = _prec(e)
+    if p < parent or (p == parent and right_side):
+        return f"({e})"
+    return str(e)
+
+
+def expr_vars(e: Expr) -> list[Var]:
+    """Every Var in an expression, in order of appearance."""
+    out: list[Var] = []
+
+    def walk(x: Expr) -> None:
+        if isinstance(x, Var):
+            out.append(x)
+        elif isinstance(x, Call):
+            for a in x.args:
+                walk(a)
+            for _, v in x.kwargs:
+                walk(v)
+        elif isinstance(x, BinOp):
+            walk(x.left)
+            walk(x.right)
+        elif isinstance(x, Neg):
+            walk(x.operand)
+
+    walk(e)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# formula-level nodes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A population-level term: the interaction of its factors (``a:b``)."""
+
+    factors: tuple[Expr, ...]
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return ":".join(str(f) for f in self.factors)
+
+    @property
+    def key(self) -> frozenset[str]:
+        return frozenset(str(f) for f in self.factors)
+
+
+Parameterization = Literal["noncentered", "centered", "auto"]
+PARAMETERIZATIONS: tuple[str, ...] = ("noncentered", "centered", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTerm:
+    """``(terms | group)``: coefficients varying by the levels of ``group``.
+
+    ``group`` is a tuple of column names; more than one means their interaction
+    (``a:b``). Nesting ``a/b`` is expanded by the parser into ``a`` and ``a:b``.
+    ``correlated`` is False for ``||``. ``id`` links terms of different
+    predictors into one correlation block (brms ``|ID|``). ``param`` is the
+    parameterization of the group effects.
+    """
+
+    intercept: bool
+    terms: tuple[Term, ...]
+    group: tuple[str, ...]
+    correlated: bool = True
+    id: str | None = None
+    param: Parameterization = "noncentered"
+    span: Span = field(default=None, compare=False, repr=False)
+
+    @property
+    def group_label(self) -> str:
+        return ":".join(self.group)
+
+    def lhs_text(self) -> str:
+        parts = ["1" if self.intercept else "0"] + [str(t) for t in self.terms]
+        return " + ".join(parts)
+
+    def __str__(self) -> str:
+        bar = "|" if self.correlated else "||"
+        if self.id is not None:
+            bar = f"| {self.id} |"
+        grp = ":".join(quote_name(g) for g in self.group)
+        return f"({self.lhs_text()} {bar} {grp})"
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """A linear predictor: intercept + terms + group terms + offsets."""
+
+    intercept: bool = True
+    terms: tuple[Term, ...] = ()
+    group_terms: tuple[GroupTerm, ...] = ()
+    offsets: tuple[Expr, ...] = ()
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        parts = ["1" if self.intercept else "0"]
+        parts += [str(t) for t in self.terms]
+        parts += [f"offset({o})" for o in self.offsets]
+        parts += [str(g) for g in self.group_terms]
+        return " + ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Left-hand side: an expression (``y``, ``log(y)``, ``cbind(s, f)``) and
+    brms-style addition terms after ``|`` (``trials(n)``, ``weights(w)``, ...)."""
+
+    expr: Expr
+    addterms: tuple[Call, ...] = ()
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if not self.addterms:
+            return str(self.expr)
+        return f"{self.expr} | " + " + ".join(str(a) for a in self.addterms)
+
+    def addterm(self, name: str) -> Call | None:
+        for a in self.addterms:
+            if a.fn == name:
+                return a
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Formula:
+    """``response ~ rhs``; ``rhs`` is a Linear predictor or, for non-linear
+    models, an arithmetic Expr over parameters and columns."""
+
+    response: Response
+    rhs: Linear | Expr
+    span: Span = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_nonlinear(self) -> bool:
+        return not isinstance(self.rhs, Linear)
+
+    def __str__(self) -> str:
+        return f"{self.response} ~ {self.rhs}"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str = "gaussian"
+    link: str = "identity"
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.link})"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorDist:
+    """A prior distribution as written, e.g. ``normal(0, 2.5)``."""
+
+    name: str
+    args: tuple[float, ...] = ()
+    kwargs: tuple[tuple[str, float], ...] = ()
+    span: Span = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        parts = [_fmt(a) for a in self.args] + [f"{k}={_fmt(v)}" for k, v in self.kwargs]
+        return f"{self.name}({', '.join(parts)})"
+
+
+def _fmt(v: float) -> str:
+    return str(Num(v))
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """An override: the prior of parameter (or class) ``target``."""
+
+    target: str
+    dist: PriorDist
+
+    def __str__(self) -> str:
+        return f"{self.target} ~ {self.dist}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    formula: Formula
+    dpars: tuple[tuple[str, Linear], ...] = ()
+    nlpars: tuple[tuple[str, Linear], ...] = ()
+    family: Family = Family()
+    priors: tuple[Prior, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [str(self.formula)]
+        lines += [f"{name} ~ {lin}" for name, lin in self.nlpars]
+        lines += [f"{name} ~ {lin}" for name, lin in self.dpars]
+        return "\n".join(lines)
+
+    def predictors(self) -> list[tuple[str, Linear]]:
+        """Every linear predictor with its name: ``mu`` first (if linear),
+        then non-linear parameters, then distributional parameters."""
+        out: list[tuple[str, Linear]] = []
+        if isinstance(self.formula.rhs, Linear):
+            out.append(("mu", self.formula.rhs))
+        out += list(self.nlpars)
+        out += list(self.dpars)
+        return out

@@ -1,0 +1,222 @@
+"""IR + design metadata → Python source of a NumPyro model function.
+
+The source is the model: it is what ``compile`` executes, what ``model.code``
+prints and what ``--emit-code`` writes. User text reaches it only as comments
+(sanitized) and as string literals (``repr``); every identifier and number is
+produced here. Lowering does not know how inference will be run.
+
+Site names are fixed and tested (brms-like): ``Intercept``, ``b``, ``sd_<g>``,
+``L_<g>``, ``z_<g>``, ``r_<g>``, ``cor_<g>``, auxiliary parameters by name, and
+``y`` for the observations. Code variables are numbered per group term
+(``sd_1``, ``z_1``, ``r_1``, data ``Z_1``, ``g_1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__
+from .design import Design, GroupBlock, PredictorData
+from .families import family_spec
+from .ir import Linear, ModelSpec
+from .params import ParamEntry
+from .priors import prior_code, vector_prior_code
+
+
+@dataclass
+class Lowered:
+    code: str
+    data: dict[str, np.ndarray]
+    dims: dict[str, list[str]]
+    coords: dict[str, list[str]]
+    #: site names worth summarising, in display order
+    summary_vars: list[str] = field(default_factory=list)
+
+
+def _comment(text: str) -> str:
+    """Make user text safe for a one-line comment."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def _lit(v: float) -> str:
+    return repr(float(f"{v:.6g}"))
+
+
+class _Emitter:
+    def __init__(self, spec: ModelSpec, design: Design, table: list[ParamEntry]) -> None:
+        self.spec = spec
+        self.design = design
+        self.table = {e.name: e for e in table}
+        self.lines: list[str] = []
+        self.args: list[str] = []
+        self.data: dict[str, np.ndarray] = {}
+        self.dims: dict[str, list[str]] = {}
+        self.coords: dict[str, list[str]] = {}
+        self.summary: list[str] = []
+
+    def emit(self, line: str = "") -> None:
+        self.lines.append(f"    {line}" if line else "")
+
+    def arg(self, name: str, value: np.ndarray) -> str:
+        self.args.append(name)
+        self.data[name] = value
+        return name
+
+    # -------------------------------------------------------------- priors
+    def sample_vector(self, var: str, site: str, entries: list[ParamEntry], support: str) -> None:
+        """A vector site over ``entries``; one site per element if their priors differ in kind."""
+        dists = [e.prior for e in entries]
+        code = vector_prior_code(dists, support, site)
+        if code is not None:
+            self.emit(f"{var} = numpyro.sample({site!r}, {code})")
+            return
+        parts = []
+        for i, e in enumerate(entries):
+            v = f"{var}_{i + 1}"
+            self.emit(f"{v} = numpyro.sample({e.name!r}, {prior_code(e.prior, support, e.name)})")
+            parts.append(v)
+        self.emit(f"{var} = jnp.stack([{', '.join(parts)}])")
+
+    # -------------------------------------------------------------- predictors
+    def predictor(self, p: PredictorData) -> str:
+        """Emit a linear predictor; returns the name of its code variable."""
+        sfx = "" if p.name == "mu" else f"_{p.name}"
+        eta = f"eta{sfx}"
+        lin = p.linear
+        self.emit(f"# ---- population-level effects of {p.name}: {_comment(_population_text(lin))}")
+        X = self.arg(f"X{sfx}", p.X)
+        terms: list[str] = []
+        if p.coef_names:
+            self.coords[f"b{sfx}_coef"] = list(p.coef_names)
+            self.dims[f"b{sfx}"] = [f"b{sfx}_coef"]
+            entries = [self.table[f"b{sfx}_{c}"] for c in p.coef_names]
+        if p.intercept:
+            ie = self.table[f"Intercept{sfx}"]
+            if p.coef_names:
+                self.emit("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
+                self.emit(
+                    f"Intercept_c{sfx} = numpyro.sample({'Intercept_c' + sfx!r}, {prior_code(ie.prior, 'real', ie.name)})"
+                )
+                self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
+                xm = self.arg(f"X_mean{sfx}", p.X_mean)
+                self.emit(f"numpyro.deterministic({'Intercept' + sfx!r}, Intercept_c{sfx} - {xm} @ b{sfx})")
+                terms.append(f"Intercept_c{sfx} + {X} @ b{sfx}")
+            else:
+                self.emit(f"Intercept{sfx} = numpyro.sample({'Intercept' + sfx!r}, {prior_code(ie.prior, 'real', ie.name)})")
+                terms.append(f"Intercept{sfx}")
+        elif p.coef_names:
+            self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
+            terms.append(f"{X} @ b{sfx}")
+        self.summary += [f"Intercept{sfx}"] * p.intercept + [f"b{sfx}"] * bool(p.coef_names)
+        if p.offset is not None:
+            terms.append(self.arg(f"offset{sfx}", p.offset))
+        if not terms:
+            terms.append(f"jnp.zeros({X}.shape[0])")
+        self.emit(f"{eta} = {' + '.join(terms)}")
+        for blk in p.groups:
+            self.group(blk, eta)
+        return eta
+
+    def group(self, blk: GroupBlock, eta: str) -> None:
+        k = blk.number
+        K, J = blk.n_coef, len(blk.levels)
+        lab = blk.label
+        gt = blk.term
+        cor = gt.correlated and K > 1
+        param = gt.param if gt.param != "auto" else "noncentered"
+        kind = ("correlated" if cor else "uncorrelated") if K > 1 else "one coefficient"
+        self.emit("")
+        self.emit(f"# ---- group-level effects {k}: {_comment(str(gt))}, {J} levels, {kind}, {param}")
+        coef_dim, lvl_dim = f"{lab}__coef", lab
+        self.coords[coef_dim] = list(blk.coef_names)
+        self.coords[lvl_dim] = list(blk.levels)
+        self.dims[f"sd_{lab}"] = [coef_dim]
+        self.dims[f"r_{lab}"] = [lvl_dim, coef_dim]
+        self.summary.append(f"sd_{lab}")
+        sd_entries = [self.table[f"sd_{lab}__{c}"] for c in blk.coef_names]
+        self.sample_vector(f"sd_{k}", f"sd_{lab}", sd_entries, "positive")
+        if cor:
+            eta_lkj = prior_code(self.table[f"cor_{lab}"].prior, "corr", f"cor_{lab}")
+            self.emit(f"L_{k} = numpyro.sample({'L_' + lab!r}, dist.LKJCholesky({K}, {eta_lkj}))")
+            pairs = [f"{blk.coef_names[j]},{blk.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
+            self.coords[f"{lab}__cor"] = pairs
+            self.dims[f"cor_{lab}"] = [f"{lab}__cor"]
+            self.emit(f"numpyro.deterministic({'cor_' + lab!r}, (L_{k} @ L_{k}.T)[jnp.tril_indices({K}, -1)])")
+            self.summary.append(f"cor_{lab}")
+        if param == "centered":
+            self.emit("# centered: group effects sampled directly around zero with their SDs")
+            if cor:
+                self.emit(
+                    f"r_{k} = numpyro.sample({'r_' + lab!r}, dist.MultivariateNormal(jnp.zeros({K}), "
+                    f"scale_tril=sd_{k}[:, None] * L_{k}).expand([{J}]).to_event(1))"
+                )
+            else:
+                self.emit(f"r_{k} = numpyro.sample({'r_' + lab!r}, dist.Normal(0.0, sd_{k}).expand([{J}, {K}]).to_event(2))")
+        else:
+            self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
+            self.emit("# non-centered: standard-normal offsets z, scaled by the SDs (and correlated by L)")
+            self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J}, {K}]).to_event(2))")
+            if cor:
+                self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, (z_{k} @ L_{k}.T) * sd_{k})")
+            else:
+                self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, z_{k} * sd_{k})")
+        g = self.arg(f"g_{k}", blk.g)
+        if blk.Z is None:
+            self.emit(f"{eta} = {eta} + r_{k}[{g}, 0]")
+        else:
+            Z = self.arg(f"Z_{k}", blk.Z)
+            self.emit(f"{eta} = {eta} + jnp.sum(r_{k}[{g}] * {Z}, axis=-1)")
+
+    # -------------------------------------------------------------- whole model
+    def model(self) -> str:
+        spec, design = self.spec, self.design
+        fam = family_spec(spec.family.name)
+        etas = {name: self.predictor(p) for name, p in design.predictors.items()}
+        self.emit("")
+        aux_codes: dict[str, str] = {}
+        if fam.aux:
+            self.emit("# ---- auxiliary parameters")
+        for aux in fam.aux:
+            e = self.table[aux.name]
+            self.emit(f"{aux.name} = numpyro.sample({aux.name!r}, {prior_code(e.prior, 'positive', aux.name)})")
+            aux_codes[aux.name] = aux.name
+            self.summary.append(aux.name)
+        trials = None
+        if design.trials is not None:
+            trials = self.arg("trials", design.trials)
+        self.emit("")
+        self.emit(f"# ---- likelihood: {spec.family.name}({spec.family.link})")
+        first_x = "X"
+        self.emit(f"with numpyro.plate('obs', {first_x}.shape[0]):")
+        lik = fam.likelihood(spec.family.link, etas["mu"], aux_codes, trials)
+        self.emit(f"    numpyro.sample('y', {lik}, obs=y)")
+        self.dims["y"] = ["obs"]
+        self.data["y"] = design.y
+        body = "\n".join(self.lines)
+        header = [
+            f"# generated by hbm_formula {__version__} from:",
+            *[f"#   {_comment(line)}" for line in str(spec).splitlines()],
+            f"# family: {spec.family}; {design.n} observations",
+            "import jax",
+            "import jax.numpy as jnp",
+            "import numpyro",
+            "import numpyro.distributions as dist",
+            "",
+            "",
+            f"def model({', '.join(self.args)}, y=None):",
+            '    """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""',
+        ]
+        return "\n".join(header) + "\n" + body + "\n"
+
+
+def lower(spec: ModelSpec, design: Design, table: list[ParamEntry]) -> Lowered:
+    em = _Emitter(spec, design, table)
+    code = em.model()
+    return Lowered(code, em.data, em.dims, em.coords, em.summary)
+
+
+def _population_text(lin: Linear) -> str:
+    parts = ["1" if lin.intercept else "0"] + [str(t) for t in lin.terms] + [f"offset({o})" for o in lin.offsets]
+    return " + ".join(parts)

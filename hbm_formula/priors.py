@@ -1,0 +1,130 @@
+"""Prior distributions: the table of names a prior string may use, and their
+lowering to NumPyro distribution code.
+
+A prior string is parsed by the grammar (``parse.parse_prior``) into a
+``PriorDist`` of a name and numbers; here the name is looked up in a fixed
+table and the numbers are printed as literals. Nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import PriorError
+from .ir import PriorDist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    numpyro: str
+    params: tuple[str, ...]
+    #: "real", "positive", "unit", "corr" (only for correlation matrices)
+    support: str
+    #: index of the location parameter (for half-versions on positive parameters)
+    loc: int | None = None
+    #: which parameters must be positive
+    positive: tuple[str, ...] = ()
+
+
+DISTRIBUTIONS: dict[str, DistInfo] = {
+    "normal": DistInfo("Normal", ("mu", "sigma"), "real", 0, ("sigma",)),
+    "student_t": DistInfo("StudentT", ("df", "mu", "sigma"), "real", 1, ("df", "sigma")),
+    "cauchy": DistInfo("Cauchy", ("mu", "sigma"), "real", 0, ("sigma",)),
+    "laplace": DistInfo("Laplace", ("mu", "sigma"), "real", 0, ("sigma",)),
+    "logistic": DistInfo("Logistic", ("mu", "sigma"), "real", 0, ("sigma",)),
+    "half_normal": DistInfo("HalfNormal", ("sigma",), "positive", None, ("sigma",)),
+    "half_cauchy": DistInfo("HalfCauchy", ("sigma",), "positive", None, ("sigma",)),
+    "exponential": DistInfo("Exponential", ("rate",), "positive", None, ("rate",)),
+    "gamma": DistInfo("Gamma", ("shape", "rate"), "positive", None, ("shape", "rate")),
+    "inv_gamma": DistInfo("InverseGamma", ("shape", "scale"), "positive", None, ("shape", "scale")),
+    "lognormal": DistInfo("LogNormal", ("mu", "sigma"), "positive", None, ("sigma",)),
+    "weibull": DistInfo("Weibull", ("scale", "shape"), "positive", None, ("scale", "shape")),
+    "beta": DistInfo("Beta", ("alpha", "beta"), "unit", None, ("alpha", "beta")),
+    "uniform": DistInfo("Uniform", ("lower", "upper"), "real"),
+    "lkj": DistInfo("LKJCholesky", ("eta",), "corr", None, ("eta",)),
+}
+_ALIASES = {"student": "student_t", "halfnormal": "half_normal", "halfcauchy": "half_cauchy", "invgamma": "inv_gamma"}
+
+
+def check_prior(d: PriorDist, target: str, text: str | None = None) -> PriorDist:
+    """Validate names, arity and values of a prior; returns it with its name canonical."""
+    span = d.span or (0, len(text or ""))
+    name = _ALIASES.get(d.name, d.name)
+    if name not in DISTRIBUTIONS:
+        raise PriorError(
+            f"unknown prior distribution '{d.name}' for {target}; known: {', '.join(DISTRIBUTIONS)}",
+            text, span[0], span[0] + len(d.name),
+        )
+    info = DISTRIBUTIONS[name]
+    values = dict(zip(info.params, d.args, strict=False))
+    for k, v in d.kwargs:
+        if k not in info.params:
+            raise PriorError(f"{name}() has no argument '{k}'; its arguments: {', '.join(info.params)}", text, *span)
+        if k in values:
+            raise PriorError(f"{name}() got '{k}' twice", text, *span)
+        values[k] = v
+    if len(d.args) > len(info.params) or set(values) != set(info.params):
+        raise PriorError(f"{name}() takes {len(info.params)} arguments: {name}({', '.join(info.params)})", text, *span)
+    for k in info.positive:
+        if values[k] <= 0:
+            raise PriorError(f"{name}(): '{k}' must be positive, got {values[k]:g}", text, *span)
+    if name == "uniform" and values["lower"] >= values["upper"]:
+        raise PriorError("uniform(): lower must be below upper", text, *span)
+    return PriorDist(name, tuple(values[k] for k in info.params), (), span=d.span)
+
+
+def _lit(v: float) -> str:
+    return repr(float(f"{v:.6g}"))
+
+
+def prior_code(d: PriorDist, support: str, target: str) -> str:
+    """NumPyro code for a (checked) scalar prior on a parameter of the given support.
+
+    A real-support prior on a positive parameter becomes its half (truncated at
+    zero) version, as brms does for ``sd`` and ``sigma``.
+    """
+    info = DISTRIBUTIONS[d.name]
+    args = ", ".join(_lit(a) for a in d.args)
+    if support == "corr":
+        if info.support != "corr":
+            raise PriorError(f"{target} is a correlation matrix: its prior must be lkj(eta), not {d}")
+        return _lit(d.args[0])  # the eta of dist.LKJCholesky(dim, eta)
+    if info.support == "corr":
+        raise PriorError(f"lkj() is a prior for correlations (cor), not for {target}")
+    base = f"dist.{info.numpyro}({args})"
+    if support == "positive" and info.support == "real":
+        loc = d.args[info.loc] if info.loc is not None else None
+        if d.name == "normal" and loc == 0:
+            return f"dist.HalfNormal({_lit(d.args[1])})"
+        if d.name == "cauchy" and loc == 0:
+            return f"dist.HalfCauchy({_lit(d.args[1])})"
+        if d.name == "uniform":
+            if d.args[1] <= 0:
+                raise PriorError(f"{target} is positive, but {d} puts no mass above zero")
+            return f"dist.Uniform({_lit(max(d.args[0], 0.0))}, {_lit(d.args[1])})"
+        return f"dist.TruncatedDistribution({base}, low=0.0)"
+    if support == "real" and info.support in ("positive", "unit"):
+        raise PriorError(f"{target} can be negative, but {d} only covers {info.support} values; use e.g. normal(0, 1)")
+    if support == "positive" and info.support == "unit":
+        raise PriorError(f"{target} is positive and unbounded, but {d} only covers (0, 1)")
+    return base
+
+
+def vector_prior_code(dists: list[PriorDist], support: str, target: str) -> str | None:
+    """Code for a vector site whose elements share one distribution name with
+    different numbers; None when the names differ."""
+    if len({d.name for d in dists}) != 1:
+        return None
+    codes = [prior_code(d, support, target) for d in dists]
+    if len(set(codes)) == 1:
+        return f"{codes[0]}.expand([{len(dists)}]).to_event(1)"
+    # same distribution, different numbers: one array per argument
+    heads = {c[: c.index("(")] for c in codes}
+    head = heads.pop()
+    if heads or head == "dist.TruncatedDistribution":
+        return None
+    # normal(0, s) / cauchy(0, s) on a positive parameter became a half version: keep its scale only
+    halved = dists[0].name in ("normal", "cauchy") and head in ("dist.HalfNormal", "dist.HalfCauchy")
+    positions = [1] if halved else list(range(len(dists[0].args)))
+    cols = ["jnp.array([" + ", ".join(_lit(d.args[i]) for d in dists) + "])" for i in positions]
+    return f"{head}({', '.join(cols)}).to_event(1)"

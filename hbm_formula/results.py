@@ -1,0 +1,171 @@
+"""Draws → ArviZ InferenceData with named dims/coords, summaries, diagnostics
+and save/load. Results are plain ArviZ objects so users keep their tools."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import HBMError
+
+SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
+
+
+def _arviz() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arviz announces its 1.0 refactor on import
+        import arviz as az
+    return az
+
+
+def pointwise_log_likelihood(model: Any, samples: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Log-likelihood of each observation at each draw (``samples`` flat over draws)."""
+    from numpyro.infer import log_likelihood
+
+    return log_likelihood(model, samples, **data)
+
+
+def build_idata(
+    posterior: dict[str, Any],
+    sample_stats: dict[str, Any] | None,
+    log_lik: dict[str, Any],
+    observed: dict[str, Any],
+    coords: dict[str, list[str]],
+    dims: dict[str, list[str]],
+    attrs: dict[str, str],
+) -> Any:
+    """InferenceData from arrays shaped (chain, draw, ...)."""
+    az = _arviz()
+    idata = az.from_dict(
+        posterior={k: np.asarray(v) for k, v in posterior.items()},
+        sample_stats={k: np.asarray(v) for k, v in (sample_stats or {}).items()} or None,
+        log_likelihood={k: np.asarray(v) for k, v in log_lik.items()},
+        observed_data={k: np.asarray(v) for k, v in observed.items()},
+        coords=coords,
+        dims=dims,
+        attrs=attrs,
+    )
+    return idata
+
+
+#: NumPyro NUTS extra fields → ArviZ sample_stats names
+NUTS_FIELDS = {
+    "diverging": "diverging",
+    "accept_prob": "acceptance_rate",
+    "num_steps": "n_steps",
+    "energy": "energy",
+    "potential_energy": "lp",
+}
+
+
+def idata_from_mcmc(
+    mcmc: Any, model: Any, data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str]
+) -> Any:
+    posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    chains, draws = next(iter(posterior.values())).shape[:2]
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {NUTS_FIELDS[k]: np.asarray(v) for k, v in extra.items() if k in NUTS_FIELDS}
+    if "lp" in stats:
+        stats["lp"] = -stats["lp"]
+    if "n_steps" in stats:
+        stats["tree_depth"] = np.floor(np.log2(np.maximum(stats["n_steps"], 1))).astype(int) + 1
+    flat = {k: v.reshape((chains * draws,) + v.shape[2:]) for k, v in posterior.items()}
+    ll = pointwise_log_likelihood(model, flat, data)
+    ll = {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in ll.items()}
+    observed = {"y": data["y"]}
+    return build_idata(posterior, stats, ll, observed, coords, dims, attrs)
+
+
+def summary(idata: Any, var_names: list[str], hdi_prob: float = 0.94) -> pd.DataFrame:
+    """Mean, sd, 94% HDI, R-hat and bulk/tail ESS of the named parameters."""
+    az = _arviz()
+    present = [v for v in var_names if v in idata.posterior]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(idata, var_names=present, hdi_prob=hdi_prob, round_to="none")
+    lo, hi = f"hdi_{(1 - hdi_prob) / 2 * 100:g}%", f"hdi_{(1 + hdi_prob) / 2 * 100:g}%"
+    cols = ["mean", "sd", lo, hi, "r_hat", "ess_bulk", "ess_tail"]
+    return table[[c for c in cols if c in table.columns]]
+
+
+def diagnostics(idata: Any, var_names: list[str]) -> list[str]:
+    """Warnings a user should see: divergences, high R-hat, low ESS."""
+    msgs = []
+    ss = getattr(idata, "sample_stats", None)
+    if ss is not None and "diverging" in ss:
+        n_div = int(ss["diverging"].sum())
+        if n_div:
+            total = int(ss["diverging"].size)
+            msgs.append(
+                f"{n_div} of {total} transitions diverged: the posterior may be biased; "
+                "try target_accept=0.95 (--target-accept 0.95) or a different parameterization"
+            )
+    if idata.posterior.sizes.get("chain", 1) > 1:
+        table = summary(idata, var_names)
+        bad = table[table["r_hat"] > 1.01]
+        if len(bad):
+            worst = bad["r_hat"].idxmax()
+            msgs.append(
+                f"R-hat above 1.01 for {len(bad)} parameters (worst {worst}: {bad['r_hat'].max():.3f}): "
+                "chains disagree; run longer (more warmup/draws)"
+            )
+        low = table[table["ess_bulk"] < 100 * idata.posterior.sizes["chain"] / 4]
+        if len(low):
+            msgs.append(f"bulk ESS below 100 for {len(low)} parameters (lowest {low['ess_bulk'].idxmin()}: {low['ess_bulk'].min():.0f})")
+    return msgs
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    with pd.option_context("display.max_rows", 500, "display.width", 200):
+        shown = table.copy()
+        for c in shown.columns:
+            if c.startswith("ess"):
+                shown[c] = shown[c].map(lambda v: f"{v:.0f}")
+            elif c == "r_hat":
+                shown[c] = shown[c].map(lambda v: f"{v:.3f}")
+            else:
+                shown[c] = shown[c].map(lambda v: f"{v:.3f}")
+        return shown.to_string()
+
+
+def save_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
+    """Write atomically: a failed write leaves no partial file behind."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise HBMError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise HBMError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    return _arviz().from_netcdf(path)
