@@ -156,7 +156,8 @@ class _Emitter:
                 self.emit(f"r_{k} = numpyro.sample({'r_' + lab!r}, dist.Normal(0.0, sd_{k}).expand([{J}, {K}]).to_event(2))")
         else:
             self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
-            self.emit("# non-centered: standard-normal offsets z, scaled by the SDs (and correlated by L)")
+            how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
+            self.emit(f"# non-centered: standard-normal offsets z, {how}")
             self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J}, {K}]).to_event(2))")
             if cor:
                 self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, (z_{k} @ L_{k}.T) * sd_{k})")
@@ -174,9 +175,9 @@ class _Emitter:
         spec, design = self.spec, self.design
         fam = family_spec(spec.family.name)
         etas = {name: self.predictor(p) for name, p in design.predictors.items()}
-        self.emit("")
         aux_codes: dict[str, str] = {}
         if fam.aux:
+            self.emit("")
             self.emit("# ---- auxiliary parameters")
         for aux in fam.aux:
             e = self.table[aux.name]

@@ -8,7 +8,6 @@ formulaic's evaluator later is printed from an IR this module has checked.
 from __future__ import annotations
 
 import functools
-import keyword
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -113,7 +112,8 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "y ~ x + (1 || g | h)",
         "y ~ (1 | a | b | c | d)",
     ],
-    "unbalanced parenthesis: this ')' has no matching '('": ["y ~ 1 | g)", "y ~ x + z)", "y ~ x)"],
+    "unbalanced parenthesis: this ')' has no matching '('": ["y ~ x + z)", "y ~ x)", "y ~ (x + z))"],
+    "'|' belongs inside a group term in parentheses, e.g. (1 | g)": ["y ~ 1 | g)", "y ~ x + 1 | g", "y ~ x || g"],
     "two terms next to each other: join them with an operator such as '+' or ':'": [
         "y ~ x + 3x",
         "y ~ x z",
@@ -144,6 +144,8 @@ def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[Formula
         shown = "end of text"
     else:
         shown = f"'{text[pos]}'" if pos < len(text) else "end of text"
+    if isinstance(err, UnexpectedToken) and err.token.type == "STRING":
+        return cls("a string is not a term: name a column (quote names with spaces in backticks: `my col`)", text, pos, end)
     if isinstance(err, UnexpectedCharacters):
         ch = text[pos] if pos < len(text) else ""
         hint = _CHAR_HINTS.get(ch, f"unexpected character {ch!r}")
@@ -234,8 +236,6 @@ class _Builder:
             if not s.strip():
                 raise self.err("an empty backtick-quoted name", tok)
             return s
-        if keyword.iskeyword(s):
-            raise self.err(f"'{s}' is a Python keyword, not a column; quote a column of that name in backticks: `{s}`", tok)
         if s.startswith("__"):
             raise self.err(f"names starting with '__' are not allowed: '{s}'", tok)
         return s
@@ -570,6 +570,16 @@ def parse_prior(text: str) -> PriorDist:
     return PriorDist(name, tuple(args), tuple(kwargs), span=(0, len(text)))
 
 
+def _named_prior(name: str, text: object) -> PriorDist:
+    """Parse the prior given for parameter ``name``; errors say which parameter."""
+    if not isinstance(text, str):
+        raise PriorError(f"prior for '{name}' must be a string such as 'normal(0, 1)', got {type(text).__name__}")
+    try:
+        return parse_prior(text)
+    except PriorError as err:
+        raise PriorError(f"prior for '{name}': {err.message}", err.text, err.start, err.end) from None
+
+
 def _pnum(node: Tree) -> float:
     toks = [t for t in node.children if isinstance(t, Token)]
     v = float(toks[-1])
@@ -633,7 +643,7 @@ def parse(
         spec = replace(spec, family=resolve_family(str(fam_name), fam_link))
     if priors:
         items = priors.items() if isinstance(priors, Mapping) else priors
-        spec = replace(spec, priors=spec.priors + tuple(Prior(str(k), parse_prior(str(v))) for k, v in items))
+        spec = replace(spec, priors=spec.priors + tuple(Prior(str(k), _named_prior(str(k), v)) for k, v in items))
     if param is not None:
         spec = with_param(spec, param)
     return spec

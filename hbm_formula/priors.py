@@ -77,54 +77,62 @@ def _lit(v: float) -> str:
     return repr(float(f"{v:.6g}"))
 
 
-def prior_code(d: PriorDist, support: str, target: str) -> str:
-    """NumPyro code for a (checked) scalar prior on a parameter of the given support.
-
-    A real-support prior on a positive parameter becomes its half (truncated at
-    zero) version, as brms does for ``sd`` and ``sigma``.
-    """
+def _parts(d: PriorDist, support: str, target: str) -> tuple[str, tuple[float, ...], str]:
+    """(constructor, numeric arguments, code suffix) of a checked scalar prior on a
+    parameter of the given support. A real-support prior on a positive parameter
+    becomes its half (truncated at zero) version, as brms does for sd and sigma."""
     info = DISTRIBUTIONS[d.name]
-    args = ", ".join(_lit(a) for a in d.args)
     if support == "corr":
         if info.support != "corr":
             raise PriorError(f"{target} is a correlation matrix: its prior must be lkj(eta), not {d}")
-        return _lit(d.args[0])  # the eta of dist.LKJCholesky(dim, eta)
+        return "", d.args, ""
     if info.support == "corr":
         raise PriorError(f"lkj() is a prior for correlations (cor), not for {target}")
-    base = f"dist.{info.numpyro}({args})"
     if support == "positive" and info.support == "real":
         loc = d.args[info.loc] if info.loc is not None else None
         if d.name == "normal" and loc == 0:
-            return f"dist.HalfNormal({_lit(d.args[1])})"
+            return "dist.HalfNormal", (d.args[1],), ""
         if d.name == "cauchy" and loc == 0:
-            return f"dist.HalfCauchy({_lit(d.args[1])})"
+            return "dist.HalfCauchy", (d.args[1],), ""
         if d.name == "uniform":
             if d.args[1] <= 0:
                 raise PriorError(f"{target} is positive, but {d} puts no mass above zero")
-            return f"dist.Uniform({_lit(max(d.args[0], 0.0))}, {_lit(d.args[1])})"
-        return f"dist.TruncatedDistribution({base}, low=0.0)"
+            return "dist.Uniform", (max(d.args[0], 0.0), d.args[1]), ""
+        return f"dist.TruncatedDistribution(dist.{info.numpyro}", d.args, ", low=0.0)"
     if support == "real" and info.support in ("positive", "unit"):
         raise PriorError(f"{target} can be negative, but {d} only covers {info.support} values; use e.g. normal(0, 1)")
     if support == "positive" and info.support == "unit":
         raise PriorError(f"{target} is positive and unbounded, but {d} only covers (0, 1)")
-    return base
+    return f"dist.{info.numpyro}", d.args, ""
+
+
+def prior_code(d: PriorDist, support: str, target: str) -> str:
+    """NumPyro code for a checked scalar prior (for ``corr``: the LKJ eta)."""
+    ctor, args, suffix = _parts(d, support, target)
+    if support == "corr":
+        return _lit(args[0])
+    return f"{ctor}({', '.join(_lit(a) for a in args)}){suffix}"
 
 
 def vector_prior_code(dists: list[PriorDist], support: str, target: str) -> str | None:
-    """Code for a vector site whose elements share one distribution name with
-    different numbers; None when the names differ."""
-    if len({d.name for d in dists}) != 1:
+    """Code for one vector site over parameters whose priors share a
+    constructor (numbers may differ); None when the constructors differ."""
+    parts = [_parts(d, support, target) for d in dists]
+    if len({(c, sfx) for c, _, sfx in parts}) != 1:
         return None
-    codes = [prior_code(d, support, target) for d in dists]
-    if len(set(codes)) == 1:
-        return f"{codes[0]}.expand([{len(dists)}]).to_event(1)"
-    # same distribution, different numbers: one array per argument
-    heads = {c[: c.index("(")] for c in codes}
-    head = heads.pop()
-    if heads or head == "dist.TruncatedDistribution":
+    ctor, args0, suffix = parts[0]
+    n = len(dists)
+    if all(a == args0 for _, a, _ in parts):
+        return f"{ctor}({', '.join(_lit(a) for a in args0)}){suffix}.expand([{n}]).to_event(1)"
+    if suffix:
         return None
-    # normal(0, s) / cauchy(0, s) on a positive parameter became a half version: keep its scale only
-    halved = dists[0].name in ("normal", "cauchy") and head in ("dist.HalfNormal", "dist.HalfCauchy")
-    positions = [1] if halved else list(range(len(dists[0].args)))
-    cols = ["jnp.array([" + ", ".join(_lit(d.args[i]) for d in dists) + "])" for i in positions]
-    return f"{head}({', '.join(cols)}).to_event(1)"
+    cols = []
+    for i in range(len(args0)):
+        column = [a[i] for _, a, _ in parts]
+        if len(set(column)) == 1:
+            cols.append(_lit(column[0]))
+        else:
+            cols.append("jnp.array([" + ", ".join(_lit(v) for v in column) + "])")
+    if all(not c.startswith("jnp.") for c in cols):  # pragma: no cover - equal args handled above
+        return None
+    return f"{ctor}({', '.join(cols)}).to_event(1)"

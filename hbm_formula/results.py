@@ -49,8 +49,9 @@ def build_idata(
         observed_data={k: np.asarray(v) for k, v in observed.items()},
         coords=coords,
         dims=dims,
-        attrs=attrs,
     )
+    for group in idata.groups():
+        idata[group].attrs.update(attrs)
     return idata
 
 
