@@ -63,6 +63,18 @@ class CompiledModel:
             )
         return pd.DataFrame(rows).set_index("parameter")
 
+    def sample_prior(self, draws: int = 1000, seed: int = 0) -> dict[str, Any]:
+        """Draws of every site, ``y`` included, from the prior (prior predictive)."""
+        import jax
+        import numpy as np
+        from numpyro.infer import Predictive
+
+        if draws < 1:
+            raise HBMError(f"draws must be at least 1, got {draws}")
+        data = {k: v for k, v in self.data.items() if k != "y"}
+        out = Predictive(self.model, num_samples=draws)(jax.random.PRNGKey(seed), **data)
+        return {k: np.asarray(v) for k, v in out.items()}
+
     def log_density(self, params: dict[str, Any]) -> float:
         """Joint log density at ``params`` (unconstrained=False: values in their own space)."""
         from numpyro.infer.util import log_density
@@ -124,9 +136,17 @@ class Fit:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """The table of the CLI; for a prior-only fit, of the prior draws."""
         from .results import summary
 
         return summary(self.idata, self.model.summary_vars, hdi_prob)
+
+    def prior_predictive(self, draws: int = 1000, seed: int = 0) -> Any:
+        """Add ``prior`` and ``prior_predictive`` groups (draws from the prior) to ``idata``."""
+        from .results import prior_idata
+
+        self.idata.extend(prior_idata(self.model, draws, seed))
+        return self.idata
 
     def save(self, path: str) -> None:
         from .results import save_netcdf
@@ -158,11 +178,14 @@ def fit(
     chain_method: str = "auto",
     progress: bool = True,
     na: str = "drop",
+    prior_only: bool = False,
 ) -> Fit:
     """Compile ``formula`` against ``data`` and run inference.
 
     Returns a ``Fit`` whose ``idata`` is an ``arviz.InferenceData`` with
-    posterior, sample_stats, observed_data and log_likelihood groups.
+    posterior, sample_stats, observed_data and log_likelihood groups. With
+    ``prior_only=True`` nothing is fitted: ``idata`` holds ``chains * draws``
+    draws from the prior (``prior`` and ``prior_predictive`` groups).
     """
     import time
 
@@ -176,6 +199,9 @@ def fit(
     t0 = time.perf_counter()
     cm = compile(formula, data, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param, na=na)
     t1 = time.perf_counter()
+    if prior_only:
+        idata = results.prior_idata(cm, chains * draws, seed)
+        return Fit(cm, idata, "prior", [], None, {"compile": t1 - t0, "sample": time.perf_counter() - t1})
     mcmc = infer.run_nuts(cm.model, cm.data, cfg)
     t2 = time.perf_counter()
     attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": "nuts"}

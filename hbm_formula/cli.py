@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-code", default=None, metavar="FILE", help="write the generated NumPyro model to FILE")
     p.add_argument("--show-priors", action="store_true", help="print every parameter's prior and exit")
     p.add_argument("--show-code", action="store_true", help="print the generated model code and exit")
+    p.add_argument("--prior-only", action="store_true", help="sample from the prior (prior predictive) instead of fitting")
+    p.add_argument("--dpar", action="append", default=[], metavar="'NAME ~ TERMS'",
+                   help="formula of a distributional parameter, e.g. --dpar 'sigma ~ x + (1|g)' (repeatable)")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=1000)
@@ -111,6 +114,17 @@ def _param_arg(text: str | None) -> Any:
     return out
 
 
+def _dpar_args(items: list[str]) -> dict[str, str] | None:
+    """``--dpar 'sigma ~ x'`` → {"sigma": "sigma ~ x"} (the name is checked by the parser)."""
+    out: dict[str, str] = {}
+    for text in items:
+        name = text.split("~", 1)[0].strip()
+        if "~" not in text or not name:
+            raise HBMError(f"--dpar takes 'NAME ~ TERMS', e.g. --dpar 'sigma ~ x'; got {text!r}")
+        out[name] = text
+    return out or None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import infer
 
@@ -131,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     df = read_table(data_path)
     kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
-                                  param=_param_arg(args.param), na=args.na)
+                                  param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar))
     if args.show_priors or args.show_code:
         cm = compile(formula, df, **kwargs)
         if args.show_priors:
@@ -150,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     with _w.catch_warnings(record=True) as caught:
         _w.simplefilter("always", UserWarning)
         result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
-                     target_accept=args.target_accept, progress=not args.no_progress, **kwargs)
+                     target_accept=args.target_accept, progress=not args.no_progress, prior_only=args.prior_only,
+                     **kwargs)
     for w in caught:
         if issubclass(w.category, UserWarning) and str(w.message) not in result.warnings:
             print(f"warning: {w.message}", file=sys.stderr)

@@ -71,15 +71,38 @@ class PredictorData:
 
 
 @dataclass
+class ResponseData:
+    """The response and its brms-style addition terms, as arrays."""
+
+    y: np.ndarray
+    trials: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    se: np.ndarray | None = None
+    se_sigma: bool = False  # se(s, sigma = TRUE): residual SD on top of the known SE
+    cens: np.ndarray | None = None  # int codes: 0 exact, 1 right, -1 left, 2 interval
+    cens_upper: np.ndarray | None = None
+    trunc_lb: np.ndarray | None = None
+    trunc_ub: np.ndarray | None = None
+    levels: list[str] | None = None  # categories of an ordinal or categorical response
+
+
+@dataclass
 class Design:
     spec: ModelSpec
-    y: np.ndarray
-    trials: np.ndarray | None
+    response: ResponseData
     predictors: dict[str, PredictorData]
     columns: dict[str, np.ndarray]  # data columns used by a non-linear expression
     n_dropped: int
     stats: dict[str, float]
     response_label: str
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.response.y
+
+    @property
+    def trials(self) -> np.ndarray | None:
+        return self.response.trials
 
     @property
     def n(self) -> int:
@@ -138,7 +161,11 @@ def columns_used(spec: ModelSpec) -> list[str]:
 
     add(expr_vars(spec.formula.response.expr))
     for a in spec.formula.response.addterms:
-        add(expr_vars(a))
+        for arg in a.args:
+            add(expr_vars(arg))
+        for key, val in a.kwargs:
+            if key != "sigma":  # se(s, sigma = TRUE): a flag, not a column
+                add(expr_vars(val))
     if not isinstance(spec.formula.rhs, Linear):
         add(expr_vars(spec.formula.rhs))
     for _, lin in spec.predictors():
@@ -226,20 +253,30 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
     df = df.reset_index(drop=True)
 
     fam = family_spec(spec.family.name)
-    y, trials = _response(spec, df)
-    fam.check(y, trials)
+    _check_dpars(spec)
+    resp = _response(spec, df)
+    fam.check(resp.y, resp.trials)
 
-    y_sd = float(np.std(y)) if y.size > 1 else 1.0
+    ys = fam.y_transform(resp.y) if fam.y_transform is not None else resp.y
+    y_sd = float(np.std(ys)) if ys.size > 1 else 1.0
     stats = {
-        "y_mean": float(np.mean(y)),
+        "y_mean": float(np.mean(ys)),
         "y_sd": y_sd if y_sd > 1e-12 else 1.0,
-        "n": float(len(y)),
+        "n": float(len(ys)),
     }
 
     predictors: dict[str, PredictorData] = {}
     number = 0
     labels_used: dict[str, int] = {}
-    for pname, lin in spec.predictors():
+    plist: list[tuple[str, Linear]] = []
+    for name, lin in spec.predictors():
+        if name == "mu" and fam.kind == "categorical":
+            # one predictor per non-reference category, all with the mu formula (brms mu2, mu3, ...)
+            plist += [(f"mu{k}", lin) for k in range(2, len(resp.levels or []) + 1)]
+        else:
+            plist.append((name, lin))
+    for pname, lin in plist:
+        center = lin.intercept and not (fam.kind == "ordinal" and pname == "mu")
         if lin.terms:
             X, names, mspec = _model_matrix(_terms_text(lin.intercept, lin.terms), df)
             if lin.intercept:
@@ -248,7 +285,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
         else:
             X, names, mspec = np.zeros((len(df), 0)), [], None
         x_scale = _col_scale(X)
-        X_mean = X.mean(axis=0) if lin.intercept and X.shape[1] else np.zeros(X.shape[1])
+        X_mean = X.mean(axis=0) if center and X.shape[1] else np.zeros(X.shape[1])
         Xc = X - X_mean
         offset = None
         for o in lin.offsets:
@@ -289,33 +326,129 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
             if v.name not in nlnames and v.name not in columns:
                 columns[v.name] = eval_expr(v, df)
 
-    return Design(spec, y, trials, predictors, columns, n_dropped, stats, str(spec.formula.response.expr))
+    return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr))
 
 
-def _response(spec: ModelSpec, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_dpars(spec: ModelSpec) -> None:
+    fam = family_spec(spec.family.name)
+    names = [a.name for a in fam.aux]
+    for name, _ in spec.dpars:
+        if name == "mu":
+            raise FormulaError("mu is the main formula; give formulas only for distributional parameters")
+        if name not in names:
+            has = f"its parameters: {', '.join(names)}" if names else "it has no distributional parameters"
+            raise FormulaError(f"family '{fam.name}' has no parameter '{name}'; {has}")
+
+
+_CENS_CODES = {
+    "none": 0, "exact": 0, "right": 1, "left": -1, "interval": 2,
+    0: 0, 1: 1, -1: -1, 2: 2, False: 0, True: 1,
+}
+
+
+def _cens_codes(values: pd.Series) -> np.ndarray:
+    out = np.zeros(len(values), dtype=np.int32)
+    for i, v in enumerate(values.tolist()):
+        key = v.strip().lower() if isinstance(v, str) else (int(v) if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer() else v)
+        if key not in _CENS_CODES:
+            raise DataError(
+                f"unknown censoring code {v!r} in row {i}; use none/left/right/interval or 0/-1/1/2 (brms codes)"
+            )
+        out[i] = _CENS_CODES[key]
+    return out
+
+
+def _bound(e: Expr, df: pd.DataFrame) -> np.ndarray:
+    return eval_expr(e, df)
+
+
+def _categories(y: pd.Series, what: str) -> tuple[np.ndarray, list[str]]:
+    if isinstance(y.dtype, pd.CategoricalDtype):
+        cats = list(y.cat.categories)
+        codes = y.cat.codes.to_numpy()
+    else:
+        cats = sorted(y.unique().tolist())
+        lookup = {c: i for i, c in enumerate(cats)}
+        codes = y.map(lookup).to_numpy()
+    return codes.astype(np.int32), [str(c) for c in cats]
+
+
+def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
     resp = spec.formula.response
     fam = family_spec(spec.family.name)
     e = resp.expr
-    trials: np.ndarray | None = None
-    if isinstance(e, Call) and e.fn == "cbind":
+    for a in resp.addterms:
+        if a.fn not in fam.addterms and not (a.fn == "trials" and not fam.needs_trials):
+            raise FormulaError(f"the {fam.name} family does not take {a.fn}()")
+    out = ResponseData(y=np.zeros(0))
+    if fam.kind in ("ordinal", "categorical"):
+        if not isinstance(e, Var):
+            raise FormulaError(f"the {fam.name} family needs a plain column as its response")
+        codes, levels = _categories(df[e.name], fam.name)
+        need = 3 if fam.kind == "ordinal" else 2
+        if len(levels) < need:
+            raise DataError(
+                f"an {'ordinal' if fam.kind == 'ordinal' else 'categorical'} response needs at least {need} categories; "
+                f"'{e.name}' has {len(levels)} ({', '.join(levels)})"
+                + ("; use family='bernoulli' for two" if fam.kind == "ordinal" else "")
+            )
+        out.y, out.levels = codes, levels
+    elif isinstance(e, Call) and e.fn == "cbind":
         succ = eval_expr(e.args[0], df)
         fail = eval_expr(e.args[1], df)
         if (fail < 0).any():
             raise DataError(f"cbind(): failures ({e.args[1]}) are negative in {int((fail < 0).sum())} rows")
-        y, trials = succ, succ + fail
+        out.y, out.trials = succ, succ + fail
     elif isinstance(e, Var) and not pd.api.types.is_numeric_dtype(df[e.name]) and df[e.name].dtype != bool:
         raise DataError(f"the response '{e.name}' is not numeric (dtype {df[e.name].dtype})")
     else:
-        y = eval_expr(e, df)
-    tr = resp.addterm("trials")
-    if tr is not None:
-        trials = eval_expr(tr.args[0], df)
-    if trials is not None and not fam.needs_trials:
+        out.y = eval_expr(e, df)
+    if (tr := resp.addterm("trials")) is not None:
+        out.trials = eval_expr(tr.args[0], df)
+    if out.trials is not None and not fam.needs_trials:
         raise FormulaError(
             f"the {spec.family.name} family takes no trials; use family='binomial' for cbind() or trials()"
         )
-    if fam.needs_trials and trials is None:
+    if fam.needs_trials and out.trials is None:
         raise DataError(
-            "binomial family needs trials: write cbind(successes, failures) ~ ... or successes | trials(n) ~ ..."
+            f"the {fam.name} family needs trials: write cbind(successes, failures) ~ ... or successes | trials(n) ~ ..."
         )
-    return y, trials
+    if (w := resp.addterm("weights")) is not None:
+        out.weights = eval_expr(w.args[0], df)
+        if not np.all(np.isfinite(out.weights)) or (out.weights < 0).any():
+            raise DataError("weights() must be finite and non-negative")
+    if (se := resp.addterm("se")) is not None:
+        out.se = eval_expr(se.args[0], df)
+        if not np.all(np.isfinite(out.se)) or (out.se <= 0).any():
+            raise DataError("se() must be positive: it is the known standard error of each observation")
+        from .parse import LOGICAL_NAMES
+
+        flag = dict(se.kwargs).get("sigma")
+        out.se_sigma = bool(LOGICAL_NAMES[flag.name]) if isinstance(flag, Var) else False
+    if (c := resp.addterm("cens")) is not None:
+        if not isinstance(c.args[0], Var):
+            raise FormulaError("cens() takes the column of censoring codes, e.g. cens(censored)")
+        out.cens = _cens_codes(df[c.args[0].name])
+        if (out.cens == 2).any():
+            if len(c.args) < 2:
+                raise DataError("interval censoring (code 2) needs the upper bound: cens(censored, upper)")
+            out.cens_upper = eval_expr(c.args[1], df)
+            bad = (out.cens == 2) & ~(out.cens_upper > out.y)
+            if bad.any():
+                raise DataError(f"interval-censored rows need upper > y; {int(bad.sum())} rows do not")
+        else:
+            out.cens_upper = out.y.copy() if len(c.args) < 2 else eval_expr(c.args[1], df)
+    if (t := resp.addterm("trunc")) is not None:
+        kw = dict(t.kwargs)
+        if "lb" in kw:
+            out.trunc_lb = np.broadcast_to(_bound(kw["lb"], df), out.y.shape).astype(float)
+        if "ub" in kw:
+            out.trunc_ub = np.broadcast_to(_bound(kw["ub"], df), out.y.shape).astype(float)
+        lo = out.trunc_lb if out.trunc_lb is not None else -np.inf
+        hi = out.trunc_ub if out.trunc_ub is not None else np.inf
+        bad = (out.y < lo) | (out.y > hi)
+        if bad.any():
+            raise DataError(f"{int(bad.sum())} responses lie outside the trunc() bounds (first: {out.y[bad][0]:g})")
+    if (out.cens is not None or out.trunc_lb is not None or out.trunc_ub is not None) and not fam.has_cdf:
+        raise FormulaError(f"censoring and truncation need a CDF, which the {fam.name} family does not provide here")
+    return out

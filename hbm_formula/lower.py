@@ -19,7 +19,8 @@ import numpy as np
 
 from . import __version__
 from .design import Design, GroupBlock, PredictorData
-from .families import family_spec
+from .errors import PriorError
+from .families import HELPERS, FamilySpec, Lik, family_spec, inv_link
 from .ir import Linear, ModelSpec
 from .params import ParamEntry
 from .priors import prior_code, vector_prior_code
@@ -55,6 +56,7 @@ class _Emitter:
         self.dims: dict[str, list[str]] = {}
         self.coords: dict[str, list[str]] = {}
         self.summary: list[str] = []
+        self.helpers: list[str] = []
 
     def emit(self, line: str = "") -> None:
         self.lines.append(f"    {line}" if line else "")
@@ -92,7 +94,13 @@ class _Emitter:
             self.coords[f"b{sfx}_coef"] = list(p.coef_names)
             self.dims[f"b{sfx}"] = [f"b{sfx}_coef"]
             entries = [self.table[f"b{sfx}_{c}"] for c in p.coef_names]
-        if p.intercept:
+        fam = family_spec(self.spec.family.name)
+        if fam.kind == "ordinal" and p.name == "mu":
+            self.thresholds()
+            if p.coef_names:
+                self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
+                terms.append(f"{X} @ b{sfx}")
+        elif p.intercept:
             ie = self.table[f"Intercept{sfx}"]
             if p.coef_names:
                 self.emit("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
@@ -109,7 +117,7 @@ class _Emitter:
         elif p.coef_names:
             self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
             terms.append(f"{X} @ b{sfx}")
-        self.summary += [f"Intercept{sfx}"] * p.intercept + [f"b{sfx}"] * bool(p.coef_names)
+        self.summary += [f"Intercept{sfx}"] * (p.intercept or fam.kind == "ordinal") + [f"b{sfx}"] * bool(p.coef_names)
         if p.offset is not None:
             terms.append(self.arg(f"offset{sfx}", p.offset))
         if not terms:
@@ -118,6 +126,27 @@ class _Emitter:
         for blk in p.groups:
             self.group(blk, eta)
         return eta
+
+    def thresholds(self) -> None:
+        levels = self.design.response.levels or []
+        entries = [self.table[f"Intercept_{k}"] for k in range(1, len(levels))]
+        code = vector_prior_code([e.prior for e in entries], "real", "Intercept")
+        if code is None or not code.endswith(".to_event(1)"):
+            raise PriorError("the thresholds of an ordinal model take one prior family, e.g. Intercept ~ normal(0, 2.5)")
+        base = code[: -len(".to_event(1)")]
+        if ".expand(" not in base:
+            base = f"{base}.expand([{len(entries)}])"
+        self.use("OrderedIID")
+        self.emit(f"# thresholds between the {len(levels)} ordered categories: the priors restricted to increasing values")
+        self.emit(f"Intercept = numpyro.sample('Intercept', OrderedIID({base}))")
+        self.coords["Intercept_dim"] = [f"{levels[k]}|{levels[k + 1]}" for k in range(len(levels) - 1)]
+        self.dims["Intercept"] = ["Intercept_dim"]
+
+    def use(self, helper: str) -> None:
+        needs = {"Censored": ["cdf"], "Truncated": ["cdf"]}
+        for h in [*needs.get(helper, []), helper]:
+            if h not in self.helpers:
+                self.helpers.append(h)
 
     def group(self, blk: GroupBlock, eta: str) -> None:
         k = blk.number
@@ -171,27 +200,76 @@ class _Emitter:
             self.emit(f"{eta} = {eta} + jnp.sum(r_{k}[{g}] * {Z}, axis=-1)")
 
     # -------------------------------------------------------------- whole model
+    def aux_params(self, fam: FamilySpec, etas: dict[str, str]) -> dict[str, str]:
+        """Code of each auxiliary parameter: a sampled scalar, or the inverse link of its own predictor."""
+        resp = self.design.response
+        codes: dict[str, str] = {}
+        lines: list[str] = []
+        for aux in fam.aux:
+            if aux.name in etas:
+                lines.append(f"{aux.name} = {inv_link(aux.link, etas[aux.name])}  # {aux.link} link")
+            elif aux.name == "sigma" and resp.se is not None and not resp.se_sigma:
+                continue  # se(s): the known SEs are the whole residual SD
+            else:
+                e = self.table[aux.name]
+                lines.append(f"{aux.name} = numpyro.sample({aux.name!r}, {prior_code(e.prior, aux.support, aux.name)})")
+                self.summary.append(aux.name)
+            codes[aux.name] = aux.name
+        if resp.se is not None:
+            se = self.arg("se", resp.se)
+            if "sigma" in codes:
+                lines.append(f"sigma = jnp.sqrt(jnp.square(sigma) + jnp.square({se}))  # residual SD and known SEs")
+            codes["sigma"] = "sigma" if "sigma" in codes else se
+        if lines:
+            self.emit("")
+            self.emit("# ---- auxiliary parameters")
+            for ln in lines:
+                self.emit(ln)
+        return codes
+
+    def likelihood(self, fam: FamilySpec, etas: dict[str, str], aux: dict[str, str]) -> str:
+        spec, resp = self.spec, self.design.response
+        if fam.kind == "categorical":
+            levels = resp.levels or []
+            self.emit("")
+            self.emit(f"# categories: {_comment(', '.join(f'{i + 1} = {lv}' for i, lv in enumerate(levels)))}; 1 is the reference")
+            cats = ", ".join(etas[f"mu{k}"] for k in range(2, len(levels) + 1))
+            self.emit(f"eta = jnp.stack([jnp.zeros_like({etas['mu2']}), {cats}], axis=-1)")
+            eta = "eta"
+        else:
+            eta = etas["mu"]
+        trials = self.arg("trials", resp.trials) if resp.trials is not None else None
+        code = fam.likelihood(Lik(spec.family.link, eta, aux, trials))
+        for helper in HELPERS:  # a template may call a helper defined in the generated code
+            if f"{helper}(" in code:
+                self.use(helper)
+        discrete = "True" if fam.discrete else "False"
+        if resp.trunc_lb is not None or resp.trunc_ub is not None:
+            self.use("Truncated")
+            lo = self.arg("trunc_lb", resp.trunc_lb) if resp.trunc_lb is not None else "None"
+            hi = self.arg("trunc_ub", resp.trunc_ub) if resp.trunc_ub is not None else "None"
+            code = f"Truncated({code}, {lo}, {hi}, discrete={discrete})"
+        if resp.cens is not None:
+            self.use("Censored")
+            cens = self.arg("cens", resp.cens)
+            upper = self.arg("cens_upper", resp.cens_upper)
+            code = f"Censored({code}, {cens}, {upper}, discrete={discrete})"
+        return code
+
     def model(self) -> str:
         spec, design = self.spec, self.design
         fam = family_spec(spec.family.name)
         etas = {name: self.predictor(p) for name, p in design.predictors.items()}
-        aux_codes: dict[str, str] = {}
-        if fam.aux:
-            self.emit("")
-            self.emit("# ---- auxiliary parameters")
-        for aux in fam.aux:
-            e = self.table[aux.name]
-            self.emit(f"{aux.name} = numpyro.sample({aux.name!r}, {prior_code(e.prior, 'positive', aux.name)})")
-            aux_codes[aux.name] = aux.name
-            self.summary.append(aux.name)
-        trials = None
-        if design.trials is not None:
-            trials = self.arg("trials", design.trials)
+        aux = self.aux_params(fam, etas)
+        lik = self.likelihood(fam, etas, aux)
         self.emit("")
         self.emit(f"# ---- likelihood: {spec.family.name}({spec.family.link})")
-        first_x = "X"
-        self.emit(f"with numpyro.plate('obs', {first_x}.shape[0]):")
-        lik = fam.likelihood(spec.family.link, etas["mu"], aux_codes, trials)
+        first_x = next(a for a in self.args if a.startswith("X"))
+        plate = f"numpyro.plate('obs', {first_x}.shape[0])"
+        if design.response.weights is not None:
+            w = self.arg("weights", design.response.weights)
+            plate += f", numpyro.handlers.scale(scale={w})"
+        self.emit(f"with {plate}:")
         self.emit(f"    numpyro.sample('y', {lik}, obs=y)")
         self.dims["y"] = ["obs"]
         self.data["y"] = design.y
@@ -205,6 +283,11 @@ class _Emitter:
             "import numpyro",
             "import numpyro.distributions as dist",
             "",
+        ]
+        for h in self.helpers:
+            header.append(HELPERS[h].rstrip("\n"))
+            header.append("")
+        header += [
             "",
             f"def model({', '.join(self.args)}, y=None):",
             '    """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""',

@@ -64,13 +64,22 @@ def _suffix(pname: str) -> str:
 def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
     fam = family_spec(spec.family.name)
     stats = design.stats
+    dpars = dict(spec.dpars)
     entries: list[ParamEntry] = []
     for pname, pdata in design.predictors.items():
+        aux = fam.aux_param(pname)
+        # predictors on the response scale (gaussian identity mu) scale with the response; all
+        # others live on a link scale, where the rstanarm/bambi rule uses scale 1
         linear_y = pname == "mu" and fam.scale_with_y and spec.family.link == "identity"
         s_y = stats["y_sd"] if linear_y else 1.0
         sfx = _suffix(pname)
-        if pdata.intercept:
-            loc = stats["y_mean"] if linear_y else 0.0
+        if fam.kind == "ordinal" and pname == "mu":
+            levels = design.response.levels or []
+            for k in range(1, len(levels)):
+                entries.append(ParamEntry(f"Intercept_{k}", "Intercept", pname, (f"Intercept_{k}", "Intercept"),
+                                          "real", _pd("normal", 0.0, 2.5)))
+        elif pdata.intercept:
+            loc = stats["y_mean"] if linear_y else (aux.center(stats) if aux is not None else 0.0)
             entries.append(
                 ParamEntry(f"Intercept{sfx}", "Intercept", pname, (f"Intercept{sfx}",), "real", _pd("normal", loc, 2.5 * s_y))
             )
@@ -81,10 +90,10 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
         for blk in pdata.groups:
             entries += _group_entries(blk, pname, s_y)
     for aux in fam.aux:
-        if aux.name in dict(spec.dpars):
+        if aux.name in dpars or (aux.name == "sigma" and design.response.se is not None and not design.response.se_sigma):
             continue
         d = parse_prior(aux.default_prior(stats))
-        entries.append(ParamEntry(aux.name, aux.name, "mu", (aux.name,), "positive", _pd(d.name, *d.args)))
+        entries.append(ParamEntry(aux.name, aux.name, "mu", (aux.name,), aux.support, _pd(d.name, *d.args)))
     return entries
 
 

@@ -49,7 +49,17 @@ CONTRAST_FUNCTIONS = frozenset({"Treatment", "Sum", "Helmert", "Diff", "Poly"})
 #: functions allowed in a response expression (evaluated by hbm_formula itself)
 RESPONSE_FUNCTIONS = frozenset({"cbind", "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs", "I"})
 #: brms-style response addition terms, ``y | trials(n)``
-ADDTERM_FUNCTIONS = frozenset({"trials"})
+ADDTERM_FUNCTIONS = frozenset({"trials", "weights", "cens", "trunc", "se"})
+#: positional-argument counts and keyword names each addition term takes
+ADDTERM_SHAPES: dict[str, tuple[tuple[int, ...], frozenset[str], str]] = {
+    "trials": ((1,), frozenset(), "trials(n)"),
+    "weights": ((1,), frozenset(), "weights(w)"),
+    "se": ((1,), frozenset({"sigma"}), "se(s) or se(s, sigma = TRUE)"),
+    "cens": ((1, 2), frozenset(), "cens(censored) or cens(censored, upper)"),
+    "trunc": ((0,), frozenset({"lb", "ub"}), "trunc(lb = 0) or trunc(lb = 0, ub = 10)"),
+}
+#: names read as logical constants in addition-term keywords (R's TRUE/FALSE)
+LOGICAL_NAMES = {"TRUE": True, "True": True, "T": True, "FALSE": False, "False": False, "F": False}
 #: functions allowed in non-linear expressions (lowered to jax.numpy)
 NL_FUNCTIONS = frozenset(
     {
@@ -488,8 +498,14 @@ class _Builder:
                 c = self.call(ch.children[0], ADDTERM_FUNCTIONS, "after '|' in the response")
                 if any(a.fn == c.fn for a in adds):
                     raise self.err(f"{c.fn}() is given twice", ch)
-                if len(c.args) != 1 or c.kwargs:
-                    raise self.err(f"{c.fn}() takes one argument, e.g. {c.fn}(n)", ch)
+                nargs, keys, usage = ADDTERM_SHAPES[c.fn]
+                if len(c.args) not in nargs or any(k not in keys for k, _ in c.kwargs):
+                    raise self.err(f"{c.fn}() is written {usage}", ch)
+                if c.fn == "trunc" and not c.kwargs:
+                    raise self.err(f"trunc() needs a bound: {usage}", ch)
+                for k, v in c.kwargs:
+                    if k == "sigma" and not (isinstance(v, Var) and v.name in LOGICAL_NAMES):
+                        raise self.err("se(..., sigma = TRUE or FALSE)", ch)
                 adds.append(c)
         if isinstance(expr, Call) and expr.fn == "cbind" and any(a.fn == "trials" for a in adds):
             raise self.err("use either cbind(successes, failures) or y | trials(n), not both", node)

@@ -99,6 +99,10 @@ def _parts(d: PriorDist, support: str, target: str) -> tuple[str, tuple[float, .
                 raise PriorError(f"{target} is positive, but {d} puts no mass above zero")
             return "dist.Uniform", (max(d.args[0], 0.0), d.args[1]), ""
         return f"dist.TruncatedDistribution(dist.{info.numpyro}", d.args, ", low=0.0)"
+    if support == "unit" and info.support != "unit" and d.name != "uniform":
+        raise PriorError(f"{target} lies between 0 and 1: give it a prior on (0, 1) such as beta(1, 1), not {d}")
+    if support == "unit" and d.name == "uniform" and (d.args[0] < 0 or d.args[1] > 1):
+        raise PriorError(f"{target} lies between 0 and 1, but {d} reaches outside")
     if support == "real" and info.support in ("positive", "unit"):
         raise PriorError(f"{target} can be negative, but {d} only covers {info.support} values; use e.g. normal(0, 1)")
     if support == "positive" and info.support == "unit":

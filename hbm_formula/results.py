@@ -83,13 +83,38 @@ def idata_from_mcmc(
     return build_idata(posterior, stats, ll, observed, coords, dims, attrs)
 
 
+def prior_idata(cm: Any, draws: int, seed: int) -> Any:
+    """InferenceData of prior draws: ``prior`` (parameters) and ``prior_predictive`` (y)."""
+    az = _arviz()
+    out = cm.sample_prior(draws, seed)
+    y = out.pop("y")
+    prior = {k: v[None] for k, v in out.items()}
+    idata = az.from_dict(
+        prior=prior,
+        prior_predictive={"y": y[None]},
+        observed_data={"y": np.asarray(cm.data["y"])},
+        coords=cm.coords,
+        dims=cm.dims,
+    )
+    return idata
+
+
 def summary(idata: Any, var_names: list[str], hdi_prob: float = 0.94) -> pd.DataFrame:
     """Mean, sd, 94% HDI, R-hat and bulk/tail ESS of the named parameters."""
     az = _arviz()
-    present = [v for v in var_names if v in idata.posterior]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.summary(idata, var_names=present, hdi_prob=hdi_prob, round_to="none")
+    group = "posterior" if "posterior" in idata.groups() else "prior"
+    present = [v for v in var_names if v in idata[group]]
+    import logging
+
+    log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)  # prior draws form one chain: arviz logs that R-hat needs more
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = az.summary(idata, var_names=present, hdi_prob=hdi_prob, round_to="none", group=group)
+    finally:
+        log.setLevel(level)
     lo, hi = f"hdi_{(1 - hdi_prob) / 2 * 100:g}%", f"hdi_{(1 + hdi_prob) / 2 * 100:g}%"
     cols = ["mean", "sd", lo, hi, "r_hat", "ess_bulk", "ess_tail"]
     return table[[c for c in cols if c in table.columns]]
