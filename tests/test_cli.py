@@ -95,3 +95,19 @@ def test_cli_show_priors_does_not_fit(capsys: pytest.CaptureFixture[str], tmp_pa
 def test_cli_unwritable_output_fails_before_sampling(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([RADON, "log_radon ~ floor", "--out", "/no/such/dir/fit.nc"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_dpar_and_prior_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([RADON, "log_radon ~ floor + (1 | county)", "--family", "student", "--dpar", "sigma ~ floor",
+                 "--prior-only", "--draws", "50", "--chains", "1", "--out", str(tmp_path / "p.nc"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "b_sigma[floor]" in out and "nu" in out
+    import arviz as az
+
+    assert "prior_predictive" in az.from_netcdf(tmp_path / "p.nc").groups()
+
+
+def test_cli_bad_dpar(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([RADON, "log_radon ~ floor", "--dpar", "nu ~ floor", "--show-priors"]) == 2
+    assert "has no parameter 'nu'" in capsys.readouterr().err
