@@ -41,10 +41,22 @@ class CompiledModel:
     coords: dict[str, list[str]]
     dims: dict[str, list[str]]
     summary_vars: list[str]
+    obs_keys: list[str] = field(default_factory=list)
 
     @property
     def formula(self) -> str:
         return str(self.spec)
+
+    def parameterization(self) -> pd.DataFrame:
+        """How each group term's effects are sampled, and (for auto) why."""
+        rows = []
+        for b in self.design.groups:
+            c = b.centered_levels()
+            n_c = int(c.sum())
+            chosen = "centered" if n_c == len(c) else "noncentered" if n_c == 0 else "partially centered"
+            rows.append({"group": b.label, "term": str(b.term), "requested": b.term.param, "chosen": chosen,
+                         "centered_levels": n_c, "levels": len(c), "reason": b.auto_reason})
+        return pd.DataFrame(rows).set_index("group") if rows else pd.DataFrame()
 
     def priors_table(self) -> pd.DataFrame:
         """Every parameter with the prior it gets and where that came from."""
@@ -75,6 +87,14 @@ class CompiledModel:
         out = Predictive(self.model, num_samples=draws)(jax.random.PRNGKey(seed), **data)
         return {k: np.asarray(v) for k, v in out.items()}
 
+    def latent_sites(self) -> list[str]:
+        """Names of the sampled (not observed) and deterministic sites."""
+        import jax
+        from numpyro import handlers
+
+        tr = handlers.trace(handlers.seed(self.model, jax.random.PRNGKey(0))).get_trace(**self.data)
+        return [k for k, v in tr.items() if (v["type"] == "sample" and not v["is_observed"]) or v["type"] == "deterministic"]
+
     def log_density(self, params: dict[str, Any]) -> float:
         """Joint log density at ``params`` (unconstrained=False: values in their own space)."""
         from numpyro.infer.util import log_density
@@ -101,6 +121,43 @@ def _exec_code(code: str) -> Callable[..., Any]:
     return namespace["model"]
 
 
+#: a level is centered when its pilot posterior variance of z is below this (n·sd²/sigma² > 1 for a Gaussian)
+AUTO_THRESHOLD = 0.5
+
+
+def choose_parameterization(design: Design, lowered: Lowered, seed: int = 0) -> None:
+    """Decide, per level of every ``param="auto"`` group term, centered or not.
+
+    The rule (Papaspiliopoulos, Roberts & Sköld 2007): centering pays where a
+    level's data are informative relative to the group SD, non-centering where
+    they are not. With z the non-centered offset, a level's posterior variance
+    Var(z | data) = 1 / (1 + I·sd²) (I its data precision), so it measures that
+    ratio in one number for any family. A short mean-field SVI pilot of the
+    non-centered model (``lowered``, where auto terms are non-centered) gives
+    Var(z | data) for every level; levels with Var < 0.5 (I·sd² > 1) are
+    centered, the others stay non-centered, so one term can be partially
+    centered (Gorinova, Moore & Hoffman 2020 learn such a split by SVI too).
+    """
+    from . import infer
+
+    model = _exec_code(lowered.code)
+    cfg = infer.SVIConfig(steps=4000, lr=0.02, window=250, tol=1e-3, seed=seed, progress=False, init_scale=0.5)
+    res = infer.run_svi(model, lowered.data, lowered.obs_keys, cfg)
+    import numpy as np
+
+    for blk in design.groups:
+        if blk.term.param != "auto":
+            continue
+        scale = np.asarray(res.params[f"z_{blk.label}_auto_scale"])
+        var = np.square(scale).max(axis=-1)
+        blk.centered = var < AUTO_THRESHOLD
+        n_c, J = int(blk.centered.sum()), len(blk.levels)
+        blk.auto_reason = (
+            f"{n_c} of {J} levels centered: in a pilot SVI fit their data pin the effects down "
+            f"(posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > 1; median {np.median(var):.2f})"
+        )
+
+
 def compile(  # noqa: A001 - the natural name of the stage, as in the issue's API
     formula: str | ModelSpec,
     data: Any,
@@ -118,9 +175,13 @@ def compile(  # noqa: A001 - the natural name of the stage, as in the issue's AP
     design = build_design(spec, data, na=na)
     table = param_table(spec, design)
     lowered: Lowered = lower(spec, design, table)
+    if any(b.term.param == "auto" for b in design.groups):
+        choose_parameterization(design, lowered, seed=0)
+        lowered = lower(spec, design, table)
     model = _exec_code(lowered.code)
     return CompiledModel(
-        spec, design, table, lowered.code, model, lowered.data, lowered.coords, lowered.dims, lowered.summary_vars
+        spec, design, table, lowered.code, model, lowered.data, lowered.coords, lowered.dims, lowered.summary_vars,
+        lowered.obs_keys,
     )
 
 
@@ -176,41 +237,82 @@ def fit(
     target_accept: float = 0.8,
     max_tree_depth: int = 10,
     chain_method: str = "auto",
+    init: str | None = None,
+    guide: str = "normal",
+    rank: int | None = None,
+    steps: int | None = None,
+    lr: float = 0.01,
+    optimizer: str = "adam",
+    schedule: str = "auto",
+    batch_size: int | None = None,
+    tol: float = 1e-4,
     progress: bool = True,
     na: str = "drop",
     prior_only: bool = False,
 ) -> Fit:
     """Compile ``formula`` against ``data`` and run inference.
 
+    ``method="nuts"`` (default) samples with NUTS; ``init="svi"`` starts it from
+    an SVI fit. ``method="svi"`` fits an autoguide (``guide`` normal, lowrank or
+    fullrank) by stochastic variational inference, on minibatches of
+    ``batch_size`` rows if given, and returns ``draws`` draws from it.
+
     Returns a ``Fit`` whose ``idata`` is an ``arviz.InferenceData`` with
-    posterior, sample_stats, observed_data and log_likelihood groups. With
-    ``prior_only=True`` nothing is fitted: ``idata`` holds ``chains * draws``
+    posterior, sample_stats (NUTS), observed_data and log_likelihood groups.
+    With ``prior_only=True`` nothing is fitted: ``idata`` holds ``chains * draws``
     draws from the prior (``prior`` and ``prior_predictive`` groups).
     """
     import time
 
     from . import infer, results
 
-    if method != "nuts":
-        raise HBMError(f"unknown method '{method}': use 'nuts'")
+    if method not in ("nuts", "svi"):
+        raise HBMError(f"unknown method '{method}': use 'nuts' or 'svi'")
+    if init not in (None, "svi"):
+        raise HBMError(f"unknown init '{init}': use init='svi' (or leave it out)")
+    if init == "svi" and method != "nuts":
+        raise HBMError("init='svi' starts NUTS from an SVI fit; it goes with method='nuts'")
     cfg = infer.NUTSConfig(chains, warmup, draws, seed, target_accept, max_tree_depth, chain_method, progress)
     cfg.check()
+    svi_cfg = infer.SVIConfig(guide if init is None else "normal", rank, steps, lr, optimizer, schedule, batch_size,
+                              tol, seed=seed, draws=draws, progress=progress)
+    svi_cfg.check()
     infer.set_host_devices()
     t0 = time.perf_counter()
     cm = compile(formula, data, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param, na=na)
     t1 = time.perf_counter()
+    attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": method}
     if prior_only:
         idata = results.prior_idata(cm, chains * draws, seed)
         return Fit(cm, idata, "prior", [], None, {"compile": t1 - t0, "sample": time.perf_counter() - t1})
-    mcmc = infer.run_nuts(cm.model, cm.data, cfg)
+    if method == "svi":
+        res = infer.run_svi(cm.model, cm.data, cm.obs_keys, svi_cfg)
+        t2 = time.perf_counter()
+        sites = cm.latent_sites()
+        post = infer.guide_draws(cm.model, res, cm.data, draws, seed, sites)
+        attrs |= {"svi_steps": str(res.steps), "svi_converged": str(res.converged),
+                  "svi_final_loss": f"{float(res.losses[-min(len(res.losses), svi_cfg.window):].mean()):.6g}"}
+        idata = results.idata_from_draws(cm.model, post, cm.data, cm.coords, cm.dims, attrs)
+        msgs = [] if res.converged else [
+            f"SVI stopped at the step cap ({res.steps} steps) before the ELBO settled; raise steps= or lr="
+        ]
+        for m in msgs:
+            warnings.warn(m, UserWarning, stacklevel=2)
+        return Fit(cm, idata, "svi", msgs, res, {"compile": t1 - t0, "fit": t2 - t1, "results": time.perf_counter() - t2})
+    init_params, inv_mass, svi_res = None, None, None
+    if init == "svi":
+        svi_res = infer.run_svi(cm.model, cm.data, cm.obs_keys, svi_cfg)
+        init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
     t2 = time.perf_counter()
-    attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": "nuts"}
-    idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
+    mcmc = infer.run_nuts(cm.model, cm.data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
     t3 = time.perf_counter()
+    idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
+    t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=2)
-    return Fit(cm, idata, "nuts", msgs, mcmc, {"compile": t1 - t0, "sample": t2 - t1, "results": t3 - t2})
+    return Fit(cm, idata, "nuts", msgs, mcmc,
+               {"compile": t1 - t0, "svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3})
 
 
 def default_priors(

@@ -173,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"family:  {result.model.spec.family}; {result.model.design.n} observations; "
           f"{args.chains} chains x {args.draws} draws ({args.warmup} warmup)")
     print(format_summary(result.summary()))
+    par = result.model.parameterization()
+    if len(par):
+        shown = ", ".join(
+            f"{g}: {r.chosen}" + (f" ({r.centered_levels}/{r.levels} levels centered)" if r.chosen == "partially centered" else "")
+            for g, r in par.iterrows()
+        )
+        print(f"group effects: {shown}")
     for m in result.warnings:
         print(f"warning: {m}", file=sys.stderr)
     if args.emit_code:

@@ -47,10 +47,19 @@ class GroupBlock:
     coef_names: list[str]
     z_scale: np.ndarray  # (K,) SD of each column, 1 for constant columns
     spec: Any = None  # formulaic ModelSpec of the group design
+    #: per level, whether its effects are sampled centered (decided for param="auto" by a pilot fit)
+    centered: np.ndarray | None = None
+    auto_reason: str = ""
 
     @property
     def n_coef(self) -> int:
         return len(self.coef_names)
+
+    def centered_levels(self) -> np.ndarray:
+        """Boolean per level: centered or not, from the term's parameterization."""
+        if self.centered is not None:
+            return self.centered
+        return np.full(len(self.levels), self.term.param == "centered")
 
 
 @dataclass
@@ -230,6 +239,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
     if na not in ("drop", "error"):
         raise DataError(f"na must be 'drop' or 'error', not {na!r}")
     used = columns_used(spec)
+    if spec.formula.is_nonlinear:
+        _check_nl_names(spec, data.columns)
     for name in used:
         if name not in data.columns:
             raise _unknown_column(name, data.columns)
@@ -327,6 +338,31 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
                 columns[v.name] = eval_expr(v, df)
 
     return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr))
+
+
+def _check_nl_names(spec: ModelSpec, columns: Iterable[str]) -> None:
+    """Names in a non-linear expression are declared parameters or data columns, never both."""
+    import re
+
+    cols = [str(c) for c in columns]
+    params = [n for n, _ in spec.nlpars]
+    text = str(spec.formula)
+    for v in expr_vars(spec.formula.rhs):  # type: ignore[arg-type]
+        if v.name in params and v.name in cols:
+            m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
+            raise FormulaError(
+                f"'{v.name}' is both a data column and a non-linear parameter: rename the parameter",
+                text, *(m.span() if m else (0, 1)),
+            )
+        if v.name not in params and v.name not in cols:
+            close = difflib.get_close_matches(v.name, cols + params, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
+            raise FormulaError(
+                f"'{v.name}' in the non-linear formula is neither a data column nor a declared parameter{hint}; "
+                f"declare a parameter with a formula line such as '{v.name} ~ 1'",
+                text, *(m.span() if m else (0, 1)),
+            )
 
 
 def _check_dpars(spec: ModelSpec) -> None:

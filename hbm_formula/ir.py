@@ -313,10 +313,21 @@ class ModelSpec:
     nlpars: tuple[tuple[str, Linear], ...] = ()
     family: Family = Family()
     priors: tuple[Prior, ...] = ()
+    #: bounds of non-linear parameters: (name, lower or None, upper or None)
+    nlbounds: tuple[tuple[str, float | None, float | None], ...] = ()
+
+    def bounds(self, name: str) -> tuple[float | None, float | None]:
+        for n, lo, hi in self.nlbounds:
+            if n == name:
+                return lo, hi
+        return None, None
 
     def __str__(self) -> str:
         lines = [str(self.formula)]
-        lines += [f"{name} ~ {lin}" for name, lin in self.nlpars]
+        for name, lin in self.nlpars:
+            lo, hi = self.bounds(name)
+            extra = (f", lb = {Num(lo)}" if lo is not None else "") + (f", ub = {Num(hi)}" if hi is not None else "")
+            lines.append(f"{name} ~ {lin}{extra}")
         lines += [f"{name} ~ {lin}" for name, lin in self.dpars]
         return "\n".join(lines)
 

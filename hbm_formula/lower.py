@@ -21,7 +21,7 @@ from . import __version__
 from .design import Design, GroupBlock, PredictorData
 from .errors import PriorError
 from .families import HELPERS, FamilySpec, Lik, family_spec, inv_link
-from .ir import Linear, ModelSpec
+from .ir import BinOp, Call, Expr, Linear, ModelSpec, Neg, Num, Var
 from .params import ParamEntry
 from .priors import prior_code, vector_prior_code
 
@@ -34,6 +34,8 @@ class Lowered:
     coords: dict[str, list[str]]
     #: site names worth summarising, in display order
     summary_vars: list[str] = field(default_factory=list)
+    #: data keys with one row per observation (split by minibatching and sharding)
+    obs_keys: list[str] = field(default_factory=list)
 
 
 def _comment(text: str) -> str:
@@ -57,13 +59,18 @@ class _Emitter:
         self.coords: dict[str, list[str]] = {}
         self.summary: list[str] = []
         self.helpers: list[str] = []
+        self.obs_keys: list[str] = []
 
     def emit(self, line: str = "") -> None:
         self.lines.append(f"    {line}" if line else "")
 
-    def arg(self, name: str, value: np.ndarray) -> str:
+    def arg(self, name: str, value: np.ndarray, per_obs: bool = True) -> str:
+        """A data argument of the model; ``per_obs`` arrays have one row per observation
+        (what minibatching and data sharding split)."""
         self.args.append(name)
         self.data[name] = value
+        if per_obs:
+            self.obs_keys.append(name)
         return name
 
     # -------------------------------------------------------------- priors
@@ -108,7 +115,7 @@ class _Emitter:
                     f"Intercept_c{sfx} = numpyro.sample({'Intercept_c' + sfx!r}, {prior_code(ie.prior, 'real', ie.name)})"
                 )
                 self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
-                xm = self.arg(f"X_mean{sfx}", p.X_mean)
+                xm = self.arg(f"X_mean{sfx}", p.X_mean, per_obs=False)
                 self.emit(f"numpyro.deterministic({'Intercept' + sfx!r}, Intercept_c{sfx} - {xm} @ b{sfx})")
                 terms.append(f"Intercept_c{sfx} + {X} @ b{sfx}")
             else:
@@ -154,10 +161,14 @@ class _Emitter:
         lab = blk.label
         gt = blk.term
         cor = gt.correlated and K > 1
-        param = gt.param if gt.param != "auto" else "noncentered"
+        centered = blk.centered_levels()
+        n_c = int(centered.sum())
+        param = "centered" if n_c == J else "noncentered" if n_c == 0 else "partially centered"
         kind = ("correlated" if cor else "uncorrelated") if K > 1 else "one coefficient"
         self.emit("")
         self.emit(f"# ---- group-level effects {k}: {_comment(str(gt))}, {J} levels, {kind}, {param}")
+        if gt.param == "auto":
+            self.emit(f"# auto: {_comment(blk.auto_reason)}")
         coef_dim, lvl_dim = f"{lab}__coef", lab
         self.coords[coef_dim] = list(blk.coef_names)
         self.coords[lvl_dim] = list(blk.levels)
@@ -174,24 +185,37 @@ class _Emitter:
             self.dims[f"cor_{lab}"] = [f"{lab}__cor"]
             self.emit(f"numpyro.deterministic({'cor_' + lab!r}, (L_{k} @ L_{k}.T)[jnp.tril_indices({K}, -1)])")
             self.summary.append(f"cor_{lab}")
+        if cor:
+            centered_dist = f"dist.MultivariateNormal(jnp.zeros({K}), scale_tril=sd_{k}[:, None] * L_{k}).expand([{{n}}]).to_event(1)"
+            scaled = f"(z_{k} @ L_{k}.T) * sd_{k}"
+        else:
+            centered_dist = f"dist.Normal(0.0, sd_{k}).expand([{{n}}, {K}]).to_event(2)"
+            scaled = f"z_{k} * sd_{k}"
+        how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
         if param == "centered":
             self.emit("# centered: group effects sampled directly around zero with their SDs")
-            if cor:
-                self.emit(
-                    f"r_{k} = numpyro.sample({'r_' + lab!r}, dist.MultivariateNormal(jnp.zeros({K}), "
-                    f"scale_tril=sd_{k}[:, None] * L_{k}).expand([{J}]).to_event(1))"
-                )
-            else:
-                self.emit(f"r_{k} = numpyro.sample({'r_' + lab!r}, dist.Normal(0.0, sd_{k}).expand([{J}, {K}]).to_event(2))")
-        else:
+            self.emit(f"r_{k} = numpyro.sample({'r_' + lab!r}, {centered_dist.format(n=J)})")
+        elif param == "noncentered":
             self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
-            how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
             self.emit(f"# non-centered: standard-normal offsets z, {how}")
             self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J}, {K}]).to_event(2))")
-            if cor:
-                self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, (z_{k} @ L_{k}.T) * sd_{k})")
-            else:
-                self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, z_{k} * sd_{k})")
+            self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, {scaled})")
+        else:
+            # partially centered: well-informed levels centered, the rest non-centered
+            c_lv = [lv for lv, c in zip(blk.levels, centered, strict=True) if c]
+            nc_lv = [lv for lv, c in zip(blk.levels, centered, strict=True) if not c]
+            self.coords[f"{lab}__centered"], self.coords[f"{lab}__noncentered"] = c_lv, nc_lv
+            self.dims[f"rc_{lab}"] = [f"{lab}__centered", coef_dim]
+            self.dims[f"z_{lab}"] = [f"{lab}__noncentered", coef_dim]
+            ci = self.arg(f"centered_{k}", np.flatnonzero(centered).astype(np.int32), per_obs=False)
+            nci = self.arg(f"noncentered_{k}", np.flatnonzero(~centered).astype(np.int32), per_obs=False)
+            self.emit(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
+            self.emit(f"rc_{k} = numpyro.sample({'rc_' + lab!r}, {centered_dist.format(n=n_c)})")
+            self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J - n_c}, {K}]).to_event(2))")
+            self.emit(
+                f"r_{k} = numpyro.deterministic({'r_' + lab!r}, "
+                f"jnp.zeros(({J}, {K})).at[{ci}].set(rc_{k}).at[{nci}].set({scaled}))"
+            )
         g = self.arg(f"g_{k}", blk.g)
         if blk.Z is None:
             self.emit(f"{eta} = {eta} + r_{k}[{g}, 0]")
@@ -238,7 +262,8 @@ class _Emitter:
             eta = "eta"
         else:
             eta = etas["mu"]
-        trials = self.arg("trials", resp.trials) if resp.trials is not None else None
+        # integer trials: NumPyro's binomial sampler (prior predictive) indexes with them
+        trials = self.arg("trials", resp.trials.astype(np.int32)) if resp.trials is not None else None
         code = fam.likelihood(Lik(spec.family.link, eta, aux, trials))
         for helper in HELPERS:  # a template may call a helper defined in the generated code
             if f"{helper}(" in code:
@@ -256,10 +281,37 @@ class _Emitter:
             code = f"Censored({code}, {cens}, {upper}, discrete={discrete})"
         return code
 
+    def nonlinear(self, etas: dict[str, str]) -> str:
+        """Emit the non-linear mean: each parameter (with its bounds) and the expression."""
+        spec = self.spec
+        self.emit("")
+        self.emit("# ---- non-linear parameters and the mean")
+        names: dict[str, str] = {}
+        for name, _ in spec.nlpars:
+            lo, hi = spec.bounds(name)
+            eta = etas[name]
+            if lo is not None and hi is not None:
+                code, note = f"{_lit(lo)} + {_lit(hi - lo)} * jax.nn.sigmoid({eta})", f"between {lo:g} and {hi:g}"
+            elif lo is not None:
+                code, note = f"{_lit(lo)} + jnp.exp({eta})", f"above {lo:g} (log scale)"
+            elif hi is not None:
+                code, note = f"{_lit(hi)} - jnp.exp({eta})", f"below {hi:g} (log scale)"
+            else:
+                code, note = eta, ""
+            names[name] = f"nl_{name}"
+            self.emit(f"nl_{name} = {code}" + (f"  # {note}" if note else ""))
+        for i, (col, values) in enumerate(self.design.columns.items(), start=1):
+            var = f"d_{col}" if col.isidentifier() else f"col_{i}"
+            names[col] = self.arg(var, values)
+        self.emit(f"mu = {expr_code(spec.formula.rhs, names)}")  # type: ignore[arg-type]
+        return "mu"
+
     def model(self) -> str:
         spec, design = self.spec, self.design
         fam = family_spec(spec.family.name)
         etas = {name: self.predictor(p) for name, p in design.predictors.items()}
+        if spec.formula.is_nonlinear:
+            etas["mu"] = self.nonlinear(etas)
         aux = self.aux_params(fam, etas)
         lik = self.likelihood(fam, etas, aux)
         self.emit("")
@@ -273,6 +325,7 @@ class _Emitter:
         self.emit(f"    numpyro.sample('y', {lik}, obs=y)")
         self.dims["y"] = ["obs"]
         self.data["y"] = design.y
+        self.obs_keys.append("y")
         body = "\n".join(self.lines)
         header = [
             f"# generated by hbm_formula {__version__} from:",
@@ -295,10 +348,41 @@ class _Emitter:
         return "\n".join(header) + "\n" + body + "\n"
 
 
+#: jax.numpy code of the functions a non-linear expression may call
+NL_CODE = {
+    "exp": "jnp.exp", "log": "jnp.log", "log1p": "jnp.log1p", "expm1": "jnp.expm1", "sqrt": "jnp.sqrt",
+    "inv_logit": "jax.nn.sigmoid", "logistic": "jax.nn.sigmoid", "Phi": "jax.scipy.stats.norm.cdf",
+    "pow": "jnp.power", "abs": "jnp.abs", "min": "jnp.minimum", "max": "jnp.maximum",
+}
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
+
+
+def expr_code(e: Expr, names: dict[str, str]) -> str:
+    """jax.numpy code of a checked non-linear expression; names map parameters/columns to code variables."""
+    if isinstance(e, Num):
+        return _lit(e.value)
+    if isinstance(e, Var):
+        return names[e.name]
+    if isinstance(e, Neg):
+        return f"-({expr_code(e.operand, names)})"
+    if isinstance(e, Call):
+        return f"{NL_CODE[e.fn]}({', '.join(expr_code(a, names) for a in e.args)})"
+    if isinstance(e, BinOp):
+        p = _PREC[e.op]
+
+        def side(x: Expr, right: bool) -> str:
+            code = expr_code(x, names)
+            q = _PREC[x.op] if isinstance(x, BinOp) else 5
+            return f"({code})" if q < p or (q == p and (right != (e.op == "**"))) else code
+
+        return f"{side(e.left, False)} {e.op} {side(e.right, True)}"
+    raise TypeError(f"cannot lower {e!r}")  # pragma: no cover - the parser admits nothing else
+
+
 def lower(spec: ModelSpec, design: Design, table: list[ParamEntry]) -> Lowered:
     em = _Emitter(spec, design, table)
     code = em.model()
-    return Lowered(code, em.data, em.dims, em.coords, em.summary)
+    return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys)
 
 
 def _population_text(lin: Linear) -> str:

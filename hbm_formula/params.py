@@ -19,9 +19,10 @@ The most specific name wins: ``b_floor`` over ``b``; ``sd_county__floor`` over
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 
-from .design import Design, GroupBlock
+from .design import Design, GroupBlock, PredictorData
 from .errors import PriorError
 from .families import family_spec
 from .ir import ModelSpec, PriorDist
@@ -54,7 +55,12 @@ def _sig(v: float) -> float:
 
 
 def _pd(name: str, *args: float) -> PriorDist:
-    return PriorDist(name, tuple(_sig(a) for a in args))
+    """A default prior with readable numbers: a location is rounded to the precision of its scale."""
+    vals = [_sig(a) for a in args]
+    if name == "normal" and len(vals) == 2 and vals[1] > 0:
+        digits = max(0, 2 - int(math.floor(math.log10(vals[1]))))
+        vals[0] = round(vals[0], digits) + 0.0
+    return PriorDist(name, tuple(vals))
 
 
 def _suffix(pname: str) -> str:
@@ -66,7 +72,12 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
     stats = design.stats
     dpars = dict(spec.dpars)
     entries: list[ParamEntry] = []
+    nl_names = {n for n, _ in spec.nlpars}
+    roles = nl_roles(spec, design) if nl_names else {}
     for pname, pdata in design.predictors.items():
+        if pname in nl_names:
+            entries += _nl_entries(pname, pdata, roles.get(pname))
+            continue
         aux = fam.aux_param(pname)
         # predictors on the response scale (gaussian identity mu) scale with the response; all
         # others live on a link scale, where the rstanarm/bambi rule uses scale 1
@@ -95,6 +106,109 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
         d = parse_prior(aux.default_prior(stats))
         entries.append(ParamEntry(aux.name, aux.name, "mu", (aux.name,), aux.support, _pd(d.name, *d.args)))
     return entries
+
+
+REQUIRED = PriorDist("required")
+
+
+def nl_roles(spec: ModelSpec, design: Design) -> dict[str, tuple[float, float, float]]:
+    """Default-prior (centre, scale, group-SD scale) of each parameter of a
+    recognised non-linear template, from the data; {} when none is recognised.
+
+    The 4-parameter logistic ``A + (B - A) / (1 + exp(H * (E - x)))`` (or with
+    ``(x - E)``): A and B are the asymptotes at low and high x (centred on the
+    mean response of the lowest and highest 10% of x, scale 2.5 sd(y)), E the
+    mid-point on the x scale (centred on the median x, scale 2.5 sd(x)), H the
+    slope (log scale when bounded below by 0: normal(0, 1), i.e. a median of 1).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .design import eval_expr
+    from .ir import BinOp, Call, Num, Var
+
+    e = spec.formula.rhs
+    names = {n for n, _ in spec.nlpars}
+    try:
+        assert isinstance(e, BinOp) and e.op == "+" and isinstance(e.left, Var)
+        a = e.left.name
+        frac = e.right
+        assert isinstance(frac, BinOp) and frac.op == "/"
+        num, den = frac.left, frac.right
+        assert isinstance(num, BinOp) and num.op == "-" and isinstance(num.left, Var) and num.right == Var(a)
+        b = num.left.name
+        assert isinstance(den, BinOp) and den.op == "+" and den.left == Num(1.0)
+        ex = den.right
+        assert isinstance(ex, Call) and ex.fn == "exp" and len(ex.args) == 1
+        prod = ex.args[0]
+        assert isinstance(prod, BinOp) and prod.op == "*" and isinstance(prod.left, Var)
+        h = prod.left.name
+        diff = prod.right
+        assert isinstance(diff, BinOp) and diff.op == "-"
+        if isinstance(diff.left, Var) and diff.left.name in names:
+            mid, xexpr, b_high = diff.left.name, diff.right, True
+        else:
+            assert isinstance(diff.right, Var) and diff.right.name in names
+            mid, xexpr, b_high = diff.right.name, diff.left, False
+        assert {a, b, h, mid} <= names and len({a, b, h, mid}) == 4
+    except AssertionError:
+        return {}
+    x = eval_expr(xexpr, pd.DataFrame(design.columns))
+    y = design.y
+    sd_y = float(np.std(y)) or 1.0
+    sd_x = float(np.std(x)) or 1.0
+    lo, hi = np.quantile(x, [0.1, 0.9])
+    y_lo, y_hi = float(np.mean(y[x <= lo])), float(np.mean(y[x >= hi]))
+    high, low = (b, a) if b_high else (a, b)
+    h_lb, _ = spec.bounds(h)
+    hill = (0.0, 1.0, 0.5) if h_lb is not None else (0.0, 2.5 / sd_x, 1.0 / sd_x)
+    return {
+        low: (y_lo, 2.5 * sd_y, sd_y),
+        high: (y_hi, 2.5 * sd_y, sd_y),
+        mid: (float(np.median(x)), 2.5 * sd_x, sd_x),
+        h: hill,
+    }
+
+
+def _nl_entries(pname: str, pdata: PredictorData, role: tuple[float, float, float] | None) -> list[ParamEntry]:
+    """Parameters of a non-linear parameter's formula; priors left REQUIRED where
+    no default is known (filled from the intercept prior, or an error, later)."""
+    out: list[ParamEntry] = []
+    sfx = _suffix(pname)
+    center, scale, sd_scale = role if role is not None else (0.0, 0.0, 0.0)
+    if pdata.intercept:
+        d = _pd("normal", center, scale) if role else REQUIRED
+        out.append(ParamEntry(f"Intercept{sfx}", "Intercept", pname, (f"Intercept{sfx}",), "real", d))
+    for coef, xs in zip(pdata.coef_names, pdata.x_scale, strict=True):
+        d = _pd("normal", 0.0, scale / xs) if role else REQUIRED
+        out.append(ParamEntry(f"b{sfx}_{coef}", "b", pname, (f"b{sfx}_{coef}", f"b{sfx}"), "real", d))
+    for blk in pdata.groups:
+        for e in _group_entries(blk, pname, 1.0):
+            if e.cls == "sd":
+                zs = blk.z_scale[blk.coef_names.index(e.name.rsplit("__", 1)[1])]
+                e.default = e.prior = _pd("half_normal", sd_scale / zs) if role else REQUIRED
+            out.append(e)
+    return out
+
+
+def _fill_required(entries: list[ParamEntry]) -> None:
+    """b and sd of a non-linear parameter default to the scale of its intercept's
+    prior; an intercept without a prior is an error naming what to set."""
+    missing = [e.name for e in entries if e.prior is REQUIRED and e.cls == "Intercept"]
+    if missing:
+        ex = missing[0]
+        raise PriorError(
+            f"no default prior for {', '.join(missing)}: a non-linear parameter's scale is unknown; "
+            f"set one, e.g. priors={{'{ex}': 'normal(0, 1)'}} (CLI: --prior '{ex}=normal(0, 1)')"
+        )
+    scale = {e.predictor: (e.prior.args[-1] if e.prior.args else 1.0) for e in entries if e.cls == "Intercept"}
+    for e in entries:
+        if e.prior is REQUIRED:
+            s = scale.get(e.predictor)
+            if s is None:
+                raise PriorError(f"no default prior for {e.name}: set one, e.g. priors={{'{e.name}': 'normal(0, 1)'}}")
+            e.prior = _pd("half_normal", s) if e.cls == "sd" else _pd("normal", 0.0, s)
+            e.source = "default (intercept prior's scale)"
 
 
 def _group_entries(blk: GroupBlock, pname: str, s_y: float) -> list[ParamEntry]:
@@ -145,4 +259,6 @@ def apply_priors(spec: ModelSpec, entries: list[ParamEntry]) -> list[ParamEntry]
 
 
 def param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
-    return apply_priors(spec, build_param_table(spec, design))
+    entries = apply_priors(spec, build_param_table(spec, design))
+    _fill_required(entries)
+    return entries

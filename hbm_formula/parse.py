@@ -557,13 +557,36 @@ def parse_nl_formula(text: str) -> Formula:
 
 def parse_param_formula(text: str, name: str | None = None) -> tuple[str | None, Linear]:
     """Parse ``[name] ~ terms`` (a distributional or non-linear parameter formula)."""
+    got, lin, bounds = _parse_param(text, name)
+    if bounds != (None, None):
+        raise FormulaError("bounds (lb =, ub =) apply to non-linear parameters only", text, text.index(","), len(text))
+    return got, lin
+
+
+def _parse_param(text: str, name: str | None) -> tuple[str | None, Linear, tuple[float | None, float | None]]:
+    """``[name] ~ terms [, lb = number] [, ub = number]``."""
     tree = _parse_tree(text, "param")
     b = _Builder(text)
     ch = tree.children
     got = str(ch[0]) if isinstance(ch[0], Token) and ch[0].type == "NAME" else None
     if got is not None and name is not None and got != name:
         raise FormulaError(f"formula names parameter '{got}' but was given for '{name}'", text, 0, len(got))
-    return got or name, b.linear(ch[-1])
+    sum_node = next(c for c in ch if isinstance(c, Tree) and c.data != "bound")
+    lo: float | None = None
+    hi: float | None = None
+    for c in ch:
+        if isinstance(c, Tree) and c.data == "bound":
+            key = str(c.children[0])
+            if key not in ("lb", "ub"):
+                raise FormulaError(f"unknown bound '{key}': use lb = ... or ub = ...", text, *_span(c.children[0]))  # type: ignore[misc]
+            val = _pnum(c.children[2])
+            if key == "lb":
+                lo = val
+            else:
+                hi = val
+    if lo is not None and hi is not None and not lo < hi:
+        raise FormulaError(f"lb ({lo:g}) must be below ub ({hi:g})", text, text.index(","), len(text))
+    return got or name, b.linear(sum_node), (lo, hi)
 
 
 def parse_prior(text: str) -> PriorDist:
@@ -627,30 +650,38 @@ def parse(
         lines = [ln for ln in formula.splitlines() if ln.strip()]
         if not lines:
             raise FormulaError("the formula is empty", formula, 0, 1)
-        extra = {}
+        texts: dict[str, str] = {}
         for ln in lines[1:]:
-            pname, lin = parse_param_formula(ln)
-            if pname is None:
-                raise FormulaError("a parameter formula needs a name before '~', e.g. sigma ~ x", ln, 0, 1)
-            extra[pname] = lin
-        nl_given = dict(nl or {})
-        is_nl = bool(nl_given) or _looks_nonlinear(lines[0], set(extra))
-        if is_nl:
-            main = parse_nl_formula(lines[0])
-        else:
-            main = parse_formula(lines[0])
+            pname = _param_name(ln)
+            if pname in texts:
+                raise FormulaError(f"parameter '{pname}' has two formulas", ln, 0, len(pname))
+            texts[pname] = ln
+        for k, txt in (nl or {}).items():
+            if k in texts:
+                raise FormulaError(f"parameter '{k}' has two formulas", txt)
+            texts[k] = txt
+        nl_names = {k for k in texts if k in (nl or {}) or not _is_dpar_name(k)}
+        # a formula line for a name that is not a distributional parameter makes the model non-linear
+        is_nl = bool(nl_names)
+        main = parse_nl_formula(lines[0]) if is_nl else parse_formula(lines[0])
         nlpars: dict[str, Linear] = {}
         dpar_map: dict[str, Linear] = {}
-        for k, txt in nl_given.items():
-            nlpars[k] = parse_param_formula(txt, k)[1]
+        bounds: list[tuple[str, float | None, float | None]] = []
+        for k, txt in texts.items():
+            if is_nl and k in nl_names:
+                _, lin, (lo, hi) = _parse_param(txt, k)
+                nlpars[k] = lin
+                if lo is not None or hi is not None:
+                    bounds.append((k, lo, hi))
+            else:
+                dpar_map[k] = parse_param_formula(txt, k)[1]
         for k, txt in (dpars or {}).items():
+            if k in dpar_map:
+                raise FormulaError(f"parameter '{k}' has two formulas", txt)
             dpar_map[k] = parse_param_formula(txt, k)[1]
-        for k, lin in extra.items():
-            target = nlpars if is_nl and not _is_dpar_name(k) else dpar_map
-            if k in target:
-                raise FormulaError(f"parameter '{k}' has two formulas", formula)
-            target[k] = lin
-        spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()))
+        if is_nl:
+            _check_nl(main, nlpars, texts, lines[0])
+        spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()), nlbounds=tuple(bounds))
     if family is not None or link is not None or not isinstance(formula, ModelSpec):
         from .families import resolve_family  # a pure table: no data, no jax
 
@@ -665,24 +696,40 @@ def parse(
     return spec
 
 
+def _param_name(line: str) -> str:
+    name, _ = parse_param_formula_name(line)
+    return name
+
+
+def parse_param_formula_name(line: str) -> tuple[str, Tree]:
+    tree = _parse_tree(line, "param")
+    first = tree.children[0]
+    if not (isinstance(first, Token) and first.type == "NAME"):
+        raise FormulaError("a parameter formula needs a name before '~', e.g. sigma ~ x", line, 0, 1)
+    return str(first), tree
+
+
+def _check_nl(main: Formula, nlpars: dict[str, Linear], texts: dict[str, str], line: str) -> None:
+    """Every declared parameter is used by the expression; at least one is."""
+    used = {v.name for v in expr_vars(main.rhs)}  # type: ignore[arg-type]
+    for k in nlpars:
+        if k not in used:
+            txt = texts[k]
+            start = txt.find(k) if txt.lstrip().startswith(k) else 0
+            raise FormulaError(
+                f"non-linear parameter '{k}' has a formula but the expression never uses it "
+                f"(names in the expression: {', '.join(sorted(used))})",
+                txt, max(start, 0), max(start, 0) + (len(k) if start >= 0 else 1),
+            )
+    if not used & set(nlpars):
+        raise FormulaError("a non-linear formula needs parameters: give each a formula, e.g. b ~ 1", line, 0, len(line))
+
+
 _DPAR_NAMES = frozenset({"sigma", "nu", "shape", "phi", "zi", "hu", "disc", "alpha", "kappa"})
 
 
 def _is_dpar_name(name: str) -> bool:
     return name in _DPAR_NAMES
-
-
-def _looks_nonlinear(line: str, param_names: set[str]) -> bool:
-    """A first line is non-linear when further lines define parameters (not
-    distributional ones) that its right-hand side uses."""
-    nl_names = {p for p in param_names if not _is_dpar_name(p)}
-    if not nl_names:
-        return False
-    try:
-        f = parse_nl_formula(line)
-    except FormulaError:
-        return False
-    return any(v.name in nl_names for v in expr_vars(f.rhs))  # type: ignore[arg-type]
 
 
 def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:

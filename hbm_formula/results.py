@@ -17,6 +17,22 @@ from .errors import HBMError
 SUMMARY_COLUMNS = ["mean", "sd", "hdi_3%", "hdi_97%", "r_hat", "ess_bulk", "ess_tail"]
 
 
+class _quiet_arviz:
+    """Silence arviz's log warning that one chain is too few for R-hat (SVI and prior draws)."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        az = _arviz()
+        # arviz logs through its own Logger object, not one registered with logging.getLogger
+        self.log = getattr(az, "_log", logging.getLogger("arviz"))
+        self.level = self.log.level
+        self.log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.setLevel(self.level)
+
+
 def _arviz() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arviz announces its 1.0 refactor on import
@@ -42,7 +58,16 @@ def build_idata(
 ) -> Any:
     """InferenceData from arrays shaped (chain, draw, ...)."""
     az = _arviz()
-    idata = az.from_dict(
+    with _quiet_arviz():
+        idata = _from_dict(az, posterior, sample_stats, log_lik, observed, coords, dims)
+    for group in idata.groups():
+        idata[group].attrs.update(attrs)
+    return idata
+
+
+def _from_dict(az: Any, posterior: dict[str, Any], sample_stats: dict[str, Any] | None, log_lik: dict[str, Any],
+               observed: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]]) -> Any:
+    return az.from_dict(
         posterior={k: np.asarray(v) for k, v in posterior.items()},
         sample_stats={k: np.asarray(v) for k, v in (sample_stats or {}).items()} or None,
         log_likelihood={k: np.asarray(v) for k, v in log_lik.items()},
@@ -50,9 +75,6 @@ def build_idata(
         coords=coords,
         dims=dims,
     )
-    for group in idata.groups():
-        idata[group].attrs.update(attrs)
-    return idata
 
 
 #: NumPyro NUTS extra fields → ArviZ sample_stats names
@@ -83,19 +105,31 @@ def idata_from_mcmc(
     return build_idata(posterior, stats, ll, observed, coords, dims, attrs)
 
 
+def idata_from_draws(
+    model: Any, draws: dict[str, Any], data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]],
+    attrs: dict[str, str],
+) -> Any:
+    """InferenceData from one set of draws (e.g. from an SVI guide), as a single chain."""
+    posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
+    ll = pointwise_log_likelihood(model, {k: np.asarray(v) for k, v in draws.items()}, data)
+    ll = {k: np.asarray(v)[None] for k, v in ll.items()}
+    return build_idata(posterior, None, ll, {"y": data["y"]}, coords, dims, attrs)
+
+
 def prior_idata(cm: Any, draws: int, seed: int) -> Any:
     """InferenceData of prior draws: ``prior`` (parameters) and ``prior_predictive`` (y)."""
     az = _arviz()
     out = cm.sample_prior(draws, seed)
     y = out.pop("y")
     prior = {k: v[None] for k, v in out.items()}
-    idata = az.from_dict(
-        prior=prior,
-        prior_predictive={"y": y[None]},
-        observed_data={"y": np.asarray(cm.data["y"])},
-        coords=cm.coords,
-        dims=cm.dims,
-    )
+    with _quiet_arviz():
+        idata = az.from_dict(
+            prior=prior,
+            prior_predictive={"y": y[None]},
+            observed_data={"y": np.asarray(cm.data["y"])},
+            coords=cm.coords,
+            dims=cm.dims,
+        )
     return idata
 
 
@@ -104,17 +138,9 @@ def summary(idata: Any, var_names: list[str], hdi_prob: float = 0.94) -> pd.Data
     az = _arviz()
     group = "posterior" if "posterior" in idata.groups() else "prior"
     present = [v for v in var_names if v in idata[group]]
-    import logging
-
-    log = logging.getLogger("arviz")
-    level = log.level
-    log.setLevel(logging.ERROR)  # prior draws form one chain: arviz logs that R-hat needs more
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table = az.summary(idata, var_names=present, hdi_prob=hdi_prob, round_to="none", group=group)
-    finally:
-        log.setLevel(level)
+    with _quiet_arviz(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(idata, var_names=present, hdi_prob=hdi_prob, round_to="none", group=group)
     lo, hi = f"hdi_{(1 - hdi_prob) / 2 * 100:g}%", f"hdi_{(1 + hdi_prob) / 2 * 100:g}%"
     cols = ["mean", "sd", lo, hi, "r_hat", "ess_bulk", "ess_tail"]
     return table[[c for c in cols if c in table.columns]]

@@ -1,0 +1,76 @@
+"""Parameterization per group term: non-centered, centered, auto (and partially centered)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import hbm_formula as hf
+
+
+def test_auto_centers_well_informed_groups(sleepstudy: pd.DataFrame) -> None:
+    cm = hf.compile("Reaction ~ Days + (Days | Subject)", sleepstudy, param="auto")
+    row = cm.parameterization().loc["Subject"]
+    assert row["chosen"] == "centered" and row["centered_levels"] == 18
+    assert "# auto: 18 of 18 levels centered" in cm.code
+    assert "r_1 = numpyro.sample('r_Subject', dist.MultivariateNormal(" in cm.code
+
+
+def test_auto_keeps_sparse_groups_noncentered(rng: np.random.Generator) -> None:
+    g = np.repeat(np.arange(40), 2)  # two noisy observations per group, small group SD
+    df = pd.DataFrame({"g": g, "y": rng.normal(0, 0.2, 40)[g] + rng.normal(0, 1.0, 80)})
+    cm = hf.compile("y ~ 1 + (1 | g)", df, param="auto")
+    assert cm.parameterization().loc["g", "chosen"] == "noncentered"
+    assert "z_1 = numpyro.sample('z_g'" in cm.code
+
+
+def test_auto_splits_mixed_groups(rng: np.random.Generator) -> None:
+    sizes = [200] * 4 + [1] * 30  # a few large groups and many tiny ones
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    df = pd.DataFrame({"g": g, "y": rng.normal(0, 1.0, len(sizes))[g] + rng.normal(0, 2.0, g.size)})
+    cm = hf.compile("y ~ 1 + (1 | g)", df, param="auto")
+    row = cm.parameterization().loc["g"]
+    assert row["chosen"] == "partially centered"
+    centered = cm.design.groups[0].centered
+    assert centered[:4].all() and not centered[4:].any()
+    assert cm.coords["g__centered"] == ["0", "1", "2", "3"]
+
+
+def test_partially_centered_density_matches_noncentered_up_to_jacobian(rng: np.random.Generator) -> None:
+    sizes = [50, 50, 1, 1, 1]
+    g = np.repeat(np.arange(5), sizes)
+    df = pd.DataFrame({"g": g, "y": rng.normal(size=g.size)})
+    nc = hf.compile("y ~ 1 + (1 | g)", df)
+    part = hf.compile("y ~ 1 + (1 | g)", df)
+    blk = part.design.groups[0]
+    blk.centered = np.array([True, True, False, False, False])
+    from hbm_formula.api import _exec_code
+    from hbm_formula.lower import lower
+
+    low = lower(part.spec, part.design, part.params)
+    model = _exec_code(low.code)
+    z = jnp.asarray(rng.normal(size=(5, 1)))
+    sd = jnp.array([0.8])
+    common = {"Intercept": jnp.array(0.1), "sd_g": sd, "sigma": jnp.array(1.2)}
+    lp_nc = nc.log_density(common | {"z_g": z})
+    from numpyro.infer.util import log_density
+
+    lp_part, _ = log_density(model, (), low.data, common | {"rc_g": z[:2] * sd, "z_g": z[2:]})
+    np.testing.assert_allclose(float(lp_part), lp_nc - 2 * float(jnp.log(sd[0])), rtol=1e-5)
+
+
+def test_centered_and_noncentered_posteriors_agree(sleepstudy: pd.DataFrame) -> None:
+    fits = {p: hf.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, param=p, seed=4, progress=False)
+            for p in ("centered", "noncentered")}
+    a, b = (fits[p].summary() for p in ("centered", "noncentered"))
+    for name in ["Intercept", "b[Days]", "sd_Subject[Intercept]", "sd_Subject[Days]", "sigma"]:
+        # within Monte Carlo error plus a little: both chains target the same posterior
+        tol = 4 * np.hypot(a.loc[name, "sd"] / np.sqrt(a.loc[name, "ess_bulk"]), b.loc[name, "sd"] / np.sqrt(b.loc[name, "ess_bulk"]))
+        assert abs(a.loc[name, "mean"] - b.loc[name, "mean"]) < tol, name
+
+
+def test_param_per_grouping_factor(radon: pd.DataFrame) -> None:
+    cm = hf.compile("log_radon ~ floor + (1 | county) + (1 | county_id)", radon,
+                    param={"county": "centered", "county_id": "noncentered"})
+    par = cm.parameterization()
+    assert par.loc["county", "chosen"] == "centered" and par.loc["county_id", "chosen"] == "noncentered"

@@ -1,0 +1,82 @@
+"""SVI (full batch and minibatch), SVI-initialised NUTS, and their bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hbm_formula as hf
+
+
+def _mean(fit: hf.Fit, name: str) -> float:
+    return float(fit.idata.posterior[name].mean())
+
+
+def test_svi_returns_inference_data_like_nuts(radon: pd.DataFrame) -> None:
+    fit = hf.fit("log_radon ~ floor + (1 | county)", radon, method="svi", lr=0.02, draws=400, progress=False)
+    idata = fit.idata
+    assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["r_county"].shape == (1, 400, 85, 1)
+    assert idata.log_likelihood["y"].shape == (1, 400, 919)
+    assert fit.raw.converged
+    assert abs(_mean(fit, "b") - (-0.69)) < 0.08  # NUTS: -0.69
+    assert abs(_mean(fit, "sigma") - 0.76) < 0.03
+
+
+def test_minibatch_svi_matches_full_batch(rng: np.random.Generator) -> None:
+    n, G = 20000, 50
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    eta = 0.5 + 0.3 * x + rng.normal(0, 0.3, G)[g]
+    df = pd.DataFrame({"y": rng.poisson(np.exp(eta)), "x": x, "g": g})
+    kw = dict(family="poisson", method="svi", lr=0.02, draws=500, progress=False, seed=3)
+    full = hf.fit("y ~ x + (1 | g)", df, tol=1e-6, **kw)
+    mini = hf.fit("y ~ x + (1 | g)", df, batch_size=1024, **kw)
+    for name in ["Intercept", "b", "sd_g"]:
+        sd = float(full.idata.posterior[name].std())
+        assert abs(_mean(full, name) - _mean(mini, name)) < max(4 * sd, 0.02), name
+    assert abs(_mean(mini, "b") - 0.3) < 0.03
+
+
+def test_minibatch_svi_for_a_binomial_model(cbpp: pd.DataFrame) -> None:
+    fit = hf.fit("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", cbpp, family="binomial",
+                 method="svi", batch_size=16, lr=0.02, draws=200, progress=False)
+    b = fit.idata.posterior["b"].mean(("chain", "draw")).values
+    assert np.all(b < 0)  # incidence falls after the first period (glmer: -0.99, -1.13, -1.58)
+
+
+def test_lowrank_guide(radon: pd.DataFrame) -> None:
+    fit = hf.fit("log_radon ~ floor + (1 | county)", radon, method="svi", guide="lowrank", rank=4, lr=0.02,
+                 draws=300, progress=False)
+    assert abs(_mean(fit, "b") - (-0.69)) < 0.1
+
+
+def test_nuts_initialised_from_svi(radon: pd.DataFrame) -> None:
+    fit = hf.fit("log_radon ~ floor + (1 | county)", radon, init="svi", warmup=150, draws=300, chains=2,
+                 lr=0.02, progress=False)
+    table = fit.summary()
+    assert table["r_hat"].max() < 1.02
+    assert abs(table.loc["b[floor]", "mean"] - (-0.69)) < 0.05
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"method": "svi", "batch_size": 5000}, "larger than the data"),
+        ({"method": "svi", "lr": 0.0}, "learning rate must be positive"),
+        ({"method": "svi", "lr": -1.0}, "learning rate must be positive"),
+        ({"method": "svi", "guide": "flow"}, "unknown guide"),
+        ({"method": "advi"}, "unknown method"),
+        ({"init": "svi", "method": "svi"}, "goes with method='nuts'"),
+        ({"chain_method": "parallel", "chains": 64}, "needs 64 devices"),
+    ],
+)
+def test_bad_inference_settings(radon: pd.DataFrame, kw: dict, match: str) -> None:
+    with pytest.raises(hf.HBMError, match=match):
+        hf.fit("log_radon ~ floor", radon, progress=False, **kw)
+
+
+def test_diverging_svi_stops_with_a_clear_message(rng: np.random.Generator) -> None:
+    df = pd.DataFrame({"y": rng.poisson(5, 200), "x": rng.normal(0, 1e6, 200)})
+    with pytest.raises(hf.HBMError, match="SVI diverged.*scal"):
+        hf.fit("y ~ x", df, family="poisson", method="svi", lr=50.0, priors={"b": "normal(0, 1e6)"},
+               progress=False)
