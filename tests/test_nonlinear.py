@@ -1,0 +1,149 @@
+"""Non-linear formulas: parsing, errors with carets, lowering, a hierarchical 4PL,
+and real dose-response data compared with drc's published least-squares fits."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATA
+
+import hbm_formula as hf
+from hbm_formula.ir import BinOp, Call, Num, Var
+
+FOUR_PL = """resp ~ bottom + (top - bottom) / (1 + exp(hill * (log_ec50 - log_dose)))
+bottom ~ 1 + (1 | compound)
+top ~ 1 + (1 | compound)
+log_ec50 ~ 1 + (1 | compound)
+hill ~ 1 + (1 | compound), lb = 0"""
+
+
+def simulate_4pl(rng: np.random.Generator, G: int = 30, D: int = 40) -> tuple[pd.DataFrame, dict[str, float]]:
+    truth = {"bottom": 0.1, "top": 1.0, "log_ec50": 0.5, "hill": 1.5}
+    comp = np.repeat(np.arange(G), D)
+    ld = np.tile(np.linspace(-3, 3, D), G)
+    bottom = truth["bottom"] + rng.normal(0, 0.1, G)
+    top = truth["top"] + rng.normal(0, 0.1, G)
+    le = truth["log_ec50"] + rng.normal(0, 0.3, G)
+    hill = truth["hill"] * np.exp(rng.normal(0, 0.2, G))
+    mu = bottom[comp] + (top - bottom)[comp] / (1 + np.exp(hill[comp] * (le[comp] - ld)))
+    return pd.DataFrame({"compound": comp, "log_dose": ld, "resp": mu + rng.normal(0, 0.05, G * D)}), truth
+
+
+def test_nonlinear_formula_parses_into_expression_ir() -> None:
+    spec = hf.parse(FOUR_PL)
+    assert spec.formula.is_nonlinear
+    assert [n for n, _ in spec.nlpars] == ["bottom", "top", "log_ec50", "hill"]
+    assert spec.bounds("hill") == (0.0, None)
+    rhs = spec.formula.rhs
+    assert isinstance(rhs, BinOp) and rhs.op == "+" and rhs.left == Var("bottom")
+    den = rhs.right.right
+    assert den == BinOp("+", Num(1), Call("exp", (BinOp("*", Var("hill"), BinOp("-", Var("log_ec50"), Var("log_dose"))),)))
+    assert hf.parse(str(spec)) == spec
+
+
+def test_nl_parameters_from_python_dict_equal_the_multiline_form() -> None:
+    lines = FOUR_PL.splitlines()
+    spec = hf.parse(lines[0], nl={ln.split("~")[0].strip(): ln for ln in lines[1:]})
+    assert spec == hf.parse(FOUR_PL)
+
+
+@pytest.mark.parametrize(
+    "formula,message,caret",
+    [
+        ("y ~ a + b * dose\na ~ 1\nb ~ 1\nc ~ 1", "'c' has a formula but the expression never uses it", "c"),
+        ("y ~ a + b * dos\na ~ 1\nb ~ 1", "'dos' in the non-linear formula is neither a data column nor a declared parameter (did you mean 'dose'?)", "dos"),
+        ("y ~ a + dose * x\na ~ 1\ndose ~ 1", "'dose' is both a data column and a non-linear parameter", "dose"),
+        ("y ~ a / 0 + b\na ~ 1\nb ~ 1", "division by zero", "0"),
+        ("y ~ a + b * open(dose)\na ~ 1\nb ~ 1", "function 'open' is not allowed in a non-linear formula", "open"),
+    ],
+)
+def test_nonlinear_errors_point_at_the_name(formula: str, message: str, caret: str) -> None:
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0], "dose": [0.1, 1.0, 10.0], "x": [1.0, 2.0, 3.0]})
+    with pytest.raises(hf.FormulaError) as info:
+        hf.compile(formula, df, priors={"Intercept_a": "normal(0, 1)", "Intercept_b": "normal(0, 1)"})
+    err = info.value
+    assert message in err.message
+    assert err.text[err.start : err.end] == caret
+
+
+def test_generic_nonlinear_parameters_require_priors() -> None:
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 3.5], "t": [0.0, 1.0, 2.0, 3.0], "g": [1, 1, 2, 2]})
+    with pytest.raises(hf.PriorError, match=r"no default prior for Intercept_a, Intercept_k.*priors=\{'Intercept_a': 'normal\(0, 1\)'\}"):
+        hf.compile("y ~ a * (1 - exp(-k * t))\na ~ 1\nk ~ 1 + (1 | g), lb = 0", df)
+    cm = hf.compile("y ~ a * (1 - exp(-k * t))\na ~ 1\nk ~ 1 + (1 | g), lb = 0", df,
+                    priors={"Intercept_a": "normal(3, 2)", "Intercept_k": "normal(0, 0.5)"})
+    table = cm.priors_table()
+    # the group SD of k takes the scale of k's intercept prior
+    assert table.loc["sd_g__k__Intercept", "prior"] == "half_normal(0.5)"
+    assert "mu = nl_a * (1.0 - jnp.exp(-(nl_k) * d_t))" in cm.code
+    assert "nl_k = 0.0 + jnp.exp(eta_k)  # above 0 (log scale)" in cm.code
+
+
+def test_4pl_default_priors_follow_the_data(rng: np.random.Generator) -> None:
+    df, _ = simulate_4pl(rng)
+    table = hf.default_priors(FOUR_PL, df)
+    lo = df.loc[df.log_dose <= df.log_dose.quantile(0.1), "resp"].mean()
+    loc = hf.parse_prior(table.loc["Intercept_bottom", "prior"]).args[0]
+    assert loc == pytest.approx(lo, abs=0.005)
+    assert table.loc["Intercept_hill", "prior"] == "normal(0, 1)"  # log scale: hill has lb = 0
+    assert table.loc["Intercept_log_ec50", "prior"].startswith("normal(0")
+
+
+def test_hierarchical_4pl_recovers_population_parameters(rng: np.random.Generator) -> None:
+    df, truth = simulate_4pl(rng)
+    fit = hf.fit(FOUR_PL, df, chains=4, warmup=400, draws=400, seed=2, progress=False)
+    post = fit.idata.posterior
+    for name in ("bottom", "top", "log_ec50"):
+        lo, hi = np.quantile(post[f"Intercept_{name}"].values.ravel(), [0.025, 0.975])
+        assert lo < truth[name] < hi, name
+    lo, hi = np.exp(np.quantile(post["Intercept_hill"].values.ravel(), [0.025, 0.975]))
+    assert lo < truth["hill"] < hi
+
+
+DRC_RYEGRASS = {"b": 2.98222, "c": 0.48141, "d": 7.79296, "e": 3.05795}  # drc: drm(rootl ~ conc, fct = LL.4())
+
+
+def test_ryegrass_matches_drc() -> None:
+    """drc's documented LL.4 fit of ryegrass (Ritz et al. 2015): b 2.98, c 0.481, d 7.79, e 3.06."""
+    df = pd.read_csv(DATA / "ryegrass.csv")
+    formula = "rootl ~ c + (d - c) / (1 + pow(conc / e, b))\nb ~ 1, lb = 0\nc ~ 1\nd ~ 1\ne ~ 1, lb = 0"
+    priors = {"Intercept_b": "normal(0, 1)", "Intercept_c": "normal(0, 5)", "Intercept_d": "normal(5, 5)",
+              "Intercept_e": "normal(1, 1)"}
+    fit = hf.fit(formula, df, priors=priors, chains=4, warmup=500, draws=500, seed=1, progress=False)
+    post = fit.idata.posterior
+    est = {
+        "b": np.exp(np.median(post["Intercept_b"])),
+        "c": np.median(post["Intercept_c"]),
+        "d": np.median(post["Intercept_d"]),
+        "e": np.exp(np.median(post["Intercept_e"])),
+    }
+    for k, v in DRC_RYEGRASS.items():
+        assert abs(est[k] - v) < 0.1 * abs(v) + 0.1, (k, est[k], v)
+
+
+def test_s_alba_two_herbicides_match_least_squares() -> None:
+    """S.alba (drc): slope and ED50 per herbicide, common asymptotes — the drc
+    model drm(DryMatter ~ Dose, Herbicide, fct = LL.4(), pmodels = list(~Herbicide - 1, ~1, ~1, ~Herbicide - 1)),
+    whose least-squares estimates scipy reproduces here."""
+    from scipy.optimize import least_squares
+
+    df = pd.read_csv(DATA / "s_alba.csv")
+    gly = (df["Herbicide"] == "Glyphosate").to_numpy()
+    dose, y = df["Dose"].to_numpy(float), df["DryMatter"].to_numpy(float)
+
+    def resid(p):
+        b = np.where(gly, p[0], p[1])
+        e = np.where(gly, p[4], p[5])
+        return p[2] + (p[3] - p[2]) / (1 + (dose / e) ** b) - y
+
+    ls = least_squares(resid, [2, 2, 0.5, 4, 50, 30]).x
+    formula = ("DryMatter ~ c + (d - c) / (1 + pow(Dose / e, b))\n"
+               "b ~ 0 + Herbicide, lb = 0\nc ~ 1\nd ~ 1\ne ~ 0 + Herbicide, lb = 0")
+    priors = {"b_b": "normal(0, 1)", "Intercept_c": "normal(0, 2)", "Intercept_d": "normal(4, 2)", "b_e": "normal(4, 2)"}
+    fit = hf.fit(formula, df, priors=priors, chains=4, warmup=500, draws=500, seed=1, progress=False)
+    post = fit.idata.posterior
+    b = np.exp(post["b_b"].median(("chain", "draw")))
+    e = np.exp(post["b_e"].median(("chain", "draw")))
+    got = [float(b.sel(b_b_coef="Herbicide[Glyphosate]")), float(b.sel(b_b_coef="Herbicide[Bentazone]")),
+           float(post["Intercept_c"].median()), float(post["Intercept_d"].median()),
+           float(e.sel(b_e_coef="Herbicide[Glyphosate]")), float(e.sel(b_e_coef="Herbicide[Bentazone]"))]
+    np.testing.assert_allclose(got, ls, rtol=0.15)
