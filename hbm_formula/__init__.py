@@ -13,6 +13,7 @@ imports JAX to choose another number.
 
 __version__ = "0.1.0"
 
+from . import distributed  # noqa: E402
 from .api import CompiledModel, Fit, compile, default_priors, fit  # noqa: E402
 from .errors import DataError, FormulaError, HBMError, PriorError  # noqa: E402
 from .infer import set_host_devices  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "__version__",
     "compile",
     "default_priors",
+    "distributed",
     "fit",
     "load",
     "parse",

@@ -8,7 +8,7 @@ import builtins
 import linecache
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -249,6 +249,7 @@ def fit(
     progress: bool = True,
     na: str = "drop",
     prior_only: bool = False,
+    shard_data: bool = False,
 ) -> Fit:
     """Compile ``formula`` against ``data`` and run inference.
 
@@ -261,6 +262,9 @@ def fit(
     posterior, sample_stats (NUTS), observed_data and log_likelihood groups.
     With ``prior_only=True`` nothing is fitted: ``idata`` holds ``chains * draws``
     draws from the prior (``prior`` and ``prior_predictive`` groups).
+    ``shard_data=True`` splits the observations over all JAX devices (across
+    processes after ``hf.distributed.initialize``): each log-density gradient
+    then runs on every device, chains are vectorized.
     """
     import time
 
@@ -272,6 +276,10 @@ def fit(
         raise HBMError(f"unknown init '{init}': use init='svi' (or leave it out)")
     if init == "svi" and method != "nuts":
         raise HBMError("init='svi' starts NUTS from an SVI fit; it goes with method='nuts'")
+    if shard_data and batch_size is not None:
+        raise HBMError("shard_data splits the full data over devices; minibatches (batch_size) are small already: use one")
+    if shard_data and chain_method == "parallel":
+        raise HBMError("with shard_data every device holds part of the data, so chains cannot also take a device each")
     cfg = infer.NUTSConfig(chains, warmup, draws, seed, target_accept, max_tree_depth, chain_method, progress)
     cfg.check()
     svi_cfg = infer.SVIConfig(guide if init is None else "normal", rank, steps, lr, optimizer, schedule, batch_size,
@@ -282,11 +290,24 @@ def fit(
     cm = compile(formula, data, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param, na=na)
     t1 = time.perf_counter()
     attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": method}
+    run_model, run_data = cm.model, cm.data
+    if shard_data:
+        import jax
+
+        if method == "nuts" and jax.process_count() > 1:
+            raise HBMError(
+                "NUTS with data shards across processes is not supported (NumPyro's MCMC embeds the data in its "
+                "compiled program, which cannot hold other processes' shards): use method='svi' across processes, "
+                "or shard_data within one process"
+            )
+        run_model, run_data = infer.with_obs_mask(cm.model), infer.shard_data(cm.data, cm.obs_keys)
+        if chain_method == "auto":
+            cfg = replace(cfg, chain_method="vectorized" if chains > 1 else "sequential")
     if prior_only:
         idata = results.prior_idata(cm, chains * draws, seed)
         return Fit(cm, idata, "prior", [], None, {"compile": t1 - t0, "sample": time.perf_counter() - t1})
     if method == "svi":
-        res = infer.run_svi(cm.model, cm.data, cm.obs_keys, svi_cfg)
+        res = infer.run_svi(run_model, run_data, [*cm.obs_keys, "obs_mask"] if shard_data else cm.obs_keys, svi_cfg)
         t2 = time.perf_counter()
         sites = cm.latent_sites()
         post = infer.guide_draws(cm.model, res, cm.data, draws, seed, sites)
@@ -301,10 +322,10 @@ def fit(
         return Fit(cm, idata, "svi", msgs, res, {"compile": t1 - t0, "fit": t2 - t1, "results": time.perf_counter() - t2})
     init_params, inv_mass, svi_res = None, None, None
     if init == "svi":
-        svi_res = infer.run_svi(cm.model, cm.data, cm.obs_keys, svi_cfg)
+        svi_res = infer.run_svi(run_model, run_data, [*cm.obs_keys, "obs_mask"] if shard_data else cm.obs_keys, svi_cfg)
         init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
     t2 = time.perf_counter()
-    mcmc = infer.run_nuts(cm.model, cm.data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
+    mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
     t3 = time.perf_counter()
     idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
     t4 = time.perf_counter()

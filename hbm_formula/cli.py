@@ -35,8 +35,12 @@ def example_path(name: str) -> Path:
     return Path(str(resources.files("hbm_formula.example_data").joinpath(EXAMPLES[name][0])))
 
 
-def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -> Any:
-    """Read a CSV or Parquet file into a DataFrame with a clear error for bad files."""
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None, float32: bool = False) -> Any:
+    """Read a CSV or Parquet file into a DataFrame with a clear error for bad files.
+
+    ``columns``: read only these (those the formula uses; missing ones are
+    reported by the design stage with suggestions). ``float32``: store floats
+    in single precision."""
     import pandas as pd
 
     p = Path(path)
@@ -49,10 +53,19 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -
     try:
         if p.suffix.lower() in (".parquet", ".pq"):
             try:
-                return pd.read_parquet(p, columns=columns)
+                import pyarrow.parquet as pq
             except ImportError:
                 raise DataError("reading Parquet needs pyarrow: pip install 'hbm_formula[parquet]'") from None
-        return pd.read_csv(p)
+            names = pq.ParquetFile(p).schema_arrow.names
+            df = pd.read_parquet(p, columns=[c for c in columns if c in names] if columns else None)
+        else:
+            header = pd.read_csv(p, nrows=0).columns
+            usecols = [c for c in columns if c in header] if columns else None
+            df = pd.read_csv(p, usecols=usecols)
+        if float32:
+            floats = df.select_dtypes("float64").columns
+            df[floats] = df[floats].astype("float32")
+        return df
     except pd.errors.EmptyDataError:
         raise DataError(f"the data file {p} has no rows or columns") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -90,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-only", action="store_true", help="sample from the prior (prior predictive) instead of fitting")
     p.add_argument("--dpar", action="append", default=[], metavar="'NAME ~ TERMS'",
                    help="formula of a distributional parameter, e.g. --dpar 'sigma ~ x + (1|g)' (repeatable)")
+    p.add_argument("--method", choices=["nuts", "svi"], default="nuts", help="NUTS (default) or SVI")
+    p.add_argument("--init", choices=["svi"], default=None, help="start NUTS from an SVI fit (its draws and scales)")
+    p.add_argument("--guide", choices=["normal", "lowrank", "fullrank"], default="normal", help="SVI guide")
+    p.add_argument("--rank", type=int, default=None, help="rank of the lowrank guide")
+    p.add_argument("--steps", type=int, default=None, help="SVI step cap (default 20000; 10000 with minibatches)")
+    p.add_argument("--lr", type=float, default=0.01, help="SVI learning rate (Adam)")
+    p.add_argument("--batch-size", type=int, default=None, help="SVI minibatch size (rows per step)")
+    p.add_argument("--nl", action="append", default=[], metavar="'NAME ~ TERMS[, lb = 0]'",
+                   help="formula of a non-linear parameter (repeatable); FORMULA is then the non-linear expression")
+    p.add_argument("--float32", action="store_true", help="read numeric columns as float32 (halves memory)")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=1000)
@@ -115,12 +138,12 @@ def _param_arg(text: str | None) -> Any:
 
 
 def _dpar_args(items: list[str]) -> dict[str, str] | None:
-    """``--dpar 'sigma ~ x'`` → {"sigma": "sigma ~ x"} (the name is checked by the parser)."""
+    """``--dpar 'sigma ~ x'`` → {"sigma": "sigma ~ x"} (the name is checked by the parser); also ``--nl``."""
     out: dict[str, str] = {}
     for text in items:
         name = text.split("~", 1)[0].strip()
         if "~" not in text or not name:
-            raise HBMError(f"--dpar takes 'NAME ~ TERMS', e.g. --dpar 'sigma ~ x'; got {text!r}")
+            raise HBMError(f"a parameter formula is written 'NAME ~ TERMS', e.g. 'sigma ~ x'; got {text!r}")
         out[name] = text
     return out or None
 
@@ -143,9 +166,14 @@ def run(args: argparse.Namespace) -> int:
     from .api import compile, fit
     from .results import format_summary, save_netcdf, write_text_atomic
 
-    df = read_table(data_path)
+    from .design import columns_used
+    from .parse import parse
+
+    nl = _dpar_args(args.nl)
+    spec = parse(formula, family=family, link=args.link, dpars=_dpar_args(args.dpar), nl=nl)
+    df = read_table(data_path, columns=columns_used(spec), float32=args.float32)
     kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
-                                  param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar))
+                                  param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar), nl=nl)
     if args.show_priors or args.show_code:
         cm = compile(formula, df, **kwargs)
         if args.show_priors:
@@ -165,13 +193,17 @@ def run(args: argparse.Namespace) -> int:
         _w.simplefilter("always", UserWarning)
         result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
                      target_accept=args.target_accept, progress=not args.no_progress, prior_only=args.prior_only,
-                     **kwargs)
+                     method=args.method, init=args.init, guide=args.guide, rank=args.rank, steps=args.steps,
+                     lr=args.lr, batch_size=args.batch_size, **kwargs)
     for w in caught:
         if issubclass(w.category, UserWarning) and str(w.message) not in result.warnings:
             print(f"warning: {w.message}", file=sys.stderr)
     print(f"formula: {result.model.formula}")
-    print(f"family:  {result.model.spec.family}; {result.model.design.n} observations; "
-          f"{args.chains} chains x {args.draws} draws ({args.warmup} warmup)")
+    if result.method == "svi":
+        how = f"SVI ({args.guide} guide): {result.raw.steps} steps, {'converged' if result.raw.converged else 'step cap'}; {args.draws} draws"
+    else:
+        how = f"{args.chains} chains x {args.draws} draws ({args.warmup} warmup)"
+    print(f"family:  {result.model.spec.family}; {result.model.design.n} observations; {how}")
     print(format_summary(result.summary()))
     par = result.model.parameterization()
     if len(par):
