@@ -111,3 +111,20 @@ def test_cli_dpar_and_prior_only(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_cli_bad_dpar(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([RADON, "log_radon ~ floor", "--dpar", "nu ~ floor", "--show-priors"]) == 2
     assert "has no parameter 'nu'" in capsys.readouterr().err
+
+
+def test_cli_reads_parquet_columns_as_float32(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    from hbm_formula.cli import read_table
+
+    df = pd.read_csv(RADON)
+    path = tmp_path / "radon.parquet"
+    df.to_parquet(path)
+    got = read_table(path, columns=["log_radon", "floor", "county"], float32=True)
+    assert list(got.columns) == ["log_radon", "floor", "county"]
+    assert str(got["log_radon"].dtype) == "float32"
+    code = main([str(path), "log_radon ~ floor + (1 | county)", "--method", "svi", "--batch-size", "256",
+                 "--lr", "0.02", "--steps", "2000", "--draws", "100", "--float32", "--no-out", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "SVI (normal guide)" in out and "b[floor]" in out
