@@ -291,15 +291,13 @@ def fit(
     t1 = time.perf_counter()
     attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": method}
     run_model, run_data = cm.model, cm.data
+    multi_process = False
     if shard_data:
         import jax
 
-        if method == "nuts" and jax.process_count() > 1:
-            raise HBMError(
-                "NUTS with data shards across processes is not supported (NumPyro's MCMC embeds the data in its "
-                "compiled program, which cannot hold other processes' shards): use method='svi' across processes, "
-                "or shard_data within one process"
-            )
+        multi_process = jax.process_count() > 1
+        if multi_process and init == "svi":
+            raise HBMError("init='svi' is not available across processes; run NUTS without it")
         run_model, run_data = infer.with_obs_mask(cm.model), infer.shard_data(cm.data, cm.obs_keys)
         if chain_method == "auto":
             cfg = replace(cfg, chain_method="vectorized" if chains > 1 else "sequential")
@@ -325,9 +323,18 @@ def fit(
         svi_res = infer.run_svi(run_model, run_data, [*cm.obs_keys, "obs_mask"] if shard_data else cm.obs_keys, svi_cfg)
         init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
     t2 = time.perf_counter()
-    mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
-    t3 = time.perf_counter()
-    idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
+    if shard_data and multi_process:
+        # NumPyro's MCMC embeds its data in the compiled program, which cannot hold other
+        # processes' shards: use the functional NUTS that takes the data as arguments
+        local = dict(cm.data) | {"obs_mask": None}
+        samples, extra = infer.run_nuts_sharded(run_model, run_data, local, cfg)
+        mcmc = None
+        t3 = time.perf_counter()
+        idata = results.idata_from_chains(samples, extra, cm.model, cm.data, cm.coords, cm.dims, attrs)
+    else:
+        mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
+        t3 = time.perf_counter()
+        idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
     t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
     for m in msgs:

@@ -448,3 +448,52 @@ def shard_data(data: dict[str, Any], obs_keys: list[str], devices: list[Any] | N
     mask = np.concatenate([np.ones(n, np.float32), np.zeros(n_pad - n, np.float32)])
     out["obs_mask"] = put(mask, PartitionSpec("data"))
     return out
+
+
+def run_nuts_sharded(
+    model: Any, sharded: dict[str, Any], local: dict[str, Any], cfg: NUTSConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """NUTS whose data are arguments of the compiled sampler, so they may be
+    sharded over the devices of several processes (NumPyro's MCMC wrapper embeds
+    its data as constants, which multi-process arrays cannot be).
+
+    Built from NumPyro's functional NUTS (``hmc(potential_fn_gen=...)``): chains
+    are vectorized, warmup adapts step size and a diagonal mass matrix as
+    ``MCMC`` does. ``local`` (the unsharded data of this process) serves only to
+    find initial values and to compute deterministic sites afterwards.
+    Returns (samples by chain, NUTS extra fields by chain), as NumPy arrays.
+    """
+    import jax
+    import numpy as np
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import initialize_model
+
+    cfg.check()
+    key = jax.random.PRNGKey(cfg.seed)
+    keys = jax.random.split(key, cfg.chains + 1)
+    inits = [initialize_model(k, model, model_kwargs=local, dynamic_args=True) for k in keys[1:]]
+    info = inits[0]
+    z0 = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *[i.param_info.z for i in inits])
+    init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
+    total = cfg.warmup + cfg.draws
+
+    def one_chain(rng: Any, z: Any, data: dict[str, Any]) -> Any:
+        state = init_kernel(z, cfg.warmup, target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
+                            model_kwargs=data, rng_key=rng)
+
+        def body(st: Any, _: Any) -> tuple[Any, Any]:
+            st = sample_kernel(st, model_kwargs=data)
+            return st, (st.z, st.diverging, st.accept_prob, st.num_steps, st.energy, st.potential_energy)
+
+        _, out = jax.lax.scan(body, state, None, length=total)
+        return jax.tree.map(lambda x: x[cfg.warmup:], out)
+
+    run = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+    zs, div, acc, steps, energy, pe = run(jax.random.split(keys[0], cfg.chains), z0, sharded)
+    zs = jax.tree.map(np.asarray, zs)
+    post = info.postprocess_fn(**local)
+    flat = {k: v.reshape((cfg.chains * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}
+    samples = jax.lax.map(post, flat)
+    samples = {k: np.asarray(v).reshape((cfg.chains, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
+    extra = {"diverging": div, "accept_prob": acc, "num_steps": steps, "energy": energy, "potential_energy": pe}
+    return samples, {k: np.asarray(v) for k, v in extra.items()}

@@ -90,9 +90,17 @@ NUTS_FIELDS = {
 def idata_from_mcmc(
     mcmc: Any, model: Any, data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str]
 ) -> Any:
-    posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    samples = mcmc.get_samples(group_by_chain=True)
+    return idata_from_chains(samples, mcmc.get_extra_fields(group_by_chain=True), model, data, coords, dims, attrs)
+
+
+def idata_from_chains(
+    samples: dict[str, Any], extra: dict[str, Any], model: Any, data: dict[str, Any],
+    coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str],
+) -> Any:
+    """InferenceData from NUTS draws and extra fields shaped (chain, draw, ...)."""
+    posterior = {k: np.asarray(v) for k, v in samples.items()}
     chains, draws = next(iter(posterior.values())).shape[:2]
-    extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {NUTS_FIELDS[k]: np.asarray(v) for k, v in extra.items() if k in NUTS_FIELDS}
     if "lp" in stats:
         stats["lp"] = -stats["lp"]

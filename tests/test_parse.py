@@ -257,3 +257,10 @@ def test_prior_syntax_errors_have_carets(text: str, at: str) -> None:
         parse_prior(text)
     assert info.value.start == (len(text) if at == "" else text.index(at))
     assert "^" in str(info.value)
+
+
+def test_grammar_is_found_from_the_installed_package() -> None:
+    from importlib import resources
+
+    assert resources.files("hbm_formula.grammar").joinpath("formula.lark").is_file()
+    assert resources.files("hbm_formula.example_data").joinpath("radon.csv").is_file()
