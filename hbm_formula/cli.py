@@ -56,12 +56,19 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None, f
                 import pyarrow.parquet as pq
             except ImportError:
                 raise DataError("reading Parquet needs pyarrow: pip install 'hbm_formula[parquet]'") from None
-            names = pq.ParquetFile(p).schema_arrow.names
-            df = pd.read_parquet(p, columns=[c for c in columns if c in names] if columns else None)
+            header = list(pq.ParquetFile(p).schema_arrow.names)
         else:
-            header = pd.read_csv(p, nrows=0).columns
-            usecols = [c for c in columns if c in header] if columns else None
-            df = pd.read_csv(p, usecols=usecols)
+            header = list(pd.read_csv(p, nrows=0).columns)
+        if columns:
+            from .design import unknown_column
+
+            for c in columns:
+                if c not in header:  # name it against every column of the file, not just those read
+                    raise unknown_column(c, header)
+        if p.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(p, columns=columns or None)
+        else:
+            df = pd.read_csv(p, usecols=columns or None)
         if float32:
             floats = df.select_dtypes("float64").columns
             df[floats] = df[floats].astype("float32")

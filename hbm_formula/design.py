@@ -148,7 +148,7 @@ def eval_expr(e: Expr, df: pd.DataFrame) -> np.ndarray:
     raise DataError(f"cannot evaluate '{e}' here")
 
 
-def _unknown_column(name: str, columns: Iterable[str]) -> DataError:
+def unknown_column(name: str, columns: Iterable[str]) -> DataError:
     cols = [str(c) for c in columns]
     close = difflib.get_close_matches(name, cols, n=3, cutoff=0.6)
     lower = [c for c in cols if c.lower() == name.lower() and c not in close]
@@ -243,7 +243,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
         _check_nl_names(spec, data.columns)
     for name in used:
         if name not in data.columns:
-            raise _unknown_column(name, data.columns)
+            raise unknown_column(name, data.columns)
     df = data[used].copy() if used else pd.DataFrame(index=data.index)
     missing = df.isna().any(axis=1)
     n_dropped = int(missing.sum())

@@ -60,7 +60,8 @@ def test_partially_centered_density_matches_noncentered_up_to_jacobian(rng: np.r
 
 
 def test_centered_and_noncentered_posteriors_agree(sleepstudy: pd.DataFrame) -> None:
-    fits = {p: hf.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, param=p, seed=4, progress=False)
+    fits = {p: hf.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, param=p, seed=4, warmup=500, draws=500,
+                      progress=False)
             for p in ("centered", "noncentered")}
     a, b = (fits[p].summary() for p in ("centered", "noncentered"))
     for name in ["Intercept", "b[Days]", "sd_Subject[Intercept]", "sd_Subject[Days]", "sigma"]:
