@@ -171,10 +171,9 @@ def run(args: argparse.Namespace) -> int:
     import warnings as _w
 
     from .api import compile, fit
-    from .results import format_summary, save_netcdf, write_text_atomic
-
     from .design import columns_used
     from .parse import parse
+    from .results import format_summary, save_netcdf, write_text_atomic
 
     nl = _dpar_args(args.nl)
     spec = parse(formula, family=family, link=args.link, dpars=_dpar_args(args.dpar), nl=nl)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import DataError, FormulaError
 from .families import family_spec
-from .ir import BinOp, Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Num, Str, Var, expr_vars
+from .ir import BinOp, Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Num, Str, Var, expr_vars, terms_text
 
 #: numpy implementations of the functions a response/offset may use
 _NUMPY_FUNCS: dict[str, Any] = {
@@ -191,11 +191,6 @@ def columns_used(spec: ModelSpec) -> list[str]:
     return names
 
 
-def _terms_text(intercept: bool, terms: Iterable[Any]) -> str:
-    parts = ["1" if intercept else "0"] + [str(t) for t in terms]
-    return " + ".join(parts)
-
-
 def _model_matrix(text: str, df: pd.DataFrame) -> tuple[np.ndarray, list[str], Any]:
     import formulaic
 
@@ -289,7 +284,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
     for pname, lin in plist:
         center = lin.intercept and not (fam.kind == "ordinal" and pname == "mu")
         if lin.terms:
-            X, names, mspec = _model_matrix(_terms_text(lin.intercept, lin.terms), df)
+            X, names, mspec = _model_matrix(terms_text(lin.intercept, lin.terms), df)
             if lin.intercept:
                 keep = [i for i, n in enumerate(names) if n != "Intercept"]
                 X, names = X[:, keep], [names[i] for i in keep]
@@ -316,7 +311,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
             if len(levels) < 2:
                 raise DataError(f"grouping factor '{gt.group_label}' has only one level in the data")
             if gt.terms:
-                Z, znames, zspec = _model_matrix(_terms_text(gt.intercept, gt.terms), df)
+                Z, znames, zspec = _model_matrix(gt.lhs_text(), df)
                 Zarr: np.ndarray | None = Z
             else:
                 Zarr, znames, zspec = None, ["Intercept"], None
@@ -378,7 +373,7 @@ def _check_dpars(spec: ModelSpec) -> None:
 
 _CENS_CODES = {
     "none": 0, "exact": 0, "right": 1, "left": -1, "interval": 2,
-    0: 0, 1: 1, -1: -1, 2: 2, False: 0, True: 1,
+    0: 0, 1: 1, -1: -1, 2: 2,  # True/False hash as 1/0
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 Span = tuple[int, int] | None
 
@@ -113,7 +113,7 @@ class Neg:
         return f"-{_wrap(self.operand, 3, right_side=False)}"
 
 
-Expr = Union[Num, Str, Var, Call, BinOp, Neg]
+Expr = Num | Str | Var | Call | BinOp | Neg
 
 
 def _prec(e: Expr) -> int:
@@ -173,6 +173,11 @@ class Term:
         return frozenset(str(f) for f in self.factors)
 
 
+def terms_text(intercept: bool, terms: tuple[Term, ...] | list[Term]) -> str:
+    """``1 + a + b`` / ``0 + a``: the population part of a predictor, as printed and as given to formulaic."""
+    return " + ".join(["1" if intercept else "0"] + [str(t) for t in terms])
+
+
 Parameterization = Literal["noncentered", "centered", "auto"]
 PARAMETERIZATIONS: tuple[str, ...] = ("noncentered", "centered", "auto")
 
@@ -201,8 +206,7 @@ class GroupTerm:
         return ":".join(self.group)
 
     def lhs_text(self) -> str:
-        parts = ["1" if self.intercept else "0"] + [str(t) for t in self.terms]
-        return " + ".join(parts)
+        return terms_text(self.intercept, self.terms)
 
     def __str__(self) -> str:
         bar = "|" if self.correlated else "||"
@@ -222,12 +226,12 @@ class Linear:
     offsets: tuple[Expr, ...] = ()
     span: Span = field(default=None, compare=False, repr=False)
 
+    def population_text(self) -> str:
+        """Intercept, terms and offsets: everything but the group terms."""
+        return " + ".join([terms_text(self.intercept, self.terms)] + [f"offset({o})" for o in self.offsets])
+
     def __str__(self) -> str:
-        parts = ["1" if self.intercept else "0"]
-        parts += [str(t) for t in self.terms]
-        parts += [f"offset({o})" for o in self.offsets]
-        parts += [str(g) for g in self.group_terms]
-        return " + ".join(parts)
+        return " + ".join([self.population_text()] + [str(g) for g in self.group_terms])
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from . import __version__
 from .design import Design, GroupBlock, PredictorData
 from .errors import PriorError
 from .families import HELPERS, FamilySpec, Lik, family_spec, inv_link
-from .ir import BinOp, Call, Expr, Linear, ModelSpec, Neg, Num, Var
+from .ir import BinOp, Call, Expr, ModelSpec, Neg, Num, Var
 from .params import ParamEntry
 from .priors import prior_code, vector_prior_code
 
@@ -94,7 +94,7 @@ class _Emitter:
         sfx = "" if p.name == "mu" else f"_{p.name}"
         eta = f"eta{sfx}"
         lin = p.linear
-        self.emit(f"# ---- population-level effects of {p.name}: {_comment(_population_text(lin))}")
+        self.emit(f"# ---- population-level effects of {p.name}: {_comment(lin.population_text())}")
         X = self.arg(f"X{sfx}", p.X)
         terms: list[str] = []
         if p.coef_names:
@@ -384,7 +384,3 @@ def lower(spec: ModelSpec, design: Design, table: list[ParamEntry]) -> Lowered:
     code = em.model()
     return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys)
 
-
-def _population_text(lin: Linear) -> str:
-    parts = ["1" if lin.intercept else "0"] + [str(t) for t in lin.terms] + [f"offset({o})" for o in lin.offsets]
-    return " + ".join(parts)

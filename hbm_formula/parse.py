@@ -762,6 +762,6 @@ def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:
     return replace(
         spec,
         formula=formula,
-        dpars=tuple((n, fix(l)) for n, l in spec.dpars),
-        nlpars=tuple((n, fix(l)) for n, l in spec.nlpars),
+        dpars=tuple((n, fix(lin)) for n, lin in spec.dpars),
+        nlpars=tuple((n, fix(lin)) for n, lin in spec.nlpars),
     )

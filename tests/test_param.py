@@ -3,7 +3,6 @@
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import pytest
 
 import hbm_formula as hf
 
