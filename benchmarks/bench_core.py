@@ -22,7 +22,7 @@ Two datasets, each with 4 chains x 1000 warmup x 1000 draws:
 Every measurement is repeated (--reps, default 3, different seeds) and the
 median is reported. Results: a table on stdout and benchmarks/results/core.json.
 
-    python benchmarks/bench_core.py                       # everything (~25-35 min on 2 cores)
+    python benchmarks/bench_core.py                       # everything (~20-25 min on 2 cores)
     python benchmarks/bench_core.py --python /work/benchvenv/bin/python   # peers from another venv
     python benchmarks/bench_core.py --warmup 100 --draws 100 --reps 1     # smoke test
 
