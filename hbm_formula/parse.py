@@ -228,9 +228,8 @@ class _Terms:
 class _Builder:
     """Walks a parse tree of ``text`` into IR nodes, checking as it goes."""
 
-    def __init__(self, text: str, *, nl: bool = False) -> None:
+    def __init__(self, text: str) -> None:
         self.text = text
-        self.nl = nl
 
     def err(self, msg: str, node: Tree | Token | tuple[int, int] | None) -> FormulaError:
         span = node if isinstance(node, tuple) or node is None else _span(node)
@@ -550,7 +549,7 @@ def parse_formula(text: str) -> Formula:
 def parse_nl_formula(text: str) -> Formula:
     """Parse ``response ~ expression`` (a non-linear formula)."""
     tree = _parse_tree(text, "nl_model")
-    b = _Builder(text, nl=True)
+    b = _Builder(text)
     rhs = b.arith(tree.children[2], NL_FUNCTIONS, "in a non-linear formula")
     return Formula(b.response(tree.children[0]), rhs, span=(0, len(text)))
 

@@ -194,37 +194,30 @@ def format_summary(table: pd.DataFrame) -> str:
         return shown.to_string()
 
 
-def save_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
-    """Write atomically: a failed write leaves no partial file behind."""
+def _write_atomic(path: str | os.PathLike[str], suffix: str, write: Any) -> Path:
+    """Write through a temporary file in the same folder, then rename: a failed
+    write leaves no partial file behind."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise HBMError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent or ".")
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent or ".")
     os.close(fd)
     try:
-        idata.to_netcdf(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def save_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
+    return _write_atomic(path, ".nc.tmp", idata.to_netcdf)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise HBMError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _write_atomic(path, ".tmp", lambda tmp: Path(tmp).write_text(text))
 
 
 def load(path: str | os.PathLike[str]) -> Any:
