@@ -148,7 +148,8 @@ def choose_parameterization(design: Design, lowered: Lowered, seed: int = 0) -> 
     for blk in design.groups:
         if blk.term.param != "auto":
             continue
-        scale = np.asarray(res.params[f"z_{blk.label}_auto_scale"])
+        site = f"z_{blk.joint.label if blk.joint is not None else blk.label}"
+        scale = np.asarray(res.params[f"{site}_auto_scale"])
         var = np.square(scale).max(axis=-1)
         blk.centered = var < AUTO_THRESHOLD
         n_c, J = int(blk.centered.sum()), len(blk.levels)

@@ -50,6 +50,8 @@ class GroupBlock:
     #: per level, whether its effects are sampled centered (decided for param="auto" by a pilot fit)
     centered: np.ndarray | None = None
     auto_reason: str = ""
+    #: the correlated block this term belongs to when it shares an ID with other terms
+    joint: JointBlock | None = None
 
     @property
     def n_coef(self) -> int:
@@ -60,6 +62,51 @@ class GroupBlock:
         if self.centered is not None:
             return self.centered
         return np.full(len(self.levels), self.term.param == "centered")
+
+
+@dataclass
+class JointBlock:
+    """Group terms on one grouping factor linked by an ID (brms ``(1 |p| g)``),
+    possibly in different predictors (non-linear or distributional parameters):
+    their coefficients get one SD vector, one LKJ correlation matrix and one
+    matrix of group effects, of which each member term is a slice."""
+
+    number: int  # 1-based among joint blocks (code names sd_j1, L_j1, z_j1, r_j1)
+    label: str  # site label "<factor>__<ID>" (cor_<factor>__<ID>, L_..., z_...)
+    id: str
+    members: list[GroupBlock]
+
+    @property
+    def levels(self) -> list[str]:
+        return self.members[0].levels
+
+    @property
+    def g(self) -> np.ndarray:
+        return self.members[0].g
+
+    @property
+    def coef_names(self) -> list[str]:
+        """Member coefficients, prefixed by their predictor unless it is the mean (brms style)."""
+        return [c if m.predictor == "mu" else f"{m.predictor}_{c}" for m in self.members for c in m.coef_names]
+
+    @property
+    def param(self) -> str:
+        return self.members[0].term.param
+
+    @property
+    def centered(self) -> np.ndarray | None:
+        return self.members[0].centered
+
+    def centered_levels(self) -> np.ndarray:
+        return self.members[0].centered_levels()
+
+    def offsets(self) -> list[int]:
+        """Column offset of each member in the joint matrix of group effects."""
+        out, a = [], 0
+        for m in self.members:
+            out.append(a)
+            a += m.n_coef
+        return out
 
 
 @dataclass
@@ -116,6 +163,8 @@ class Design:
     @property
     def n(self) -> int:
         return int(self.y.shape[0])
+
+    joints: list[JointBlock] = field(default_factory=list)
 
     @property
     def groups(self) -> list[GroupBlock]:
@@ -332,7 +381,31 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
             if v.name not in nlnames and v.name not in columns:
                 columns[v.name] = eval_expr(v, df)
 
-    return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr))
+    joints = _link_ids([b for p in predictors.values() for b in p.groups])
+    return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr), joints)
+
+
+def _link_ids(blocks: list[GroupBlock]) -> list[JointBlock]:
+    """Merge the group terms that share a grouping factor and an ID into joint blocks."""
+    by_key: dict[tuple[tuple[str, ...], str], list[GroupBlock]] = {}
+    for b in blocks:
+        if b.term.id is not None:
+            by_key.setdefault((b.term.group, b.term.id), []).append(b)
+    taken = {b.label for b in blocks}
+    joints: list[JointBlock] = []
+    for (group, gid), members in by_key.items():
+        if len(members) < 2:
+            continue  # an ID used once links nothing (as in brms)
+        # one parameterization for the block: param= is set per grouping factor, so members share it
+        label = f"{':'.join(group)}__{gid}"
+        while label in taken:
+            label += "_"
+        taken.add(label)
+        j = JointBlock(len(joints) + 1, label, gid, members)
+        for m in members:
+            m.joint = j
+        joints.append(j)
+    return joints
 
 
 def _check_nl_names(spec: ModelSpec, columns: Iterable[str]) -> None:

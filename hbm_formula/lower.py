@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .design import Design, GroupBlock, PredictorData
+from .design import Design, GroupBlock, JointBlock, PredictorData
 from .errors import PriorError
 from .families import HELPERS, FamilySpec, Lik, family_spec, inv_link
 from .ir import BinOp, Call, Expr, ModelSpec, Neg, Num, Var
@@ -60,6 +60,9 @@ class _Emitter:
         self.summary: list[str] = []
         self.helpers: list[str] = []
         self.obs_keys: list[str] = []
+        self.joints_done: set[str] = set()
+        self.folded: dict[int, str] = {}  # group term number -> intercept added to its Intercept column
+        self.uninit: set[str] = set()  # predictors whose first term is their gathered group effects
 
     def emit(self, line: str = "") -> None:
         self.lines.append(f"    {line}" if line else "")
@@ -129,9 +132,16 @@ class _Emitter:
             terms.append(self.arg(f"offset{sfx}", p.offset))
         if not terms:
             terms.append(f"jnp.zeros({X}.shape[0])")
-        self.emit(f"{eta} = {' + '.join(terms)}")
+        fold = next((b for b in p.groups if "Intercept" in b.coef_names), None)
+        if fold is not None and terms == [f"Intercept{sfx}"] and fam.kind != "ordinal":
+            # intercept-only population part: the intercept is added to the group effects before
+            # their gather, so the row-level predictor is one gathered column (as written by hand)
+            self.folded[fold.number] = f"Intercept{sfx}"
+            self.uninit.add(eta)
+        else:
+            self.emit(f"{eta} = {' + '.join(terms)}")
         for blk in p.groups:
-            self.group(blk, eta)
+            self.group(blk)
         return eta
 
     def thresholds(self) -> None:
@@ -155,55 +165,103 @@ class _Emitter:
             if h not in self.helpers:
                 self.helpers.append(h)
 
-    def group(self, blk: GroupBlock, eta: str) -> None:
+    def group(self, blk: GroupBlock) -> None:
+        """Emit the parameters of one group term (or of the joint block it belongs to) as ``r_<k>``."""
+        if blk.joint is not None:
+            self.joint(blk.joint)
+            return
         k = blk.number
-        K, J = blk.n_coef, len(blk.levels)
-        lab = blk.label
         gt = blk.term
-        cor = gt.correlated and K > 1
-        centered = blk.centered_levels()
+        kind = ("correlated" if gt.correlated else "uncorrelated") if blk.n_coef > 1 else "one coefficient"
+        sd_entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
+        self.group_effects(
+            str(k), blk.label, f"group-level effects {k}: {_comment(str(gt))}", kind, blk.levels, blk.coef_names,
+            gt.correlated and blk.n_coef > 1, blk.centered_levels(), gt.param, blk.auto_reason,
+            lambda: self.sample_vector(f"sd_{k}", f"sd_{blk.label}", sd_entries, "positive"),
+        )
+
+    def joint(self, j: JointBlock) -> None:
+        """Terms linked by an ID: one SD vector, one LKJ matrix, one matrix of effects; each member a slice."""
+        if j.label in self.joints_done:
+            return
+        self.joints_done.add(j.label)
+        k = f"j{j.number}"
+        members = ", ".join(f"{_comment(str(m.term))} in {m.predictor}" for m in j.members)
+
+        def sds() -> None:
+            parts = []
+            for m in j.members:
+                entries = [self.table[f"sd_{m.label}__{c}"] for c in m.coef_names]
+                self.sample_vector(f"sd_{m.number}", f"sd_{m.label}", entries, "positive")
+                self.summary.append(f"sd_{m.label}")
+                self.dims[f"sd_{m.label}"] = [f"{m.label}__coef"]
+                self.coords[f"{m.label}__coef"] = list(m.coef_names)
+                parts.append(f"sd_{m.number}")
+            self.emit(f"sd_{k} = jnp.concatenate([{', '.join(parts)}])")
+
+        self.group_effects(
+            k, j.label, f"group-level effects {k}: terms linked by ID '{_comment(j.id)}': {members}", "correlated",
+            j.levels, j.coef_names, True, j.centered_levels(), j.param, j.members[0].auto_reason, sds,
+            site_r=False,
+        )
+        for m, a in zip(j.members, j.offsets(), strict=True):
+            self.dims[f"r_{m.label}"] = [j.label, f"{m.label}__coef"]
+            self.emit(f"r_{m.number} = numpyro.deterministic({'r_' + m.label!r}, r_{k}[:, {a}:{a + m.n_coef}])")
+
+    def group_effects(
+        self, k: str, lab: str, title: str, kind: str, levels: list[str], coef_names: list[str], cor: bool,
+        centered: np.ndarray, requested: str, auto_reason: str, sds, site_r: bool = True,
+    ) -> None:
+        """SDs, (LKJ), and the (J, K) matrix ``r_<k>`` of group effects, in the chosen parameterization."""
+        K, J = len(coef_names), len(levels)
         n_c = int(centered.sum())
         param = "centered" if n_c == J else "noncentered" if n_c == 0 else "partially centered"
-        kind = ("correlated" if cor else "uncorrelated") if K > 1 else "one coefficient"
         self.emit("")
-        self.emit(f"# ---- group-level effects {k}: {_comment(str(gt))}, {J} levels, {kind}, {param}")
-        if gt.param == "auto":
-            self.emit(f"# auto: {_comment(blk.auto_reason)}")
+        self.emit(f"# ---- {title}, {J} levels, {kind}, {param}")
+        if requested == "auto":
+            self.emit(f"# auto: {_comment(auto_reason)}")
         coef_dim, lvl_dim = f"{lab}__coef", lab
-        self.coords[coef_dim] = list(blk.coef_names)
-        self.coords[lvl_dim] = list(blk.levels)
-        self.dims[f"sd_{lab}"] = [coef_dim]
-        self.dims[f"r_{lab}"] = [lvl_dim, coef_dim]
-        self.summary.append(f"sd_{lab}")
-        sd_entries = [self.table[f"sd_{lab}__{c}"] for c in blk.coef_names]
-        self.sample_vector(f"sd_{k}", f"sd_{lab}", sd_entries, "positive")
+        self.coords[coef_dim] = list(coef_names)
+        self.coords[lvl_dim] = list(levels)
+        if site_r:
+            self.dims[f"sd_{lab}"] = [coef_dim]
+            self.dims[f"r_{lab}"] = [lvl_dim, coef_dim]
+            self.summary.append(f"sd_{lab}")
+        sds()
         if cor:
             eta_lkj = prior_code(self.table[f"cor_{lab}"].prior, "corr", f"cor_{lab}")
             self.emit(f"L_{k} = numpyro.sample({'L_' + lab!r}, dist.LKJCholesky({K}, {eta_lkj}))")
-            pairs = [f"{blk.coef_names[j]},{blk.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
+            pairs = [f"{coef_names[j]},{coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
             self.coords[f"{lab}__cor"] = pairs
             self.dims[f"cor_{lab}"] = [f"{lab}__cor"]
             self.emit(f"numpyro.deterministic({'cor_' + lab!r}, (L_{k} @ L_{k}.T)[jnp.tril_indices({K}, -1)])")
             self.summary.append(f"cor_{lab}")
-        if cor:
             centered_dist = f"dist.MultivariateNormal(jnp.zeros({K}), scale_tril=sd_{k}[:, None] * L_{k}).expand([{{n}}]).to_event(1)"
-            scaled = f"(z_{k} @ L_{k}.T) * sd_{k}"
+            # z @ L.T written as a broadcast sum: small matmuls do not fuse on CPU, this does
+            scaled = f"(z_{k}[:, None, :] * L_{k}).sum(-1) * sd_{k}"
         else:
             centered_dist = f"dist.Normal(0.0, sd_{k}).expand([{{n}}, {K}]).to_event(2)"
             scaled = f"z_{k} * sd_{k}"
         how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
+        r_site = f"r_{lab}" if site_r else None
+
+        def r_value(code: str) -> None:
+            self.emit(f"r_{k} = numpyro.deterministic({r_site!r}, {code})" if r_site else f"r_{k} = {code}")
+
         if param == "centered":
             self.emit("# centered: group effects sampled directly around zero with their SDs")
-            self.emit(f"r_{k} = numpyro.sample({'r_' + lab!r}, {centered_dist.format(n=J)})")
+            site = r_site or f"r_{lab}"
+            self.dims[site] = [lvl_dim, coef_dim]
+            self.emit(f"r_{k} = numpyro.sample({site!r}, {centered_dist.format(n=J)})")
         elif param == "noncentered":
             self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
             self.emit(f"# non-centered: standard-normal offsets z, {how}")
             self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J}, {K}]).to_event(2))")
-            self.emit(f"r_{k} = numpyro.deterministic({'r_' + lab!r}, {scaled})")
+            r_value(scaled)
         else:
             # partially centered: well-informed levels centered, the rest non-centered
-            c_lv = [lv for lv, c in zip(blk.levels, centered, strict=True) if c]
-            nc_lv = [lv for lv, c in zip(blk.levels, centered, strict=True) if not c]
+            c_lv = [lv for lv, c in zip(levels, centered, strict=True) if c]
+            nc_lv = [lv for lv, c in zip(levels, centered, strict=True) if not c]
             self.coords[f"{lab}__centered"], self.coords[f"{lab}__noncentered"] = c_lv, nc_lv
             self.dims[f"rc_{lab}"] = [f"{lab}__centered", coef_dim]
             self.dims[f"z_{lab}"] = [f"{lab}__noncentered", coef_dim]
@@ -212,16 +270,68 @@ class _Emitter:
             self.emit(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
             self.emit(f"rc_{k} = numpyro.sample({'rc_' + lab!r}, {centered_dist.format(n=n_c)})")
             self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J - n_c}, {K}]).to_event(2))")
-            self.emit(
-                f"r_{k} = numpyro.deterministic({'r_' + lab!r}, "
-                f"jnp.zeros(({J}, {K})).at[{ci}].set(rc_{k}).at[{nci}].set({scaled}))"
-            )
-        g = self.arg(f"g_{k}", blk.g)
-        if blk.Z is None:
-            self.emit(f"{eta} = {eta} + r_{k}[{g}, 0]")
-        else:
-            Z = self.arg(f"Z_{k}", blk.Z)
-            self.emit(f"{eta} = {eta} + jnp.sum(r_{k}[{g}] * {Z}, axis=-1)")
+            r_value(f"jnp.zeros(({J}, {K})).at[{ci}].set(rc_{k}).at[{nci}].set({scaled})")
+
+    def gathers(self, etas: dict[str, str]) -> None:
+        """Add the group effects to the predictors: one gather per grouping factor.
+
+        Terms on the same grouping factor (in any predictor) share one index
+        array; their effect matrices are concatenated and gathered once, as a
+        hand-written model would, instead of one gather per term."""
+        by_factor: dict[tuple[str, ...], list[GroupBlock]] = {}
+        for blk in self.design.groups:
+            by_factor.setdefault(blk.term.group, []).append(blk)
+        for blocks in by_factor.values():
+            sources: list[str] = []  # code variables of effect matrices, in column order
+            col: dict[int, int] = {}  # block number -> first column in the gathered matrix
+            width = 0
+            for blk in blocks:
+                if blk.joint is not None:
+                    src = f"r_j{blk.joint.number}"
+                    if src in sources:
+                        continue
+                    for m, a in zip(blk.joint.members, blk.joint.offsets(), strict=True):
+                        col[m.number] = width + a
+                    sources.append(src)
+                    width += len(blk.joint.coef_names)
+                else:
+                    sources.append(f"r_{blk.number}")
+                    col[blk.number] = width
+                    width += blk.n_coef
+            first = blocks[0]
+            self.emit("")
+            g = self.arg(f"g_{first.number}", first.g)
+            intercepts = ["0.0"] * width  # population intercepts folded into their group Intercept column
+            for blk in blocks:
+                if blk.number in self.folded:
+                    intercepts[col[blk.number] + blk.coef_names.index("Intercept")] = self.folded[blk.number]
+            folded = any(c != "0.0" for c in intercepts)
+            if len(sources) == 1 and len(blocks) == 1 and not folded:
+                rg = None
+            else:
+                rg = f"rg_{first.number}"
+                what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
+                self.emit(f"# one gather of the effects of {what}" + (", intercepts included" if folded else ""))
+                table = sources[0] if len(sources) == 1 else f"jnp.concatenate([{', '.join(sources)}], axis=1)"
+                if folded:
+                    add = intercepts[0] if width == 1 else f"jnp.stack([{', '.join(intercepts)}])"
+                    table = f"({table} + {add})"
+                self.emit(f"{rg} = {table}[{g}]")
+            for blk in blocks:
+                eta = etas[blk.predictor]
+                a = col[blk.number]
+                if rg is None:
+                    eff = f"r_{blk.number}[{g}, 0]" if blk.Z is None else f"jnp.sum(r_{blk.number}[{g}] * Z, axis=-1)"
+                else:
+                    eff = f"{rg}[:, {a}]" if blk.Z is None else f"jnp.sum({rg}[:, {a}:{a + blk.n_coef}] * Z, axis=-1)"
+                if blk.Z is not None:
+                    Z = self.arg(f"Z_{blk.number}", blk.Z)
+                    eff = eff.replace(" * Z,", f" * {Z},")
+                if eta in self.uninit:
+                    self.uninit.discard(eta)
+                    self.emit(f"{eta} = {eff}")
+                else:
+                    self.emit(f"{eta} = {eta} + {eff}")
 
     # -------------------------------------------------------------- whole model
     def aux_params(self, fam: FamilySpec, etas: dict[str, str]) -> dict[str, str]:
@@ -310,6 +420,7 @@ class _Emitter:
         spec, design = self.spec, self.design
         fam = family_spec(spec.family.name)
         etas = {name: self.predictor(p) for name, p in design.predictors.items()}
+        self.gathers(etas)
         if spec.formula.is_nonlinear:
             etas["mu"] = self.nonlinear(etas)
         aux = self.aux_params(fam, etas)

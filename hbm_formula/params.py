@@ -100,6 +100,10 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
             )
         for blk in pdata.groups:
             entries += _group_entries(blk, pname, s_y)
+    for j in design.joints:  # terms linked by an ID: one correlation matrix across their predictors
+        entries.append(
+            ParamEntry(f"cor_{j.label}", "cor", "mu", (f"cor_{j.label}", "cor"), "corr", PriorDist("lkj", (DEFAULT_LKJ_ETA,)))
+        )
     for aux in fam.aux:
         if aux.name in dpars or (aux.name == "sigma" and design.response.se is not None and not design.response.se_sigma):
             continue
@@ -222,7 +226,7 @@ def _group_entries(blk: GroupBlock, pname: str, s_y: float) -> list[ParamEntry]:
                 "positive", _pd("half_normal", 2.5 * s_y / zs),
             )
         )
-    if blk.term.correlated and blk.n_coef > 1:
+    if blk.term.correlated and blk.n_coef > 1 and blk.joint is None:
         cor_cls = "cor" if pname == "mu" else f"cor_{pname}"
         out.append(
             ParamEntry(f"cor_{blk.label}", "cor", pname, (f"cor_{blk.label}", cor_cls), "corr", PriorDist("lkj", (DEFAULT_LKJ_ETA,)))

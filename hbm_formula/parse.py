@@ -656,6 +656,7 @@ def parse(
                 raise FormulaError(f"parameter '{pname}' has two formulas", ln, 0, len(pname))
             texts[pname] = ln
         for k, txt in (nl or {}).items():
+            txt = _named_formula(k, txt)
             if k in texts:
                 raise FormulaError(f"parameter '{k}' has two formulas", txt)
             texts[k] = txt
@@ -675,6 +676,7 @@ def parse(
             else:
                 dpar_map[k] = parse_param_formula(txt, k)[1]
         for k, txt in (dpars or {}).items():
+            txt = _named_formula(k, txt)
             if k in dpar_map:
                 raise FormulaError(f"parameter '{k}' has two formulas", txt)
             dpar_map[k] = parse_param_formula(txt, k)[1]
@@ -693,6 +695,11 @@ def parse(
     if param is not None:
         spec = with_param(spec, param)
     return spec
+
+
+def _named_formula(name: str, text: str) -> str:
+    """A parameter formula given by name (``dpars={"sigma": "x"}``) may omit ``sigma ~``."""
+    return text if "~" in text else f"{name} ~ {text}"
 
 
 def _param_name(line: str) -> str:

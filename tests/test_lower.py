@@ -25,6 +25,16 @@ CASES = {
     "sleep_uncorrelated": ("Reaction ~ Days + (Days || Subject)", "sleepstudy", {}),
     "sleep_centered": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", {"param": "centered"}),
     "cbpp_binomial": ("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "cbpp", {"family": "binomial"}),
+    "sleep_nl_id": (
+        "Reaction ~ a + b * Days\na ~ 1 + (1 |s| Subject)\nb ~ 1 + (1 |s| Subject)",
+        "sleepstudy",
+        {"priors": {"Intercept_a": "normal(250, 50)", "Intercept_b": "normal(10, 10)"}},
+    ),
+    "sleep_nl_two_gathers": (
+        "Reaction ~ a + b * Days\na ~ 1 + (1 | Subject)\nb ~ 1 + (1 | Subject)",
+        "sleepstudy",
+        {"priors": {"Intercept_a": "normal(250, 50)", "Intercept_b": "normal(10, 10)"}},
+    ),
     "radon_priors": (
         "log_radon ~ floor + (1 | county)",
         "radon",

@@ -147,3 +147,70 @@ def test_s_alba_two_herbicides_match_least_squares() -> None:
            float(post["Intercept_c"].median()), float(post["Intercept_d"].median()),
            float(e.sel(b_e_coef="Herbicide[Glyphosate]")), float(e.sel(b_e_coef="Herbicide[Bentazone]"))]
     np.testing.assert_allclose(got, ls, rtol=0.15)
+
+
+FOUR_PL_ID = FOUR_PL.replace("(1 | compound)", "(1 |p| compound)")
+
+
+def test_terms_sharing_an_id_form_one_correlated_block(rng: np.random.Generator) -> None:
+    df, _ = simulate_4pl(rng, G=8, D=10)
+    cm = hf.compile(FOUR_PL_ID, df)
+    table = cm.priors_table()
+    # one LKJ over the four curve parameters; the SDs keep their per-parameter names and priors
+    assert [n for n in table.index if n.startswith("cor")] == ["cor_compound__p"]
+    assert table.loc["cor_compound__p", "prior"] == "lkj(2)"
+    assert "numpyro.sample('L_compound__p', dist.LKJCholesky(4, 2.0))" in cm.code
+    assert cm.coords["compound__p__cor"][0] == "bottom_Intercept,top_Intercept"
+    assert len(cm.coords["compound__p__cor"]) == 6
+    # one gather of the (8, 4) matrix of effects, population intercepts included
+    assert cm.code.count("[g_1]") == 1 and "g_2" not in cm.data
+    fit = hf.fit(FOUR_PL_ID, df, chains=1, warmup=20, draws=10, seed=0, progress=False)
+    post = fit.idata.posterior
+    assert post["cor_compound__p"].shape[-1] == 6 and post["r_compound__top"].shape[-2:] == (8, 1)
+    assert list(post["r_compound__top"].coords["compound__p"].values) == [str(i) for i in range(8)]
+
+
+def test_joint_block_density_equals_independent_terms_at_identity_correlation(rng: np.random.Generator) -> None:
+    """With L = I the joint block is the four independent terms plus the LKJ density of I."""
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    df, _ = simulate_4pl(rng, G=6, D=8)
+    ind, joint = hf.compile(FOUR_PL, df), hf.compile(FOUR_PL_ID, df)
+    names = ["bottom", "top", "log_ec50", "hill"]
+    z = rng.normal(size=(6, 4))
+    common = {f"Intercept_{n}": jnp.array(v) for n, v in zip(names, [0.1, 1.0, 0.4, 0.3], strict=True)}
+    common |= {f"sd_compound__{n}": jnp.array([0.1 + 0.05 * i]) for i, n in enumerate(names)} | {"sigma": jnp.array(0.07)}
+    lp_ind = ind.log_density(common | {f"z_compound__{n}": jnp.asarray(z[:, [i]]) for i, n in enumerate(names)})
+    lp_joint = joint.log_density(common | {"z_compound__p": jnp.asarray(z), "L_compound__p": jnp.eye(4)})
+    lkj = float(dist.LKJCholesky(4, 2.0).log_prob(jnp.eye(4)))
+    np.testing.assert_allclose(lp_joint, lp_ind + lkj, rtol=1e-5)
+
+
+def test_id_links_the_mean_and_sigma_and_recovers_their_correlation(rng: np.random.Generator) -> None:
+    """brms-style (1 |p| g) in mu and sigma: group means and group log-SDs correlated (truth +0.8)."""
+    G, n = 40, 25
+    cov = np.array([[1.0, 0.8 * 0.5], [0.8 * 0.5, 0.25]])
+    eff = rng.multivariate_normal([0, 0], cov, size=G)
+    g = np.repeat(np.arange(G), n)
+    y = 2.0 + eff[g, 0] + np.exp(-0.5 + eff[g, 1]) * rng.normal(size=G * n)
+    df = pd.DataFrame({"y": y, "g": g})
+    fit = hf.fit("y ~ 1 + (1 |p| g)", df, dpars={"sigma": "1 + (1 |p| g)"}, seed=3, warmup=500, draws=500,
+                 progress=False)
+    assert fit.model.coords["g__p__cor"] == ["Intercept,sigma_Intercept"]
+    cor = fit.idata.posterior["cor_g__p"].values.ravel()
+    lo, hi = np.quantile(cor, [0.025, 0.975])
+    assert lo < 0.8 < hi and lo > 0.2  # covers the truth and excludes zero
+    assert float(fit.idata.sample_stats["diverging"].sum()) == 0
+
+
+def test_joint_block_can_be_centered_and_auto(rng: np.random.Generator) -> None:
+    df, _ = simulate_4pl(rng, G=8, D=30)
+    cm = hf.compile(FOUR_PL_ID, df, param="centered")
+    assert "r_j1 = numpyro.sample('r_compound__p', dist.MultivariateNormal(jnp.zeros(4)" in cm.code
+    fit = hf.fit(FOUR_PL_ID, df, param="centered", chains=1, warmup=20, draws=10, seed=0, progress=False)
+    assert fit.idata.posterior["r_compound__hill"].shape[-2:] == (8, 1)
+    auto = hf.compile(FOUR_PL_ID, df, param="auto")
+    par = auto.parameterization()
+    # one decision for the whole block: every member reports the same levels centered
+    assert par["centered_levels"].nunique() == 1 and "# auto:" in auto.code

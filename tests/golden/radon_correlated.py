@@ -22,7 +22,8 @@ def model(X, X_mean, g_1, Z_1, y=None):
     numpyro.deterministic('cor_county', (L_1 @ L_1.T)[jnp.tril_indices(2, -1)])
     # non-centered: standard-normal offsets z, scaled by the SDs and correlated by L
     z_1 = numpyro.sample('z_county', dist.Normal(0.0, 1.0).expand([85, 2]).to_event(2))
-    r_1 = numpyro.deterministic('r_county', (z_1 @ L_1.T) * sd_1)
+    r_1 = numpyro.deterministic('r_county', (z_1[:, None, :] * L_1).sum(-1) * sd_1)
+
     eta = eta + jnp.sum(r_1[g_1] * Z_1, axis=-1)
 
     # ---- auxiliary parameters

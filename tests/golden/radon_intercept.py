@@ -21,6 +21,7 @@ def model(X, X_mean, g_1, y=None):
     # non-centered: standard-normal offsets z, scaled by the SDs
     z_1 = numpyro.sample('z_county', dist.Normal(0.0, 1.0).expand([85, 1]).to_event(2))
     r_1 = numpyro.deterministic('r_county', z_1 * sd_1)
+
     eta = eta + r_1[g_1, 0]
 
     # ---- auxiliary parameters

@@ -22,6 +22,7 @@ def model(X, X_mean, g_1, Z_1, y=None):
     numpyro.deterministic('cor_Subject', (L_1 @ L_1.T)[jnp.tril_indices(2, -1)])
     # centered: group effects sampled directly around zero with their SDs
     r_1 = numpyro.sample('r_Subject', dist.MultivariateNormal(jnp.zeros(2), scale_tril=sd_1[:, None] * L_1).expand([18]).to_event(1))
+
     eta = eta + jnp.sum(r_1[g_1] * Z_1, axis=-1)
 
     # ---- auxiliary parameters

@@ -21,6 +21,7 @@ def model(X, X_mean, g_1, Z_1, y=None):
     # non-centered: standard-normal offsets z, scaled by the SDs
     z_1 = numpyro.sample('z_Subject', dist.Normal(0.0, 1.0).expand([18, 2]).to_event(2))
     r_1 = numpyro.deterministic('r_Subject', z_1 * sd_1)
+
     eta = eta + jnp.sum(r_1[g_1] * Z_1, axis=-1)
 
     # ---- auxiliary parameters
