@@ -60,14 +60,14 @@ def load(case: str):
     raise ValueError(case)
 
 
-def one(case: str, param: str, warmup: int, draws: int) -> dict:
+def one(case: str, param: str, warmup: int, draws: int, seed: int = 0) -> dict:
     import arviz as az
     import hbm_formula as hf
     import numpy as np
 
     formula, df, _ = load(case)
     t0 = time.perf_counter()
-    fit = hf.fit(formula, df, param=param, chains=4, warmup=warmup, draws=draws, progress=False)
+    fit = hf.fit(formula, df, param=param, chains=4, warmup=warmup, draws=draws, seed=seed, progress=False)
     wall = time.perf_counter() - t0
     post = fit.idata.posterior
     names = [v for v in post.data_vars if POPVAR.match(v)]
@@ -75,7 +75,7 @@ def one(case: str, param: str, warmup: int, draws: int) -> dict:
     rhat = {v: float(np.nanmax(az.rhat(post[v])[v].values)) for v in names}
     ss = fit.idata.sample_stats
     worst = min(ess, key=ess.get)
-    out = {"case": case, "param": param, "warmup": warmup, "draws": draws, "rows": len(df), "wall_s": wall,
+    out = {"case": case, "param": param, "seed": seed, "warmup": warmup, "draws": draws, "rows": len(df), "wall_s": wall,
            "timings": fit.timings, "min_bulk_ess": ess[worst], "worst_var": worst, "max_rhat": max(rhat.values()),
            "ess_per_s": ess[worst] / fit.timings["sample"], "divergences": int(ss["diverging"].sum()),
            "mean_leapfrog": float(ss["n_steps"].mean()), "vars": names}
@@ -92,19 +92,25 @@ def one(case: str, param: str, warmup: int, draws: int) -> dict:
 
 
 def summarize(runs: dict) -> dict:
+    """Medians over the repetitions (seeds) of each case and parameterization."""
+    import numpy as np
+
     out = {}
     for case, byp in runs.items():
-        if not all(p in byp for p in PARAMS):
+        if not all(byp.get(p) for p in PARAMS):
             continue
-        e = {p: byp[p]["ess_per_s"] for p in PARAMS}
+        reps = {p: byp[p] if isinstance(byp[p], list) else [byp[p]] for p in PARAMS}
+        e = {p: float(np.median([r["ess_per_s"] for r in reps[p]])) for p in PARAMS}
         best, worst = max(e["noncentered"], e["centered"]), min(e["noncentered"], e["centered"])
         # compile-free efficiency: min bulk ESS per 1000 gradient evaluations of the draw phase
-        # (timings['sample'] includes the NUTS compile, and JAX's persistent cache can skip it when
-        # 'auto' generates the same program as a fixed choice run just before)
-        k = {p: 1000 * byp[p]["min_bulk_ess"] / (4 * byp[p]["draws"] * byp[p]["mean_leapfrog"]) for p in PARAMS}
+        # (timings['sample'] includes the NUTS compile)
+        k = {p: float(np.median([1000 * r["min_bulk_ess"] / (4 * r["draws"] * r["mean_leapfrog"]) for r in reps[p]]))
+             for p in PARAMS}
         kb, kw = max(k["noncentered"], k["centered"]), min(k["noncentered"], k["centered"])
-        out[case] = {"ess_per_s": e, "auto_over_best_fixed": e["auto"] / best if best else float("nan"),
+        out[case] = {"reps": len(reps["auto"]), "ess_per_s": e,
+                     "auto_over_best_fixed": e["auto"] / best if best else float("nan"),
                      "auto_over_worst_fixed": e["auto"] / worst if worst else float("inf"),
+                     "max_rhat": {p: max(r["max_rhat"] for r in reps[p]) for p in PARAMS},
                      "ess_per_1k_grads": k, "grad_auto_over_best": k["auto"] / kb, "grad_auto_over_worst": k["auto"] / kw}
     return out
 
@@ -117,8 +123,10 @@ if __name__ == "__main__":
     ap.add_argument("--big-warmup", type=int, default=250)
     ap.add_argument("--big-draws", type=int, default=250)
     ap.add_argument("--summary-only", action="store_true", help="reprint the table from the JSON")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions (seeds 0..reps-1), interleaved; medians reported")
+    ap.add_argument("--out", default=None, help="results name (default bench_param)")
     a = ap.parse_args()
-    name = "bench_param" + ("_quick" if a.quick else "")
+    name = a.out or ("bench_param" + ("_quick" if a.quick else ""))
     path = os.path.join(common.RESULTS, f"{name}.json")
     res = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
     res["machine"] = common.machine()
@@ -128,13 +136,16 @@ if __name__ == "__main__":
     for case in ([] if a.summary_only else cases):
         small = load(case)[2]
         w, d = (200, 200) if a.quick else ((500, 500) if small else (a.big_warmup, a.big_draws))
-        for p in a.params.split(","):
-            res["runs"].setdefault(case, {})[p] = one(case, p, w, d)
-            res["summary"] = summarize(res["runs"])
-            common.write(name, res)
+        params = a.params.split(",")
+        res["runs"].setdefault(case, {}).update({p: [] for p in params})  # rerun these; keep the others' runs
+        for seed in range(a.reps):  # interleaved, so that a noisy minute hits every parameterization alike
+            for p in params:
+                res["runs"][case][p].append(one(case, p, w, d, seed))
+                res["summary"] = summarize(res["runs"])
+                common.write(name, res)
     res["summary"] = summarize(res["runs"])
     common.write(name, res)
-    print("\ncase        ESS/s: noncentered  centered    auto  auto/best auto/worst | ESS/1k grads: nc  cent  auto  "
+    print("\nmedians over seeds\ncase        ESS/s: noncentered  centered    auto  auto/best auto/worst | ESS/1k grads: nc  cent  auto  "
           "auto/best auto/worst")
     for case, s in res["summary"].items():
         e, k = s["ess_per_s"], s["ess_per_1k_grads"]

@@ -175,7 +175,7 @@ def grad_at(rows: int, groups: int, calls: int, repeats: int) -> dict:
     return {"rows": rows, "groups": groups, "ms": r["ms_median"], "ms_all": r["ms_all"], "ns_per_row": r["ms_median"] / rows * 1e6}
 
 
-def nuts_short(rows: int, groups: int, warmup: int, draws: int) -> dict:
+def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "noncentered", init: str = "default") -> dict:
     import numpy as np
 
     import common
@@ -183,7 +183,7 @@ def nuts_short(rows: int, groups: int, warmup: int, draws: int) -> dict:
     import hbm_formula as hf
 
     df = fourpl_data.make_4pl(rows, groups)
-    fit = hf.fit(fourpl_data.FORMULA, df, chains=1, warmup=warmup, draws=draws, progress=False)
+    fit = hf.fit(fourpl_data.FORMULA, df, chains=1, warmup=warmup, draws=draws, param=param, init=None if init == "default" else init, progress=False)
     ss = fit.idata.sample_stats
     steps_draws = int(ss["n_steps"].sum())
     cm = fit.model
@@ -192,7 +192,8 @@ def nuts_short(rows: int, groups: int, warmup: int, draws: int) -> dict:
     # 4 chains x 1000 iterations, 2 chains at a time on 2 cores
     extrap = per_iter * 1000 * 4 / 2
     extrap_draw_rate = (steps_draws / draws) * grad / 1e3 * 1000 * 4 / 2
-    out = {"rows": rows, "groups": groups, "warmup": warmup, "draws": draws, "timings": fit.timings,
+    out = {"rows": rows, "groups": groups, "warmup": warmup, "draws": draws, "param": param, "init": init,
+           "timings": fit.timings,
            "sec_per_iter": per_iter, "mean_leapfrog_draws": steps_draws / draws, "grad_ms": grad,
            "divergences": int(ss["diverging"].sum()),
            "EXTRAPOLATED_4x(500+500)_s_from_sec_per_iter": extrap,
@@ -215,6 +216,8 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int)
     ap.add_argument("--nuts-warmup", type=int, default=50)
     ap.add_argument("--nuts-draws", type=int, default=50)
+    ap.add_argument("--nuts-param", default="noncentered")
+    ap.add_argument("--nuts-init", default="default")
     a = ap.parse_args()
     if a.worker:
         fn = {"svi_mb": worker_svi_mb, "hand_svi": worker_hand_svi, "pymc": worker_pymc}[a.worker]
@@ -278,7 +281,8 @@ if __name__ == "__main__":
         save()
     if "e" in parts:
         print("(e) NUTS short run")
-        res["e_nuts_short"] = nuts_short(R, G, a.nuts_warmup, a.nuts_draws)
+        key = "e_nuts_short" + ("" if (a.nuts_param, a.nuts_init) == ("noncentered", "default") else f"_{a.nuts_param}_{a.nuts_init}")
+        res[key] = nuts_short(R, G, a.nuts_warmup, a.nuts_draws, a.nuts_param, a.nuts_init)
         save()
     if "g" in parts:
         bv = "/work/benchvenv/bin/python"

@@ -7,12 +7,24 @@ import pandas as pd
 import hbm_formula as hf
 
 
-def test_auto_centers_well_informed_groups(sleepstudy: pd.DataFrame) -> None:
-    cm = hf.compile("Reaction ~ Days + (Days | Subject)", sleepstudy, param="auto")
-    row = cm.parameterization().loc["Subject"]
-    assert row["chosen"] == "centered" and row["centered_levels"] == 18
-    assert "# auto: 18 of 18 levels centered" in cm.code
-    assert "r_1 = numpyro.sample('r_Subject', dist.MultivariateNormal(" in cm.code
+def test_auto_centers_well_informed_groups(rng: np.random.Generator) -> None:
+    g = np.repeat(np.arange(12), 80)  # 80 rows per group, noise small against the group SDs
+    x = rng.normal(size=g.size)
+    eff = rng.normal(0, [1.0, 0.5], size=(12, 2))
+    df = pd.DataFrame({"g": g, "x": x, "y": eff[g, 0] + (0.3 + eff[g, 1]) * x + rng.normal(0, 0.5, g.size)})
+    cm = hf.compile("y ~ x + (1 + x | g)", df, param="auto")
+    row = cm.parameterization().loc["g"]
+    assert row["chosen"] == "centered" and row["centered_levels"] == 12
+    assert "# auto: 12 of 12 levels centered" in cm.code
+    assert "r_1 = numpyro.sample('r_g', dist.MultivariateNormal(" in cm.code
+
+
+def test_auto_keeps_radon_noncentered(radon: pd.DataFrame) -> None:
+    """Radon's large counties are informative at the typical floor-slope SD, but that SD is weakly
+    identified (its posterior reaches toward zero), where a centered county would be a funnel."""
+    cm = hf.compile("log_radon ~ floor + (1 + floor | county)", radon, param="auto")
+    row = cm.parameterization().loc["county"]
+    assert row["chosen"] == "noncentered" and "low plausible group SD" in row["reason"]
 
 
 def test_auto_keeps_sparse_groups_noncentered(rng: np.random.Generator) -> None:
