@@ -50,26 +50,26 @@ def grad_compare(size: str, calls: int, repeats: int) -> dict:
     return r
 
 
-def nuts_run(warmup: int, draws: int) -> dict:
+def nuts_run(warmup: int, draws: int, param: str = "noncentered") -> dict:
     import arviz as az
     import numpy as np
 
     df = fourpl_data.make_size("20k")
     t0 = time.perf_counter()
-    fit = hf.fit(fourpl_data.FORMULA, df, chains=4, warmup=warmup, draws=draws, progress=False)
+    fit = hf.fit(fourpl_data.FORMULA, df, chains=4, warmup=warmup, draws=draws, param=param, progress=False)
     wall = time.perf_counter() - t0
     post = fit.idata.posterior
     ess = {v: float(np.min(az.ess(post[v], method="bulk")[v].values)) for v in common.POP}
     rhat = {v: float(np.max(az.rhat(post[v])[v].values)) for v in common.POP}
     ss = fit.idata.sample_stats
-    out = {"warmup": warmup, "draws": draws, "chains": 4, "wall_s": wall, "timings": fit.timings,
+    out = {"param": param, "warmup": warmup, "draws": draws, "chains": 4, "wall_s": wall, "timings": fit.timings,
            "min_bulk_ess": min(ess.values()), "ess": ess, "max_rhat": max(rhat.values()),
            "divergences": int(ss["diverging"].sum()), "mean_num_steps": float(ss["n_steps"].mean()),
            "post_means": {v: float(post[v].mean()) for v in common.POP}, "warnings": fit.warnings}
     if warmup + draws < 1000:
         f = 1000 / (warmup + draws)
         out["extrapolated_sample_s_500_500"] = fit.timings["sample"] * f
-    print(f"NUTS 20k/100 4x({warmup}+{draws}): timings {({k: round(v, 2) for k, v in fit.timings.items()})}, "
+    print(f"NUTS 20k/100 4x({warmup}+{draws}) param={param}: timings {({k: round(v, 2) for k, v in fit.timings.items()})}, "
           f"wall {wall:.1f}s, min bulk ESS {out['min_bulk_ess']:.0f}, max R-hat {out['max_rhat']:.3f}, "
           f"divergences {out['divergences']}, mean leapfrog steps {out['mean_num_steps']:.1f}", flush=True)
     return out
@@ -82,6 +82,7 @@ if __name__ == "__main__":
     ap.add_argument("--skip-grad", action="store_true")
     ap.add_argument("--nuts-warmup", type=int, default=500)
     ap.add_argument("--nuts-draws", type=int, default=500)
+    ap.add_argument("--nuts-param", default="noncentered,auto", help="comma-separated parameterizations to run")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None, help="results name (default bench_4pl)")
     a = ap.parse_args()
@@ -94,5 +95,5 @@ if __name__ == "__main__":
             res["grad"][size] = grad_compare(size, calls, repeats)
     if not a.skip_nuts:
         w, d = (100, 100) if a.quick else (a.nuts_warmup, a.nuts_draws)
-        res["nuts"] = nuts_run(w, d)
+        res["nuts"] = {p: nuts_run(w, d, p) for p in a.nuts_param.split(",")}
     print("wrote", common.write(a.out or ("bench_4pl" + ("_quick" if a.quick else "")), res))

@@ -127,6 +127,8 @@ def _exec_code(code: str) -> Callable[..., Any]:
 #: funnel (divergences, bias), a non-centered informative level only a correlation — so the bar is higher.
 #: Chosen on benchmarks/bench_param.py (radon, sleepstudy, mixed, 4PL, InstEval).
 AUTO_THRESHOLD = 0.2
+#: partial centering only when at most this fraction of levels sits between AUTO_THRESHOLD and 0.5
+AUTO_AMBIGUOUS = 0.05
 #: ... evaluated at a low plausible group SD: the pilot's log-SD location minus this many of its scales
 AUTO_SD_QUANTILE_Z = 2.0
 
@@ -150,7 +152,12 @@ def choose_parameterization(design: Design, lowered: Lowered, seed: int = 0) -> 
     coefficient (I·sd_low² > 4) are centered, the others stay non-centered, so
     one term can be partially centered (Gorinova, Moore & Hoffman 2020 learn
     such a split by SVI too). A weakly identified SD (a wide pilot posterior
-    reaching toward zero) keeps its term non-centered.
+    reaching toward zero) keeps its term non-centered. Partial centering is
+    used only when the levels fall into clearly separate regimes (at most 5%
+    of them between 0.2 and 0.5); when they spread over that middle ground, as
+    crossed or nested factors with continuously varying level sizes do, the
+    mixed geometry sampled worse than either fixed choice (InstEval), so the
+    factor gets one choice by its median level (centered if Var(z) < 0.5).
     """
     from . import infer
 
@@ -184,13 +191,26 @@ def choose_parameterization(design: Design, lowered: Lowered, seed: int = 0) -> 
         sd_low = sd_mid * np.exp(-AUTO_SD_QUANTILE_Z * se_log_sd)
         info = (1.0 / var_z - 1.0) / np.square(sd_mid)  # data precision per level and coefficient
         var_low = (1.0 / (1.0 + info * np.square(sd_low))).max(axis=-1)
-        blk.centered = var_low < AUTO_THRESHOLD
-        n_c, J = int(blk.centered.sum()), len(blk.levels)
-        blk.auto_reason = (
-            f"{n_c} of {J} levels centered: in a pilot SVI fit their data pin the effects down even at a low "
-            f"plausible group SD (posterior variance of z < {AUTO_THRESHOLD} at SD {', '.join(f'{v:.3g}' for v in sd_low)}, "
-            f"i.e. data precision x sd^2 > {1 / AUTO_THRESHOLD - 1:g}; median {np.median(var_low):.2f})"
-        )
+        ambiguous = float(np.mean((var_low >= AUTO_THRESHOLD) & (var_low < 0.5)))
+        med = float(np.median(var_low))
+        at = f"at a low plausible group SD ({', '.join(f'{v:.3g}' for v in sd_low)})"
+        if ambiguous <= AUTO_AMBIGUOUS:
+            # two clear regimes (or one): informative levels centered, the rest non-centered
+            blk.centered = var_low < AUTO_THRESHOLD
+            n_c, J = int(blk.centered.sum()), len(blk.levels)
+            blk.auto_reason = (
+                f"{n_c} of {J} levels centered: in a pilot SVI fit their data pin the effects down {at} "
+                f"(posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > {1 / AUTO_THRESHOLD - 1:g}); "
+                f"the others are far from it (median variance {med:.2f})"
+            )
+        else:
+            # levels spread over the middle ground: one choice for the factor, by its typical level
+            blk.centered = np.full(len(blk.levels), med < 0.5)
+            blk.auto_reason = (
+                f"{'all levels centered' if med < 0.5 else 'all levels non-centered'}: {ambiguous:.0%} of the levels "
+                f"are neither clearly informative nor clearly not {at}, so the factor gets one choice, by its "
+                f"median level (posterior variance of z {med:.2f} {'<' if med < 0.5 else '>='} 0.5)"
+            )
 
 
 def compile(  # noqa: A001 - the natural name of the stage, as in the issue's API

@@ -400,6 +400,8 @@ def nuts_init_from_guide(result: SVIResult, chains: int, seed: int) -> tuple[dic
             "the SVI fit used to initialise NUTS has non-finite values (the guide diverged): try a smaller lr, "
             "scaled predictors (scale(x)), or NUTS without init='svi'"
         )
+    if chains == 1:  # NumPyro takes one chain's starting point without a chain dimension
+        init = {name: v[0] for name, v in init.items()}
     return init, flat
 
 

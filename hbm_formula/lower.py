@@ -63,6 +63,7 @@ class _Emitter:
         self.joints_done: set[str] = set()
         self.folded: dict[int, str] = {}  # group term number -> intercept added to its Intercept column
         self.uninit: set[str] = set()  # predictors whose first term is their gathered group effects
+        self.hier: dict[int, str] = {}  # group term number -> its level coefficients (intercept included)
 
     def emit(self, line: str = "") -> None:
         self.lines.append(f"    {line}" if line else "")
@@ -174,10 +175,15 @@ class _Emitter:
         gt = blk.term
         kind = ("correlated" if gt.correlated else "uncorrelated") if blk.n_coef > 1 else "one coefficient"
         sd_entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
+        loc = None
+        if k in self.folded:  # the predictor's intercept, at the term's Intercept column
+            cols = ["0.0"] * blk.n_coef
+            cols[blk.coef_names.index("Intercept")] = self.folded[k]
+            loc = cols[0] if blk.n_coef == 1 else f"jnp.stack([{', '.join(cols)}])"
         self.group_effects(
             str(k), blk.label, f"group-level effects {k}: {_comment(str(gt))}", kind, blk.levels, blk.coef_names,
             gt.correlated and blk.n_coef > 1, blk.centered_levels(), gt.param, blk.auto_reason,
-            lambda: self.sample_vector(f"sd_{k}", f"sd_{blk.label}", sd_entries, "positive"),
+            lambda: self.sample_vector(f"sd_{k}", f"sd_{blk.label}", sd_entries, "positive"), loc=loc,
         )
 
     def joint(self, j: JointBlock) -> None:
@@ -210,7 +216,7 @@ class _Emitter:
 
     def group_effects(
         self, k: str, lab: str, title: str, kind: str, levels: list[str], coef_names: list[str], cor: bool,
-        centered: np.ndarray, requested: str, auto_reason: str, sds, site_r: bool = True,
+        centered: np.ndarray, requested: str, auto_reason: str, sds, site_r: bool = True, loc: str | None = None,
     ) -> None:
         """SDs, (LKJ), and the (J, K) matrix ``r_<k>`` of group effects, in the chosen parameterization."""
         K, J = len(coef_names), len(levels)
@@ -236,11 +242,11 @@ class _Emitter:
             self.dims[f"cor_{lab}"] = [f"{lab}__cor"]
             self.emit(f"numpyro.deterministic({'cor_' + lab!r}, (L_{k} @ L_{k}.T)[jnp.tril_indices({K}, -1)])")
             self.summary.append(f"cor_{lab}")
-            centered_dist = f"dist.MultivariateNormal(jnp.zeros({K}), scale_tril=sd_{k}[:, None] * L_{k}).expand([{{n}}]).to_event(1)"
+            centered_dist = f"dist.MultivariateNormal({{loc}}, scale_tril=sd_{k}[:, None] * L_{k}).expand([{{n}}]).to_event(1)"
             # z @ L.T written as a broadcast sum: small matmuls do not fuse on CPU, this does
             scaled = f"(z_{k}[:, None, :] * L_{k}).sum(-1) * sd_{k}"
         else:
-            centered_dist = f"dist.Normal(0.0, sd_{k}).expand([{{n}}, {K}]).to_event(2)"
+            centered_dist = f"dist.Normal({{loc}}, sd_{k}).expand([{{n}}, {K}]).to_event(2)"
             scaled = f"z_{k} * sd_{k}"
         how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
         r_site = f"r_{lab}" if site_r else None
@@ -248,11 +254,20 @@ class _Emitter:
         def r_value(code: str) -> None:
             self.emit(f"r_{k} = numpyro.deterministic({r_site!r}, {code})" if r_site else f"r_{k} = {code}")
 
-        if param == "centered":
+        zero = f"jnp.zeros({K})" if cor else "0.0"
+        if param == "centered" and loc is not None:
+            # hierarchical centering: with an intercept-only population part, the level coefficients are
+            # sampled around the population intercept, which then enters the likelihood only through them
+            self.emit("# centered around the population intercept: level coefficients b = Intercept + r with their SDs")
+            self.dims[f"coef_{lab}"] = [lvl_dim, coef_dim]
+            self.emit(f"b_{k} = numpyro.sample({'coef_' + lab!r}, {centered_dist.format(n=J, loc=loc)})")
+            r_value(f"b_{k} - {loc}")
+            self.hier[int(k)] = f"b_{k}"
+        elif param == "centered":
             self.emit("# centered: group effects sampled directly around zero with their SDs")
             site = r_site or f"r_{lab}"
             self.dims[site] = [lvl_dim, coef_dim]
-            self.emit(f"r_{k} = numpyro.sample({site!r}, {centered_dist.format(n=J)})")
+            self.emit(f"r_{k} = numpyro.sample({site!r}, {centered_dist.format(n=J, loc=zero)})")
         elif param == "noncentered":
             self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
             self.emit(f"# non-centered: standard-normal offsets z, {how}")
@@ -268,7 +283,7 @@ class _Emitter:
             ci = self.arg(f"centered_{k}", np.flatnonzero(centered).astype(np.int32), per_obs=False)
             nci = self.arg(f"noncentered_{k}", np.flatnonzero(~centered).astype(np.int32), per_obs=False)
             self.emit(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
-            self.emit(f"rc_{k} = numpyro.sample({'rc_' + lab!r}, {centered_dist.format(n=n_c)})")
+            self.emit(f"rc_{k} = numpyro.sample({'rc_' + lab!r}, {centered_dist.format(n=n_c, loc=zero)})")
             self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J - n_c}, {K}]).to_event(2))")
             r_value(f"jnp.zeros(({J}, {K})).at[{ci}].set(rc_{k}).at[{nci}].set({scaled})")
 
@@ -295,7 +310,7 @@ class _Emitter:
                     sources.append(src)
                     width += len(blk.joint.coef_names)
                 else:
-                    sources.append(f"r_{blk.number}")
+                    sources.append(self.hier.get(blk.number, f"r_{blk.number}"))
                     col[blk.number] = width
                     width += blk.n_coef
             first = blocks[0]
@@ -303,10 +318,10 @@ class _Emitter:
             g = self.arg(f"g_{first.number}", first.g)
             intercepts = ["0.0"] * width  # population intercepts folded into their group Intercept column
             for blk in blocks:
-                if blk.number in self.folded:
+                if blk.number in self.folded and blk.number not in self.hier:
                     intercepts[col[blk.number] + blk.coef_names.index("Intercept")] = self.folded[blk.number]
             folded = any(c != "0.0" for c in intercepts)
-            if len(sources) == 1 and len(blocks) == 1 and not folded:
+            if len(sources) == 1 and len(blocks) == 1 and not folded and first.number not in self.hier:
                 rg = None
             else:
                 rg = f"rg_{first.number}"

@@ -128,6 +128,30 @@ def test_centered_and_noncentered_log_densities_agree_up_to_jacobian(rhs: str, r
     np.testing.assert_allclose(float(lp_c), float(lp_nc - log_jac), rtol=1e-5)
 
 
+@pytest.mark.parametrize("rhs", ["1 + (1 | g)", "1 + (1 + x | g)"])
+def test_hierarchically_centered_density_agrees_up_to_jacobian(rhs: str, rng: np.random.Generator) -> None:
+    """Intercept-only population part, centered: the level coefficients b = Intercept + r are sampled
+    around the intercept (site coef_g); r_g stays the deviations."""
+    df = _tiny(rng)
+    nc = hf.compile(f"y ~ {rhs}", df, param="noncentered")
+    c = hf.compile(f"y ~ {rhs}", df, param="centered")
+    assert "numpyro.sample('coef_g'" in c.code and "numpyro.deterministic('r_g', b_1 - " in c.code
+    K = len(nc.coords["g__coef"])
+    point = {"Intercept": jnp.array(0.7), "sd_g": jnp.linspace(0.5, 1.3, K), "sigma": jnp.array(1.1),
+             "z_g": jnp.asarray(rng.normal(size=(4, K)))}
+    if K > 1:
+        point["L_g"] = jnp.linalg.cholesky(jnp.array([[1.0, 0.3], [0.3, 1.0]]))
+        r = (point["z_g"] @ point["L_g"].T) * point["sd_g"]
+    else:
+        r = point["z_g"] * point["sd_g"]
+    lp_nc, _ = log_density(nc.model, (), nc.data, point)
+    coef = r + (jnp.array([0.7, 0.0]) if K > 1 else 0.7)
+    lp_c, trace = log_density(c.model, (), c.data, {k: v for k, v in point.items() if k != "z_g"} | {"coef_g": coef})
+    diagL = jnp.diag(point["L_g"]) if K > 1 else jnp.ones(K)
+    np.testing.assert_allclose(float(lp_c), float(lp_nc - 4 * jnp.sum(jnp.log(diagL * point["sd_g"]))), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(trace["r_g"]["value"]), np.asarray(r), rtol=1e-5, atol=1e-6)
+
+
 def test_emitted_code_runs_standalone_with_same_log_density(radon: pd.DataFrame, tmp_path: Path) -> None:
     cm = hf.compile("log_radon ~ floor + (1 + floor | county)", radon)
     (tmp_path / "model.py").write_text(cm.code)

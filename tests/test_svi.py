@@ -58,6 +58,16 @@ def test_nuts_initialised_from_svi(radon: pd.DataFrame) -> None:
     assert abs(table.loc["b[floor]", "mean"] - (-0.69)) < 0.05
 
 
+def test_nuts_initialised_from_svi_with_one_chain(radon: pd.DataFrame) -> None:
+    """One chain: the starting point has no chain dimension (a centered term indexes its effects by level)."""
+    fit = hf.fit("log_radon ~ floor + (1 | county)", radon, init="svi", param="centered", warmup=100, draws=200,
+                 chains=1, lr=0.02, progress=False)
+    post = fit.idata.posterior
+    assert post["r_county"].shape == (1, 200, 85, 1)
+    assert abs(float(post["b"].mean()) - (-0.69)) < 0.08
+    assert float(post["r_county"].mean(("chain", "draw")).std()) > 0.1  # counties differ
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
