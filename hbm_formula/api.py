@@ -129,7 +129,7 @@ def _exec_code(code: str) -> Callable[..., Any]:
 AUTO_THRESHOLD = 0.2
 #: partial centering only when at most this fraction of levels sits between AUTO_THRESHOLD and 0.5
 AUTO_AMBIGUOUS = 0.05
-#: ... evaluated at a low plausible group SD: the pilot's log-SD location minus this many of its scales
+#: ... evaluated at a low plausible group SD: sd · exp(-this many standard errors of log sd)
 AUTO_SD_QUANTILE_Z = 2.0
 
 

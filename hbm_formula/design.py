@@ -81,10 +81,6 @@ class JointBlock:
         return self.members[0].levels
 
     @property
-    def g(self) -> np.ndarray:
-        return self.members[0].g
-
-    @property
     def coef_names(self) -> list[str]:
         """Member coefficients, prefixed by their predictor unless it is the mean (brms style)."""
         return [c if m.predictor == "mu" else f"{m.predictor}_{c}" for m in self.members for c in m.coef_names]
@@ -92,10 +88,6 @@ class JointBlock:
     @property
     def param(self) -> str:
         return self.members[0].term.param
-
-    @property
-    def centered(self) -> np.ndarray | None:
-        return self.members[0].centered
 
     def centered_levels(self) -> np.ndarray:
         return self.members[0].centered_levels()
@@ -151,6 +143,7 @@ class Design:
     n_dropped: int
     stats: dict[str, float]
     response_label: str
+    joints: list[JointBlock] = field(default_factory=list)  # group terms linked by an ID
 
     @property
     def y(self) -> np.ndarray:
@@ -163,8 +156,6 @@ class Design:
     @property
     def n(self) -> int:
         return int(self.y.shape[0])
-
-    joints: list[JointBlock] = field(default_factory=list)
 
     @property
     def groups(self) -> list[GroupBlock]:

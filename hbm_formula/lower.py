@@ -335,13 +335,12 @@ class _Emitter:
             for blk in blocks:
                 eta = etas[blk.predictor]
                 a = col[blk.number]
-                if rg is None:
-                    eff = f"r_{blk.number}[{g}, 0]" if blk.Z is None else f"jnp.sum(r_{blk.number}[{g}] * Z, axis=-1)"
+                # the term's rows of effects: gathered alone (r_k[g]) or its columns of the shared gather
+                rows = f"r_{blk.number}[{g}]" if rg is None else f"{rg}[:, {a}:{a + blk.n_coef}]"
+                if blk.Z is None:  # intercept only: its one column
+                    eff = f"r_{blk.number}[{g}, 0]" if rg is None else f"{rg}[:, {a}]"
                 else:
-                    eff = f"{rg}[:, {a}]" if blk.Z is None else f"jnp.sum({rg}[:, {a}:{a + blk.n_coef}] * Z, axis=-1)"
-                if blk.Z is not None:
-                    Z = self.arg(f"Z_{blk.number}", blk.Z)
-                    eff = eff.replace(" * Z,", f" * {Z},")
+                    eff = f"jnp.sum({rows} * {self.arg(f'Z_{blk.number}', blk.Z)}, axis=-1)"
                 if eta in self.uninit:
                     self.uninit.discard(eta)
                     self.emit(f"{eta} = {eff}")

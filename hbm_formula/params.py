@@ -101,9 +101,7 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
         for blk in pdata.groups:
             entries += _group_entries(blk, pname, s_y)
     for j in design.joints:  # terms linked by an ID: one correlation matrix across their predictors
-        entries.append(
-            ParamEntry(f"cor_{j.label}", "cor", "mu", (f"cor_{j.label}", "cor"), "corr", PriorDist("lkj", (DEFAULT_LKJ_ETA,)))
-        )
+        entries.append(_cor_entry(j.label, "mu", "cor"))
     for aux in fam.aux:
         if aux.name in dpars or (aux.name == "sigma" and design.response.se is not None and not design.response.se_sigma):
             continue
@@ -227,11 +225,13 @@ def _group_entries(blk: GroupBlock, pname: str, s_y: float) -> list[ParamEntry]:
             )
         )
     if blk.term.correlated and blk.n_coef > 1 and blk.joint is None:
-        cor_cls = "cor" if pname == "mu" else f"cor_{pname}"
-        out.append(
-            ParamEntry(f"cor_{blk.label}", "cor", pname, (f"cor_{blk.label}", cor_cls), "corr", PriorDist("lkj", (DEFAULT_LKJ_ETA,)))
-        )
+        out.append(_cor_entry(blk.label, pname, "cor" if pname == "mu" else f"cor_{pname}"))
     return out
+
+
+def _cor_entry(label: str, pname: str, cor_cls: str) -> ParamEntry:
+    """The LKJ prior of a correlated block: by its own name, or by class."""
+    return ParamEntry(f"cor_{label}", "cor", pname, (f"cor_{label}", cor_cls), "corr", PriorDist("lkj", (DEFAULT_LKJ_ETA,)))
 
 
 def valid_names(entries: list[ParamEntry]) -> list[str]:
