@@ -51,16 +51,13 @@ def grad_compare(size: str, calls: int, repeats: int) -> dict:
 
 
 def nuts_run(warmup: int, draws: int, param: str = "noncentered") -> dict:
-    import arviz as az
-    import numpy as np
 
     df = fourpl_data.make_size("20k")
     t0 = time.perf_counter()
     fit = hf.fit(fourpl_data.FORMULA, df, chains=4, warmup=warmup, draws=draws, param=param, progress=False)
     wall = time.perf_counter() - t0
     post = fit.idata.posterior
-    ess = {v: float(np.min(az.ess(post[v], method="bulk")[v].values)) for v in common.POP}
-    rhat = {v: float(np.max(az.rhat(post[v])[v].values)) for v in common.POP}
+    ess, rhat = common.pop_ess_rhat(post)
     ss = fit.idata.sample_stats
     out = {"param": param, "warmup": warmup, "draws": draws, "chains": 4, "wall_s": wall, "timings": fit.timings,
            "min_bulk_ess": min(ess.values()), "ess": ess, "max_rhat": max(rhat.values()),

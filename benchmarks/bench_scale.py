@@ -198,8 +198,6 @@ def grad_at(rows: int, groups: int, calls: int, repeats: int) -> dict:
 
 def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "noncentered", init: str = "default",
                chains: int = 1) -> dict:
-    import numpy as np
-
     import common
     import fourpl_data
     import hbm_formula as hf
@@ -213,27 +211,24 @@ def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "no
     cm = fit.model
     grad = common.time_grad(cm.model, dict(cm.data), 10, 3)["ms_median"]
     per_iter = fit.timings["sample"] / (warmup + draws)
-    # 4 chains x 1000 iterations, 2 chains at a time on 2 cores
-    extrap = per_iter * 1000 * 4 / 2
-    extrap_draw_rate = (steps_draws / draws) * grad / 1e3 * 1000 * 4 / 2
-    import arviz as az
-
-    ess = min(float(np.min(az.ess(fit.idata.posterior[v], method="bulk")[v].values)) for v in common.POP)
-    rhat = max(float(np.max(az.rhat(fit.idata.posterior[v])[v].values)) for v in common.POP)
+    ess_by, rhat_by = common.pop_ess_rhat(fit.idata.posterior)
+    ess, rhat = min(ess_by.values()), max(rhat_by.values())
     print(f"  NUTS {chains}x({warmup}+{draws}) {rows} rows, param={param}, init={init}: hf.fit wall {wall:.1f}s, "
-          f"min bulk ESS {ess:.0f}, max R-hat {rhat:.3f}", flush=True)
+          f"min bulk ESS {ess:.0f}, max R-hat {rhat:.3f}, timings {({k: round(v, 1) for k, v in fit.timings.items()})}, "
+          f"mean leapfrog steps (draws) {steps_draws / draws:.0f}, grad {grad:.2f} ms", flush=True)
     out = {"rows": rows, "groups": groups, "chains": chains, "wall_s": wall, "min_bulk_ess": ess, "max_rhat": rhat,
            "warmup": warmup, "draws": draws, "param": param, "init": init,
            "timings": fit.timings,
            "sec_per_iter": per_iter, "mean_leapfrog_draws": steps_draws / draws, "grad_ms": grad,
            "divergences": int(ss["diverging"].sum()),
-           "EXTRAPOLATED_4x(500+500)_s_from_sec_per_iter": extrap,
-           "EXTRAPOLATED_4x(500+500)_s_from_draw_phase_leapfrog": extrap_draw_rate,
            "post_means": {v: float(fit.idata.posterior[v].mean()) for v in common.POP}}
-    print(f"  NUTS {chains}x({warmup}+{draws}) {rows} rows: timings {({k: round(v, 1) for k, v in fit.timings.items()})}, "
-          f"{per_iter:.2f} s/iter, mean leapfrog steps (draws) {out['mean_leapfrog_draws']:.0f}, grad {grad:.2f} ms\n"
-          f"  EXTRAPOLATION to 4 chains x (500+500) on 2 cores: {extrap / 60:.1f} min (from s/iter incl. early warmup), "
-          f"{extrap_draw_rate / 60:.1f} min (from draw-phase leapfrog steps x grad time)", flush=True)
+    if chains == 1:  # a short 1-chain run stands for 4 chains x 1000 iterations, 2 at a time on 2 cores
+        extrap = per_iter * 1000 * 4 / 2
+        extrap_draw_rate = (steps_draws / draws) * grad / 1e3 * 1000 * 4 / 2
+        out["EXTRAPOLATED_4x(500+500)_s_from_sec_per_iter"] = extrap
+        out["EXTRAPOLATED_4x(500+500)_s_from_draw_phase_leapfrog"] = extrap_draw_rate
+        print(f"  EXTRAPOLATION to 4 chains x (500+500) on 2 cores: {extrap / 60:.1f} min (from s/iter incl. early "
+              f"warmup), {extrap_draw_rate / 60:.1f} min (from draw-phase leapfrog steps x grad time)", flush=True)
     return out
 
 

@@ -26,6 +26,16 @@ def machine() -> dict:
             "jax": jax.__version__, "numpyro": numpyro.__version__, "python": platform.python_version()}
 
 
+def pop_ess_rhat(posterior) -> tuple[dict, dict]:
+    """Per population parameter of the 4PL: its lowest bulk ESS and highest R-hat."""
+    import arviz as az
+    import numpy as np
+
+    ess = {v: float(np.min(az.ess(posterior[v], method="bulk")[v].values)) for v in POP}
+    rhat = {v: float(np.max(az.rhat(posterior[v])[v].values)) for v in POP}
+    return ess, rhat
+
+
 def write(name: str, obj: dict) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.json")
