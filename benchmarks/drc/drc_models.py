@@ -257,12 +257,18 @@ class Design:
     def jac_mean(self, theta, x=None, curve=None):
         """d mean / d theta (rows x npar), exact by complex step."""
         theta = np.asarray(theta, float)
-        cols = []
-        for j in range(self.npar):
+        curve = self.curve if curve is None else np.asarray(curve)
+        J = np.zeros((len(curve), self.npar))
+        # a row depends only on its own curve's parameters: perturb one parameter name for all curves
+        # at once (one complex evaluation per name), then scatter each row's derivative to its column
+        for n in self.names:
+            idx = np.unique(self.index[n])
             tc = theta.astype(complex)
-            tc[j] += 1j * CS_H
-            cols.append(np.imag(self.mean(tc, x, curve)) / CS_H)
-        return np.column_stack(cols)
+            tc[idx] += 1j * CS_H
+            dm = np.imag(self.mean(tc, x, curve)) / CS_H
+            cols = self.index[n][curve]
+            J[np.arange(len(curve)), cols] = dm
+        return J
 
     def rss(self, theta):
         r = self.resid(theta)
