@@ -37,11 +37,15 @@ from drc_models import (  # noqa: E402
     MODELS,
     Design,
     Fit,
+    bc_ed,
     ed,
+    ed_closed,
+    ed_percent,
     ed_ratio,
     fit,
     lack_of_fit_rss,
     limit_at_zero,
+    mean_full,
     par_compare,
     predict,
 )
@@ -168,6 +172,51 @@ def dose0_check(F: Fit) -> dict:
         par = D.curve_params(F.theta, j)
         err = max(err, abs(m[j] - par[limit_at_zero(D.kind, float(par["b"]))]))
     return {"finite": bool(np.all(np.isfinite(m)) and np.all(np.isfinite(J))), "max_abs_err_vs_limit": float(err)}
+
+
+def formula_self_checks() -> dict:
+    """The model/ED formulas against their definitions, for both signs of b (no data involved):
+    dose-0 value = the x -> 0 limit (and finite), relative ED: f(ED_p) = f(0) + p/100 (f(inf) - f(0)),
+    absolute ED: f(ED(y)) = y, BC relative ED: f(ED_p) = d - p/100 (d - c)."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for model in ("LL.3", "LL.4", "LL.5", "W1.4", "W2.4", "LN.4", "BC.5"):
+        kind, fixed = MODELS[model]
+        worst = {"dose0_vs_tiny_dose": 0.0, "ed_relative": 0.0, "ed_absolute": 0.0}
+        for sign in ((1.0,) if kind == "BC" else (1.0, -1.0)):
+            for _ in range(20):
+                par = {"b": sign * rng.uniform(0.5, 4.0), "c": rng.uniform(0, 1), "d": rng.uniform(2, 5),
+                       "e": rng.uniform(0.5, 20), "f": rng.uniform(0.3, 3.0) if model == "LL.5" else 1.0}
+                if kind == "BC":
+                    par["b"] = rng.uniform(2.0, 4.0)
+                    par["f"] = rng.uniform(0.0, 0.2)
+                par.update(fixed)
+                fx = lambda x, par=par, kind=kind: mean_full(kind, np.atleast_1d(np.asarray(x, float)), par["b"], par["c"],  # noqa: E731
+                                                  par["d"], par["e"], par["f"])
+                f0, ftiny = fx(0.0)[0], fx(1e-200)[0]
+                lim = par[limit_at_zero(kind, par["b"])]
+                assert np.isfinite(f0)
+                worst["dose0_vs_tiny_dose"] = max(worst["dose0_vs_tiny_dose"], abs(f0 - lim), abs(ftiny - lim))
+                finf = par["c"] if lim == par["d"] else par["d"]
+                for p in (5.0, 10.0, 50.0, 90.0, 95.0):
+                    if kind == "BC":
+                        try:
+                            x = bc_ed(par, p)
+                        except ValueError:  # no root on drc's fixed interval (maxAt, 1000)
+                            continue
+                        tgt = par["d"] - p / 100 * (par["d"] - par["c"])
+                        worst["ed_relative"] = max(worst["ed_relative"], abs(fx(x)[0] - tgt) / (par["d"] - par["c"]))
+                        continue
+                    x = ed_closed(kind, par, ed_percent(kind, par, p, "relative"))
+                    tgt = f0 + p / 100 * (finf - f0)
+                    worst["ed_relative"] = max(worst["ed_relative"], abs(fx(x)[0] - tgt) / abs(finf - f0))
+                    y = par["c"] + p / 100 * (par["d"] - par["c"])
+                    xa = ed_closed(kind, par, ed_percent(kind, par, y, "absolute"))
+                    worst["ed_absolute"] = max(worst["ed_absolute"], abs(fx(xa)[0] - y) / (par["d"] - par["c"]))
+        if kind == "BC":
+            worst.pop("ed_absolute")
+        out[model] = {k: float(v) for k, v in worst.items()}
+    return out
 
 
 # ----------------------------------------------------------------------------- fitting helpers
@@ -598,6 +647,7 @@ def run() -> dict:
         "published": published,
         "published_summary": summary,
         "rss_at_published_estimates": rss_at_pub,
+        "formula_self_checks": formula_self_checks(),
     }
 
 
