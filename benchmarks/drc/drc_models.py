@@ -494,12 +494,13 @@ def ed(fit_: Fit, j: int, p: float, type_: str = "relative", vcov=None, drc_abso
     return val, float(np.sqrt(grad @ V @ grad)), grad
 
 
-def ed_ratio(fit_: Fit, j1: int, j2: int, p1: float, p2: float, type_="relative", vcov=None, level=0.95):
+def ed_ratio(fit_: Fit, j1: int, j2: int, p1: float, p2: float, type_="relative", vcov=None, level=0.95,
+             drc_absolute_se=True):
     """EDcomp: ED_p1(curve j1) / ED_p2(curve j2), delta SE, t-test of ratio = 1, delta and Fieller CIs
     (EDcomp.R:378-424, siInner.R, fieller in EDcomp.R:308-352)."""
     V = fit_.vcov() if vcov is None else vcov
-    e1, _, g1 = ed(fit_, j1, p1, type_, V)
-    e2, _, g2 = ed(fit_, j2, p2, type_, V)
+    e1, _, g1 = ed(fit_, j1, p1, type_, V, drc_absolute_se)
+    e2, _, g2 = ed(fit_, j2, p2, type_, V, drc_absolute_se)
     r = e1 / e2
     gr = (g1 - r * g2) / e2
     se = float(np.sqrt(gr @ V @ gr))

@@ -246,3 +246,15 @@ for p, v, lo, hi in [(15, 0.80056, 0.39510, 1.23745), (50, 8.86013, 6.90605, 10.
     P(None, v, "medrc-vignette", "medrc.html", f"spinach medrm ED{p} ratio bentazon/diuron (Fieller {lo}-{hi})")
 
 PUBLISHED = _P
+
+# Found but not used: pages whose "drc output" contradicts drc's own printed output for the same call
+# (they look generated rather than run); kept here so nobody re-imports them as references.
+REJECTED = [
+    {"where": "https://r-statistics.co/Dose-Response-Analysis-in-R.html (pages corpus)",
+     "claims": "ryegrass LL.4: b 2.4780 (SE 0.3426), c 0.4842, d 7.7934 (SE 0.2154), e 3.0585 (SE 0.1926), RSE 0.5286",
+     "why": "drc's own print.summary.drc example gives b 2.98222 (0.46506), d SE 0.18857, RSE 0.5196256 for the same call; "
+            "b 2.478 is close to the LL.3 slope (2.47033)"},
+    {"where": "tutorial markdown in the stored code index (file id 62010904864)",
+     "claims": "S.alba LL.4 by Herbicide: e:Glyphosate 0.07176, b:Glyphosate 4.18854, c:Glyphosate 2.47021",
+     "why": "glyphosate doses are 10-320 g/ha with a clear decline; our fit and drc's documented fits give ED50 ~ 62-67"},
+]
