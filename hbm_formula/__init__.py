@@ -11,14 +11,13 @@ for one host device per chain (at least 4) so chains run in parallel; set
 imports JAX to choose another number.
 """
 
-__version__ = "0.1.0"
-
-from . import distributed  # noqa: E402
-from .api import CompiledModel, Fit, compile, default_priors, fit  # noqa: E402
-from .errors import DataError, FormulaError, HBMError, PriorError  # noqa: E402
-from .infer import set_host_devices  # noqa: E402
-from .parse import parse, parse_prior  # noqa: E402
-from .results import load  # noqa: E402
+from . import distributed
+from ._version import __version__
+from .api import CompiledModel, Fit, compile, default_priors, fit
+from .errors import DataError, FormulaError, HBMError, PriorError
+from .infer import set_host_devices
+from .parse import parse, parse_prior
+from .results import load
 
 __all__ = [
     "CompiledModel",

@@ -1,18 +1,23 @@
-"""DataFrame + IR → numeric arrays.
+"""DataFrame + IR → numeric arrays (a frozen ``Design``).
 
-Population and group-level design matrices come from formulaic (contrasts,
-stateful transforms such as ``scale`` and ``poly``); its model specs are kept
-so the same transforms apply to new data. Grouping factors become integer
-level indices plus level names. Responses, trials and offsets are evaluated
-here from the checked IR by a small numpy interpreter, not by ``eval``.
+Population and group-level design matrices are built by ``terms.py``: our own
+interpreter evaluates every factor, formulaic encodes and combines them
+(contrasts, interactions, column names) from structure, never from text. The
+matrices keep what rebuilds them on new data (transform states, training
+levels). Grouping factors become integer level indices plus unique level
+names. Responses, trials and offsets are evaluated by the same interpreter.
+
+Nothing here is mutated after it is built: the stages after this one take a
+``Design`` and return new objects (the parameterization decision, the lowered
+code), as formulaic's ``ModelSpec.update()`` returns a copy.
 """
 
 from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,64 +25,50 @@ import pandas as pd
 
 from .errors import DataError, FormulaError
 from .families import family_spec
-from .ir import BinOp, Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Num, Str, Var, expr_vars, terms_text
-
-#: numpy implementations of the functions a response/offset may use
-_NUMPY_FUNCS: dict[str, Any] = {
-    "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p,
-    "exp": np.exp, "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "I": lambda x: x,
-}
-#: extra functions handed to formulaic's evaluator (its own transforms cover the rest)
-_FORMULAIC_CONTEXT: dict[str, Any] = {
-    "log1p": np.log1p, "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "exp": np.exp, "log": np.log,
-}
+from .functions import LOGICAL_NAMES
+from .ir import Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Var
+from .terms import Evaluator, Matrix, build_matrix
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupBlock:
     """One group term of one predictor, as arrays."""
 
-    number: int  # 1-based, across the whole model (names z_1, sd_1, ... in code)
+    number: int  # 1-based, across the whole model, in order of appearance
     predictor: str
     term: GroupTerm
     label: str  # unique site label, e.g. "county" or "a:b" (suffixed if repeated)
-    levels: list[str]
+    levels: tuple[str, ...]
     g: np.ndarray  # (N,) int32 level index
     Z: np.ndarray | None  # (N, K); None when the term is intercept-only
-    coef_names: list[str]
+    matrix: Matrix | None  # rebuilds Z on new data
+    coef_names: tuple[str, ...]
     z_scale: np.ndarray  # (K,) SD of each column, 1 for constant columns
-    spec: Any = None  # formulaic ModelSpec of the group design
-    #: per level, whether its effects are sampled centered (decided for param="auto" by a pilot fit)
-    centered: np.ndarray | None = None
-    auto_reason: str = ""
-    #: the correlated block this term belongs to when it shares an ID with other terms
-    joint: JointBlock | None = None
+    joint: int | None = None  # number of the joint block (terms linked by an ID) it belongs to
 
     @property
     def n_coef(self) -> int:
         return len(self.coef_names)
 
-    def centered_levels(self) -> np.ndarray:
-        """Boolean per level: centered or not, from the term's parameterization."""
-        if self.centered is not None:
-            return self.centered
-        return np.full(len(self.levels), self.term.param == "centered")
+    @property
+    def factor(self) -> tuple[str, ...]:
+        return self.term.group
 
 
-@dataclass
+@dataclass(frozen=True)
 class JointBlock:
     """Group terms on one grouping factor linked by an ID (brms ``(1 |p| g)``),
     possibly in different predictors (non-linear or distributional parameters):
     their coefficients get one SD vector, one LKJ correlation matrix and one
     matrix of group effects, of which each member term is a slice."""
 
-    number: int  # 1-based among joint blocks (code names sd_j1, L_j1, z_j1, r_j1)
+    number: int  # 1-based among joint blocks
     label: str  # site label "<factor>__<ID>" (cor_<factor>__<ID>, L_..., z_...)
     id: str
-    members: list[GroupBlock]
+    members: tuple[GroupBlock, ...]
 
     @property
-    def levels(self) -> list[str]:
+    def levels(self) -> tuple[str, ...]:
         return self.members[0].levels
 
     @property
@@ -89,9 +80,6 @@ class JointBlock:
     def param(self) -> str:
         return self.members[0].term.param
 
-    def centered_levels(self) -> np.ndarray:
-        return self.members[0].centered_levels()
-
     def offsets(self) -> list[int]:
         """Column offset of each member in the joint matrix of group effects."""
         out, a = [], 0
@@ -101,24 +89,25 @@ class JointBlock:
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictorData:
     name: str
     linear: Linear
     X: np.ndarray  # (N, P), centered when the predictor has an intercept
     X_mean: np.ndarray  # (P,)
-    coef_names: list[str]
+    coef_names: tuple[str, ...]
     x_scale: np.ndarray  # (P,)
-    spec: Any  # formulaic ModelSpec of the population design (None if no terms)
+    matrix: Matrix | None  # rebuilds X (uncentered) on new data; None without terms
     offset: np.ndarray | None
-    groups: list[GroupBlock] = field(default_factory=list)
+    offset_states: Mapping[str, Any] = field(default_factory=dict)
+    groups: tuple[GroupBlock, ...] = ()
 
     @property
     def intercept(self) -> bool:
         return self.linear.intercept
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResponseData:
     """The response and its brms-style addition terms, as arrays."""
 
@@ -131,19 +120,21 @@ class ResponseData:
     cens_upper: np.ndarray | None = None
     trunc_lb: np.ndarray | None = None
     trunc_ub: np.ndarray | None = None
-    levels: list[str] | None = None  # categories of an ordinal or categorical response
+    levels: tuple[str, ...] | None = None  # categories of an ordinal or categorical response
 
 
-@dataclass
+@dataclass(frozen=True)
 class Design:
     spec: ModelSpec
     response: ResponseData
-    predictors: dict[str, PredictorData]
-    columns: dict[str, np.ndarray]  # data columns used by a non-linear expression
+    predictors: Mapping[str, PredictorData]
+    columns: Mapping[str, np.ndarray]  # data columns used by a non-linear expression
     n_dropped: int
-    stats: dict[str, float]
+    stats: Mapping[str, float]
     response_label: str
-    joints: list[JointBlock] = field(default_factory=list)  # group terms linked by an ID
+    joints: tuple[JointBlock, ...] = ()  # group terms linked by an ID
+    #: the data columns the model reads, after dropping rows with missing values (fit files keep them)
+    frame: pd.DataFrame | None = None
 
     @property
     def y(self) -> np.ndarray:
@@ -161,34 +152,17 @@ class Design:
     def groups(self) -> list[GroupBlock]:
         return [b for p in self.predictors.values() for b in p.groups]
 
+    def joint(self, number: int) -> JointBlock:
+        return self.joints[number - 1]
+
 
 # ---------------------------------------------------------------- helpers
-def eval_expr(e: Expr, df: pd.DataFrame) -> np.ndarray:
-    """Evaluate a checked value expression on the data (no Python eval)."""
-    if isinstance(e, Num):
-        return np.full(len(df), float(e.value))
-    if isinstance(e, Var):
-        col = df[e.name]
-        if col.dtype == bool:
-            return col.to_numpy(dtype=float)
-        if not pd.api.types.is_numeric_dtype(col):
-            raise DataError(f"column '{e.name}' is not numeric (dtype {col.dtype}) but is used in arithmetic")
-        return col.to_numpy(dtype=float)
-    if isinstance(e, Neg):
-        return -eval_expr(e.operand, df)
-    if isinstance(e, BinOp):
-        a, b = eval_expr(e.left, df), eval_expr(e.right, df)
-        with np.errstate(all="ignore"):
-            return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power}[e.op](a, b)
-    if isinstance(e, Call) and e.fn in _NUMPY_FUNCS and len(e.args) == 1:
-        with np.errstate(all="ignore"):
-            return np.asarray(_NUMPY_FUNCS[e.fn](eval_expr(e.args[0], df)), dtype=float)
-    if isinstance(e, Str):
-        raise DataError(f"a string cannot be evaluated as data: {e}")
-    raise DataError(f"cannot evaluate '{e}' here")
+def evaluate(e: Expr, df: pd.DataFrame, states: dict[str, dict[str, Any]] | None = None) -> np.ndarray:
+    """Evaluate a checked value expression on the data (our interpreter, no Python eval)."""
+    return np.asarray(Evaluator(df, {} if states is None else states, fitted=False).numeric(e), dtype=float)
 
 
-def unknown_column(name: str, columns: Iterable[str]) -> DataError:
+def unknown_column(name: str, columns: Iterable[Any]) -> DataError:
     cols = [str(c) for c in columns]
     close = difflib.get_close_matches(name, cols, n=3, cutoff=0.6)
     lower = [c for c in cols if c.lower() == name.lower() and c not in close]
@@ -196,6 +170,31 @@ def unknown_column(name: str, columns: Iterable[str]) -> DataError:
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
     return DataError(f"unknown column '{name}'{hint}; the data has: {shown}")
+
+
+def data_vars(e: Expr) -> list[Var]:
+    """The data columns an expression reads: its names, except logical constants given as
+    keyword values (``scale(x, center = FALSE)``) and contrast codings (``C(f, Sum)``)."""
+    out: list[Var] = []
+
+    def walk(x: Expr) -> None:
+        if isinstance(x, Var):
+            out.append(x)
+        elif isinstance(x, Call):
+            args = x.args[:1] if x.fn == "C" else x.args
+            for a in args:
+                walk(a)
+            for _, v in x.kwargs:
+                if not (isinstance(v, Var) and v.name in LOGICAL_NAMES):
+                    walk(v)
+        elif isinstance(x, Neg):
+            walk(x.operand)
+        elif hasattr(x, "left"):
+            walk(x.left)  # type: ignore[union-attr]
+            walk(x.right)  # type: ignore[union-attr]
+
+    walk(e)
+    return out
 
 
 def columns_used(spec: ModelSpec) -> list[str]:
@@ -208,39 +207,35 @@ def columns_used(spec: ModelSpec) -> list[str]:
             if v.name not in names and v.name not in nlpar_names:
                 names.append(v.name)
 
-    add(expr_vars(spec.formula.response.expr))
+    add(data_vars(spec.formula.response.expr))
     for a in spec.formula.response.addterms:
         for arg in a.args:
-            add(expr_vars(arg))
-        for key, val in a.kwargs:
-            if key != "sigma":  # se(s, sigma = TRUE): a flag, not a column
-                add(expr_vars(val))
+            add(data_vars(arg))
+        for _, val in a.kwargs:
+            add(data_vars(val))
     if not isinstance(spec.formula.rhs, Linear):
-        add(expr_vars(spec.formula.rhs))
+        add(data_vars(spec.formula.rhs))
     for _, lin in spec.predictors():
         for t in lin.terms:
             for f in t.factors:
-                add(expr_vars(f))
+                add(data_vars(f))
         for o in lin.offsets:
-            add(expr_vars(o))
+            add(data_vars(o))
         for g in lin.group_terms:
             for t in g.terms:
                 for f in t.factors:
-                    add(expr_vars(f))
+                    add(data_vars(f))
             add(Var(n) for n in g.group)
     return names
 
 
-def _model_matrix(text: str, df: pd.DataFrame) -> tuple[np.ndarray, list[str], Any]:
-    import formulaic
-
-    try:
-        mm = formulaic.model_matrix(text, df, context=dict(_FORMULAIC_CONTEXT), na_action="raise")
-    except Exception as exc:  # formulaic raises many types; surface one clear error
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"could not build the design for '{text}': {msg}") from None
-    X = np.asarray(mm.to_numpy() if hasattr(mm, "to_numpy") else mm, dtype=float)
-    return X, [str(c) for c in mm.columns], mm.model_spec
+def grouping_columns(spec: ModelSpec) -> list[str]:
+    """The columns that are grouping factors (read as text from files: labels are kept exactly)."""
+    out: list[str] = []
+    for _, lin in spec.predictors():
+        for g in lin.group_terms:
+            out += [c for c in g.group if c not in out]
+    return out
 
 
 def _col_scale(X: np.ndarray) -> np.ndarray:
@@ -250,19 +245,68 @@ def _col_scale(X: np.ndarray) -> np.ndarray:
     return np.where(sd > 1e-12, sd, 1.0)
 
 
-def _group_index(df: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+def _label(v: Any) -> str:
+    return v if isinstance(v, str) else str(v)
+
+
+def _unique_labels(values: list[Any]) -> list[str]:
+    """Text labels of distinct values; values whose text coincides (1 and '1') get their repr."""
+    texts = [_label(v) for v in values]
+    seen: dict[str, int] = {}
+    for t in texts:
+        seen[t] = seen.get(t, 0) + 1
+    return [repr(v) if seen[t] > 1 else t for v, t in zip(values, texts, strict=True)]
+
+
+def _join_label(parts: tuple[str, ...]) -> str:
+    """``a:b`` labels of an interaction's levels, unambiguous: a part holding ':' or '`' is backtick-quoted."""
+    return ":".join(f"`{p.replace('`', '``')}`" if (":" in p or "`" in p) else p for p in parts)
+
+
+def _sorted_uniques(col: pd.Series) -> list[Any]:
+    uniq = list(pd.unique(col))
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        present = set(uniq)
+        return [c for c in col.cat.categories if c in present]
+    try:
+        return sorted(uniq)
+    except TypeError:
+        return sorted(uniq, key=lambda v: (type(v).__name__, str(v)))
+
+
+def group_index(df: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """Level index per row and unique level names (interactions: the levels that occur)."""
+    per_col: list[tuple[np.ndarray, list[str]]] = []
+    for c in cols:
+        uniq = _sorted_uniques(df[c])
+        lookup = {v: i for i, v in enumerate(uniq)}
+        codes = np.fromiter((lookup[v] for v in df[c].tolist()), dtype=np.int64, count=len(df))
+        per_col.append((codes, _unique_labels(uniq)))
     if len(cols) == 1:
-        codes, uniques = pd.factorize(df[cols[0]], sort=True)
-        names = [str(u) for u in uniques]
-    else:
-        mi = pd.MultiIndex.from_frame(df[list(cols)])
-        codes, uniques = pd.factorize(mi, sort=True)
-        names = [":".join(str(x) for x in tup) for tup in uniques]
-    return codes.astype(np.int32), names
+        codes, names = per_col[0]
+        return codes.astype(np.int32), names
+    combo = np.stack([c for c, _ in per_col], axis=1)
+    uniq_rows, inverse = np.unique(combo, axis=0, return_inverse=True)
+    names = [_join_label(tuple(per_col[k][1][i] for k, i in enumerate(row))) for row in uniq_rows]
+    return inverse.reshape(-1).astype(np.int32), names
+
+
+def level_codes(df: pd.DataFrame, cols: tuple[str, ...], levels: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """Indices of new rows into fitted ``levels`` (-1 for a level the model has not seen) and the new level names."""
+    texts: list[list[str]] = []
+    for c in cols:
+        uniq = _sorted_uniques(df[c])
+        labels = dict(zip(uniq, _unique_labels(uniq), strict=True))
+        texts.append([labels[v] for v in df[c].tolist()])
+    names = texts[0] if len(cols) == 1 else [_join_label(parts) for parts in zip(*texts, strict=True)]
+    lookup = {lv: i for i, lv in enumerate(levels)}
+    codes = np.array([lookup.get(n, -1) for n in names], dtype=np.int32)
+    new = sorted({n for n, c in zip(names, codes, strict=True) if c < 0})
+    return codes, new
 
 
 # ---------------------------------------------------------------- main entry
-def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> Design:
+def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     """Validate ``data`` against ``spec`` and build every array the model needs."""
     if not isinstance(data, pd.DataFrame):
         try:
@@ -273,29 +317,17 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
         raise DataError("the data has no rows")
     if na not in ("drop", "error"):
         raise DataError(f"na must be 'drop' or 'error', not {na!r}")
+    dup = sorted({str(c) for c in data.columns[data.columns.duplicated()]})
     used = columns_used(spec)
     if spec.formula.is_nonlinear:
         _check_nl_names(spec, data.columns)
     for name in used:
         if name not in data.columns:
             raise unknown_column(name, data.columns)
+        if name in dup:
+            raise DataError(f"the data has two columns named '{name}': rename one")
     df = data[used].copy() if used else pd.DataFrame(index=data.index)
-    missing = df.isna().any(axis=1)
-    n_dropped = int(missing.sum())
-    if n_dropped:
-        cols = [c for c in used if df[c].isna().any()]
-        if na == "error":
-            raise DataError(
-                f"{n_dropped} rows have missing values in {', '.join(cols)}; drop them first or use na='drop' (--na drop)"
-            )
-        warnings.warn(
-            f"dropped {n_dropped} of {len(df)} rows with missing values in {', '.join(cols)}",
-            UserWarning,
-            stacklevel=3,
-        )
-        df = df.loc[~missing]
-        if df.shape[0] == 0:
-            raise DataError("no rows left after dropping rows with missing values")
+    df = _drop_missing(df, used, na, spec)
     df = df.reset_index(drop=True)
 
     fam = family_spec(spec.family.name)
@@ -305,122 +337,165 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, na: str = "drop") -> De
 
     ys = fam.y_transform(resp.y) if fam.y_transform is not None else resp.y
     y_sd = float(np.std(ys)) if ys.size > 1 else 1.0
-    stats = {
-        "y_mean": float(np.mean(ys)),
-        "y_sd": y_sd if y_sd > 1e-12 else 1.0,
-        "n": float(len(ys)),
-    }
+    stats = {"y_mean": float(np.mean(ys)), "y_sd": y_sd if y_sd > 1e-12 else 1.0, "n": float(len(ys))}
 
-    predictors: dict[str, PredictorData] = {}
-    number = 0
-    labels_used: dict[str, int] = {}
     plist: list[tuple[str, Linear]] = []
     for name, lin in spec.predictors():
         if name == "mu" and fam.kind == "categorical":
             # one predictor per non-reference category, all with the mu formula (brms mu2, mu3, ...)
-            plist += [(f"mu{k}", lin) for k in range(2, len(resp.levels or []) + 1)]
+            plist += [(f"mu{k}", lin) for k in range(2, len(resp.levels or ()) + 1)]
         else:
             plist.append((name, lin))
+    predictors: dict[str, PredictorData] = {}
+    number = 0
+    labels_used: dict[str, int] = {}
     for pname, lin in plist:
         center = lin.intercept and not (fam.kind == "ordinal" and pname == "mu")
-        if lin.terms:
-            X, names, mspec = _model_matrix(terms_text(lin.intercept, lin.terms), df)
-            if lin.intercept:
-                keep = [i for i, n in enumerate(names) if n != "Intercept"]
-                X, names = X[:, keep], [names[i] for i in keep]
-        else:
-            X, names, mspec = np.zeros((len(df), 0)), [], None
-        x_scale = _col_scale(X)
-        X_mean = X.mean(axis=0) if center and X.shape[1] else np.zeros(X.shape[1])
-        Xc = X - X_mean
-        offset = None
-        for o in lin.offsets:
-            val = eval_expr(o, df)
-            if not np.all(np.isfinite(val)):
-                raise DataError(f"offset({o}) has non-finite values (e.g. log of zero)")
-            offset = val if offset is None else offset + val
-        pdata = PredictorData(pname, lin, Xc, X_mean, names, x_scale, mspec, offset)
+        pdata = _population(pname, lin, df, center)
+        blocks = []
         for gt in lin.group_terms:
             number += 1
-            for col in gt.group:
-                if df[col].nunique() < 2:
-                    raise DataError(
-                        f"grouping factor '{gt.group_label}' has only one level in the data: a group term needs at least two"
-                    )
-            g, levels = _group_index(df, gt.group)
-            if len(levels) < 2:
-                raise DataError(f"grouping factor '{gt.group_label}' has only one level in the data")
-            if gt.terms:
-                Z, znames, zspec = _model_matrix(gt.lhs_text(), df)
-                Zarr: np.ndarray | None = Z
-            else:
-                Zarr, znames, zspec = None, ["Intercept"], None
             base = gt.group_label if pname == "mu" else f"{gt.group_label}__{pname}"
             labels_used[base] = labels_used.get(base, 0) + 1
             label = base if labels_used[base] == 1 else f"{base}_{labels_used[base]}"
-            z_scale = _col_scale(Zarr) if Zarr is not None else np.ones(1)
-            if Zarr is not None:
-                const = np.all(Zarr == Zarr[:1], axis=0)
-                z_scale = np.where(const, 1.0, z_scale)
-            pdata.groups.append(GroupBlock(number, pname, gt, label, levels, g, Zarr, znames, z_scale, zspec))
-        predictors[pname] = pdata
+            blocks.append(_group_block(number, pname, gt, label, df))
+        predictors[pname] = replace(pdata, groups=tuple(blocks))
 
     columns: dict[str, np.ndarray] = {}
     if not isinstance(spec.formula.rhs, Linear):
         nlnames = {n for n, _ in spec.nlpars}
-        for v in expr_vars(spec.formula.rhs):
+        for v in data_vars(spec.formula.rhs):
             if v.name not in nlnames and v.name not in columns:
-                columns[v.name] = eval_expr(v, df)
+                columns[v.name] = evaluate(v, df)
 
-    joints = _link_ids([b for p in predictors.values() for b in p.groups])
-    return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr), joints)
+    predictors, joints = _link_ids(predictors)
+    n_dropped = int(len(data) - len(df))
+    return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr),
+                  joints, df)
 
 
-def _link_ids(blocks: list[GroupBlock]) -> list[JointBlock]:
+def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec) -> pd.DataFrame:
+    missing = df.isna().any(axis=1)
+    n_missing = int(missing.sum())
+    if not n_missing:
+        return df
+    per_col = {c: int(df[c].isna().sum()) for c in used if df[c].isna().any()}
+    where = ", ".join(f"{c} ({k})" for c, k in per_col.items())
+    groups = [c for c in grouping_columns(spec) if c in per_col]
+    note = (f"; a missing grouping label (an empty field, NA or null in a file) is treated as missing "
+            f"({', '.join(groups)})" if groups else "")
+    if na == "error":
+        raise DataError(
+            f"{n_missing} rows have missing values in {where}; drop them first or use na='drop' (--na drop){note}"
+        )
+    warnings.warn(f"dropped {n_missing} of {len(df)} rows with missing values in {where}{note}", UserWarning,
+                  stacklevel=4)
+    df = df.loc[~missing]
+    if df.shape[0] == 0:
+        raise DataError("no rows left after dropping rows with missing values")
+    return df
+
+
+def _offset(lin: Linear, df: pd.DataFrame, states: dict[str, dict[str, Any]]) -> np.ndarray | None:
+    offset = None
+    for o in lin.offsets:
+        try:
+            val = evaluate(o, df, states)
+        except DataError as err:
+            raise DataError(f"offset({o}): {err}") from None
+        offset = val if offset is None else offset + val
+    return offset
+
+
+def _population(pname: str, lin: Linear, df: pd.DataFrame, center: bool) -> PredictorData:
+    if lin.terms:
+        m = build_matrix(lin.intercept, lin.terms, df)
+        X, names = m.values, list(m.names)
+        if lin.intercept:
+            keep = [i for i, n in enumerate(names) if n != "Intercept"]
+            X, names = X[:, keep], [names[i] for i in keep]
+        matrix: Matrix | None = m
+    else:
+        X, names, matrix = np.zeros((len(df), 0)), [], None
+    X_mean = X.mean(axis=0) if center and X.shape[1] else np.zeros(X.shape[1])
+    states: dict[str, dict[str, Any]] = {}
+    offset = _offset(lin, df, states)
+    return PredictorData(pname, lin, X - X_mean, X_mean, tuple(names), _col_scale(X), matrix, offset, states)
+
+
+def _group_block(number: int, pname: str, gt: GroupTerm, label: str, df: pd.DataFrame) -> GroupBlock:
+    for col in gt.group:
+        if df[col].nunique() < 2:
+            raise DataError(
+                f"grouping factor '{gt.group_label}' has only one level in the data: a group term needs at least two"
+            )
+    g, levels = group_index(df, gt.group)
+    if gt.terms:
+        m = build_matrix(gt.intercept, gt.terms, df)
+        Z: np.ndarray | None = m.values
+        znames: list[str] = list(m.names)
+        z_scale = _col_scale(m.values)
+        const = np.all(m.values == m.values[:1], axis=0)
+        z_scale = np.where(const, 1.0, z_scale)
+        matrix: Matrix | None = m
+    else:
+        Z, znames, z_scale, matrix = None, ["Intercept"], np.ones(1), None
+    return GroupBlock(number, pname, gt, label, tuple(levels), g, Z, matrix, tuple(znames), z_scale)
+
+
+def _link_ids(predictors: dict[str, PredictorData]) -> tuple[dict[str, PredictorData], tuple[JointBlock, ...]]:
     """Merge the group terms that share a grouping factor and an ID into joint blocks."""
+    blocks = [b for p in predictors.values() for b in p.groups]
     by_key: dict[tuple[tuple[str, ...], str], list[GroupBlock]] = {}
     for b in blocks:
         if b.term.id is not None:
             by_key.setdefault((b.term.group, b.term.id), []).append(b)
     taken = {b.label for b in blocks}
-    joints: list[JointBlock] = []
+    joint_of: dict[int, int] = {}
+    keys: list[tuple[str, str, list[GroupBlock]]] = []
     for (group, gid), members in by_key.items():
         if len(members) < 2:
             continue  # an ID used once links nothing (as in brms)
-        # one parameterization for the block: param= is set per grouping factor, so members share it
         label = f"{':'.join(group)}__{gid}"
         while label in taken:
             label += "_"
         taken.add(label)
-        j = JointBlock(len(joints) + 1, label, gid, members)
+        keys.append((label, gid, members))
         for m in members:
-            m.joint = j
-        joints.append(j)
-    return joints
+            joint_of[m.number] = len(keys)
+    new_preds = {
+        name: replace(p, groups=tuple(replace(b, joint=joint_of.get(b.number)) for b in p.groups))
+        for name, p in predictors.items()
+    }
+    by_number = {b.number: b for p in new_preds.values() for b in p.groups}
+    joints = tuple(
+        JointBlock(k, label, gid, tuple(by_number[m.number] for m in members))
+        for k, (label, gid, members) in enumerate(keys, start=1)
+    )
+    return new_preds, joints
 
 
-def _check_nl_names(spec: ModelSpec, columns: Iterable[str]) -> None:
+def _check_nl_names(spec: ModelSpec, columns: Iterable[Any]) -> None:
     """Names in a non-linear expression are declared parameters or data columns, never both."""
     import re
 
     cols = [str(c) for c in columns]
     params = [n for n, _ in spec.nlpars]
     text = str(spec.formula)
-    for v in expr_vars(spec.formula.rhs):  # type: ignore[arg-type]
+    for v in data_vars(spec.formula.rhs):  # type: ignore[arg-type]
+        m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
+        where = m.span() if m else (0, 1)
         if v.name in params and v.name in cols:
-            m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
             raise FormulaError(
-                f"'{v.name}' is both a data column and a non-linear parameter: rename the parameter",
-                text, *(m.span() if m else (0, 1)),
+                f"'{v.name}' is both a data column and a non-linear parameter: rename the parameter", text, *where
             )
         if v.name not in params and v.name not in cols:
             close = difflib.get_close_matches(v.name, cols + params, n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
             raise FormulaError(
                 f"'{v.name}' in the non-linear formula is neither a data column nor a declared parameter{hint}; "
                 f"declare a parameter with a formula line such as '{v.name} ~ 1'",
-                text, *(m.span() if m else (0, 1)),
+                text, *where,
             )
 
 
@@ -435,7 +510,7 @@ def _check_dpars(spec: ModelSpec) -> None:
             raise FormulaError(f"family '{fam.name}' has no parameter '{name}'; {has}")
 
 
-_CENS_CODES = {
+_CENS_CODES: dict[Any, int] = {
     "none": 0, "exact": 0, "right": 1, "left": -1, "interval": 2,
     0: 0, 1: 1, -1: -1, 2: 2,  # True/False hash as 1/0
 }
@@ -444,7 +519,8 @@ _CENS_CODES = {
 def _cens_codes(values: pd.Series) -> np.ndarray:
     out = np.zeros(len(values), dtype=np.int32)
     for i, v in enumerate(values.tolist()):
-        key = v.strip().lower() if isinstance(v, str) else (int(v) if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer() else v)
+        is_whole = isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer()
+        key = v.strip().lower() if isinstance(v, str) else (int(v) if is_whole else v)
         if key not in _CENS_CODES:
             raise DataError(
                 f"unknown censoring code {v!r} in row {i}; use none/left/right/interval or 0/-1/1/2 (brms codes)"
@@ -453,19 +529,11 @@ def _cens_codes(values: pd.Series) -> np.ndarray:
     return out
 
 
-def _bound(e: Expr, df: pd.DataFrame) -> np.ndarray:
-    return eval_expr(e, df)
-
-
-def _categories(y: pd.Series, what: str) -> tuple[np.ndarray, list[str]]:
-    if isinstance(y.dtype, pd.CategoricalDtype):
-        cats = list(y.cat.categories)
-        codes = y.cat.codes.to_numpy()
-    else:
-        cats = sorted(y.unique().tolist())
-        lookup = {c: i for i, c in enumerate(cats)}
-        codes = y.map(lookup).to_numpy()
-    return codes.astype(np.int32), [str(c) for c in cats]
+def _categories(y: pd.Series) -> tuple[np.ndarray, list[str]]:
+    cats = _sorted_uniques(y)
+    lookup = {c: i for i, c in enumerate(cats)}
+    codes = np.array([lookup[v] for v in y.tolist()], dtype=np.int32)
+    return codes, _unique_labels(cats)
 
 
 def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
@@ -475,11 +543,12 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
     for a in resp.addterms:
         if a.fn not in fam.addterms and not (a.fn == "trials" and not fam.needs_trials):
             raise FormulaError(f"the {fam.name} family does not take {a.fn}()")
-    out = ResponseData(y=np.zeros(0))
+    out: dict[str, Any] = {}
+    levels: list[str] | None = None
     if fam.kind in ("ordinal", "categorical"):
         if not isinstance(e, Var):
             raise FormulaError(f"the {fam.name} family needs a plain column as its response")
-        codes, levels = _categories(df[e.name], fam.name)
+        codes, levels = _categories(df[e.name])
         need = 3 if fam.kind == "ordinal" else 2
         if len(levels) < need:
             raise DataError(
@@ -487,63 +556,71 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
                 f"'{e.name}' has {len(levels)} ({', '.join(levels)})"
                 + ("; use family='bernoulli' for two" if fam.kind == "ordinal" else "")
             )
-        out.y, out.levels = codes, levels
+        y = codes
     elif isinstance(e, Call) and e.fn == "cbind":
-        succ = eval_expr(e.args[0], df)
-        fail = eval_expr(e.args[1], df)
+        succ = _response_values(e.args[0], df)
+        fail = _response_values(e.args[1], df)
         if (fail < 0).any():
             raise DataError(f"cbind(): failures ({e.args[1]}) are negative in {int((fail < 0).sum())} rows")
-        out.y, out.trials = succ, succ + fail
-    elif isinstance(e, Var) and not pd.api.types.is_numeric_dtype(df[e.name]) and df[e.name].dtype != bool:
-        raise DataError(f"the response '{e.name}' is not numeric (dtype {df[e.name].dtype})")
+        y, out["trials"] = succ, succ + fail
     else:
-        out.y = eval_expr(e, df)
+        y = _response_values(e, df)
     if (tr := resp.addterm("trials")) is not None:
-        out.trials = eval_expr(tr.args[0], df)
-    if out.trials is not None and not fam.needs_trials:
+        out["trials"] = evaluate(tr.args[0], df)
+    if out.get("trials") is not None and not fam.needs_trials:
         raise FormulaError(
             f"the {spec.family.name} family takes no trials; use family='binomial' for cbind() or trials()"
         )
-    if fam.needs_trials and out.trials is None:
+    if fam.needs_trials and out.get("trials") is None:
         raise DataError(
             f"the {fam.name} family needs trials: write cbind(successes, failures) ~ ... or successes | trials(n) ~ ..."
         )
     if (w := resp.addterm("weights")) is not None:
-        out.weights = eval_expr(w.args[0], df)
-        if not np.all(np.isfinite(out.weights)) or (out.weights < 0).any():
+        out["weights"] = evaluate(w.args[0], df)
+        if (out["weights"] < 0).any():
             raise DataError("weights() must be finite and non-negative")
     if (se := resp.addterm("se")) is not None:
-        out.se = eval_expr(se.args[0], df)
-        if not np.all(np.isfinite(out.se)) or (out.se <= 0).any():
+        out["se"] = evaluate(se.args[0], df)
+        if (out["se"] <= 0).any():
             raise DataError("se() must be positive: it is the known standard error of each observation")
-        from .parse import LOGICAL_NAMES
-
-        flag = dict(se.kwargs).get("sigma")
-        out.se_sigma = bool(LOGICAL_NAMES[flag.name]) if isinstance(flag, Var) else False
+        out["se_sigma"] = resp.se_sigma
     if (c := resp.addterm("cens")) is not None:
         if not isinstance(c.args[0], Var):
             raise FormulaError("cens() takes the column of censoring codes, e.g. cens(censored)")
-        out.cens = _cens_codes(df[c.args[0].name])
-        if (out.cens == 2).any():
+        cens = _cens_codes(df[c.args[0].name])
+        out["cens"] = cens
+        if (cens == 2).any():
             if len(c.args) < 2:
                 raise DataError("interval censoring (code 2) needs the upper bound: cens(censored, upper)")
-            out.cens_upper = eval_expr(c.args[1], df)
-            bad = (out.cens == 2) & ~(out.cens_upper > out.y)
+            upper = evaluate(c.args[1], df)
+            bad = (cens == 2) & ~(upper > y)
             if bad.any():
                 raise DataError(f"interval-censored rows need upper > y; {int(bad.sum())} rows do not")
+            out["cens_upper"] = upper
         else:
-            out.cens_upper = out.y.copy() if len(c.args) < 2 else eval_expr(c.args[1], df)
+            out["cens_upper"] = y.copy() if len(c.args) < 2 else evaluate(c.args[1], df)
     if (t := resp.addterm("trunc")) is not None:
-        kw = dict(t.kwargs)
-        if "lb" in kw:
-            out.trunc_lb = np.broadcast_to(_bound(kw["lb"], df), out.y.shape).astype(float)
-        if "ub" in kw:
-            out.trunc_ub = np.broadcast_to(_bound(kw["ub"], df), out.y.shape).astype(float)
-        lo = out.trunc_lb if out.trunc_lb is not None else -np.inf
-        hi = out.trunc_ub if out.trunc_ub is not None else np.inf
-        bad = (out.y < lo) | (out.y > hi)
+        for key in ("lb", "ub"):
+            bound = t.kwarg(key)
+            if bound is not None:
+                out[f"trunc_{key}"] = np.broadcast_to(evaluate(bound, df), y.shape).astype(float)
+        lo = out.get("trunc_lb", -np.inf)
+        hi = out.get("trunc_ub", np.inf)
+        bad = (y < lo) | (y > hi)
         if bad.any():
-            raise DataError(f"{int(bad.sum())} responses lie outside the trunc() bounds (first: {out.y[bad][0]:g})")
-    if (out.cens is not None or out.trunc_lb is not None or out.trunc_ub is not None) and not fam.has_cdf:
+            raise DataError(f"{int(bad.sum())} responses lie outside the trunc() bounds (first: {y[bad][0]:g})")
+    if any(k in out for k in ("cens", "trunc_lb", "trunc_ub")) and not fam.has_cdf:
         raise FormulaError(f"censoring and truncation need a CDF, which the {fam.name} family does not provide here")
-    return out
+    return ResponseData(y=y, levels=tuple(levels) if levels is not None else None, **out)
+
+
+def _response_values(e: Expr, df: pd.DataFrame) -> np.ndarray:
+    """A numeric response (bool counts as 0/1); non-numeric columns are a clear error."""
+    if isinstance(e, Var):
+        col = df[e.name]
+        if col.dtype == bool:
+            return col.to_numpy(dtype=float)
+        if not pd.api.types.is_numeric_dtype(col):
+            raise DataError(f"the response '{e.name}' is not numeric (dtype {col.dtype})")
+    return evaluate(e, df)
+

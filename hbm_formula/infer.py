@@ -367,6 +367,18 @@ def run_svi(
     return SVIResult(guide, params, np.concatenate(losses), done, converged, time.perf_counter() - t0)
 
 
+def guide_params(params: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Per latent site of a mean-field (AutoNormal) guide, its (location, scale) on the
+    unconstrained scale: the one place that reads NumPyro's ``<site>_auto_loc`` names."""
+    out = {}
+    for k, v in params.items():
+        if k.endswith("_auto_loc"):
+            site = k[: -len("_auto_loc")]
+            if f"{site}_auto_scale" in params:
+                out[site] = (v, params[f"{site}_auto_scale"])
+    return out
+
+
 def guide_draws(model: Any, result: SVIResult, data: dict[str, Any], draws: int, seed: int, sites: list[str]) -> dict[str, Any]:
     """Draws of the named sites (latent and deterministic) from the fitted guide."""
     import jax
@@ -385,10 +397,11 @@ def nuts_init_from_guide(result: SVIResult, chains: int, seed: int) -> tuple[dic
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
-    locs = {k[: -len("_auto_loc")]: v for k, v in result.params.items() if k.endswith("_auto_loc")}
-    scales = {k[: -len("_auto_scale")]: v for k, v in result.params.items() if k.endswith("_auto_scale")}
-    if not locs or set(locs) != set(scales):
+    both = guide_params(result.params)
+    if not both:
         raise HBMError("init='svi' needs the mean-field (normal) guide")
+    locs = {k: v[0] for k, v in both.items()}
+    scales = {k: v[1] for k, v in both.items()}
     keys = jax.random.split(jax.random.PRNGKey(seed + 7), len(locs))
     init = {
         name: locs[name][None] + scales[name][None] * jax.random.normal(k, (chains,) + jnp.shape(locs[name]))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -83,11 +84,13 @@ class Call:
     span: Span = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        parts = [str(a) for a in self.args] + [f"{k}={v}" for k, v in self.kwargs]
-        return f"{self.fn}({', '.join(parts)})"
+        return render(self)
 
-
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
+    def kwarg(self, name: str) -> Expr | None:
+        for k, v in self.kwargs:
+            if k == name:
+                return v
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,7 @@ class BinOp:
     span: Span = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        p = _PREC[self.op]
-        left = _wrap(self.left, p, right_side=self.op == "**")
-        right = _wrap(self.right, p, right_side=self.op != "**")
-        return f"{left} {self.op} {right}"
+        return render(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +110,63 @@ class Neg:
     span: Span = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        return f"-{_wrap(self.operand, 3, right_side=False)}"
+        return render(self)
 
 
 Expr = Num | Str | Var | Call | BinOp | Neg
 
-
-def _prec(e: Expr) -> int:
-    if isinstance(e, BinOp):
-        return _PREC[e.op]
-    if isinstance(e, Neg):
-        return 3
-    return 5
+#: binding strength of the operators (higher binds tighter); unary minus sits between * and **
+PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3, "**": 4, "atom": 5}
 
 
-def _wrap(e: Expr, parent: int, right_side: bool) -> str:
-    p = _prec(e)
-    if p < parent or (p == parent and right_side):
-        return f"({e})"
+def _canonical_leaf(e: Expr) -> str:
     return str(e)
+
+
+def _canonical_call(c: Call, args: list[str]) -> str:
+    return f"{c.fn}({', '.join(args)})"
+
+
+def render(
+    e: Expr,
+    leaf: Callable[[Expr], str] = _canonical_leaf,
+    call: Callable[[Call, list[str]], str] = _canonical_call,
+    power: Callable[[str, str], str] | None = None,
+) -> str:
+    """Print an expression: the one printer of the package.
+
+    By default it prints canonical formula text (which re-parses to an equal
+    node). The lowering stage passes its own ``leaf`` (names of code variables,
+    number literals), ``call`` (jax.numpy functions) and ``power`` (``**`` as a
+    function call), and gets jax.numpy code with the same parenthesization.
+    """
+
+    def prec(x: Expr) -> int:
+        if isinstance(x, BinOp):
+            return PRECEDENCE["atom"] if (x.op == "**" and power is not None) else PRECEDENCE[x.op]
+        return PRECEDENCE["neg"] if isinstance(x, Neg) else PRECEDENCE["atom"]
+
+    def wrap(x: Expr, parent: int, right_side: bool) -> str:
+        p = prec(x)
+        text = go(x)
+        return f"({text})" if p < parent or (p == parent and right_side) else text
+
+    def go(x: Expr) -> str:
+        if isinstance(x, Call):
+            parts = [go(a) for a in x.args] + [f"{k}={go(v)}" for k, v in x.kwargs]
+            return call(x, parts)
+        if isinstance(x, BinOp):
+            if x.op == "**" and power is not None:
+                return power(go(x.left), go(x.right))
+            p = PRECEDENCE[x.op]
+            left = wrap(x.left, p, right_side=x.op == "**")
+            right = wrap(x.right, p, right_side=x.op != "**")
+            return f"{left} {x.op} {right}"
+        if isinstance(x, Neg):
+            return f"-{wrap(x.operand, PRECEDENCE['neg'], right_side=False)}"
+        return leaf(x)
+
+    return go(e)
 
 
 def expr_vars(e: Expr) -> list[Var]:
@@ -237,16 +275,19 @@ class Linear:
 @dataclass(frozen=True, slots=True)
 class Response:
     """Left-hand side: an expression (``y``, ``log(y)``, ``cbind(s, f)``) and
-    brms-style addition terms after ``|`` (``trials(n)``, ``weights(w)``, ...)."""
+    brms-style addition terms after ``|`` (``trials(n)``, ``weights(w)``, ...).
+    ``se_sigma``: ``se(s, sigma = TRUE)``, a residual SD on top of the known SEs."""
 
     expr: Expr
     addterms: tuple[Call, ...] = ()
+    se_sigma: bool = False
     span: Span = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         if not self.addterms:
             return str(self.expr)
-        return f"{self.expr} | " + " + ".join(str(a) for a in self.addterms)
+        parts = [str(a) if not (a.fn == "se" and self.se_sigma) else f"{str(a)[:-1]}, sigma = TRUE)" for a in self.addterms]
+        return f"{self.expr} | " + " + ".join(parts)
 
     def addterm(self, name: str) -> Call | None:
         for a in self.addterms:

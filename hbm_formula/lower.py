@@ -1,32 +1,53 @@
-"""IR + design metadata → Python source of a NumPyro model function.
+"""IR + design + parameterization → Python source of a NumPyro model function.
 
 The source is the model: it is what ``compile`` executes, what ``model.code``
-prints and what ``--emit-code`` writes. User text reaches it only as comments
-(sanitized) and as string literals (``repr``); every identifier and number is
-produced here. Lowering does not know how inference will be run.
+prints and what ``--emit-code`` writes, and it runs standalone with numpyro
+and jax only. User text reaches it only as comments (sanitized) and as string
+literals (``repr``); every identifier is made here by ``Namer`` (ASCII,
+never a keyword, a builtin or a name the code uses, never twice), every
+number is printed here. Lowering does not know how inference will be run.
 
 Site names are fixed and tested (brms-like): ``Intercept``, ``b``, ``sd_<g>``,
-``L_<g>``, ``z_<g>``, ``r_<g>``, ``cor_<g>``, auxiliary parameters by name, and
-``y`` for the observations. Code variables are numbered per group term
-(``sd_1``, ``z_1``, ``r_1``, data ``Z_1``, ``g_1``).
+``L_<g>``, ``z_<g>``, ``r_<g>``, ``cor_<g>``, distributional parameters by
+name, and ``y`` for the observations. Code variables are named after the
+grouping factor (``sd_county``, ``z_county``, ``r_county``, data
+``g_county``), so the printed model reads as one would write it by hand.
+
+Sections, in reading order: population-level effects of each predictor,
+group-level effects, the linear predictors (one gather per grouping factor),
+the non-linear mean, distributional parameters, the likelihood.
 """
 
 from __future__ import annotations
 
+import builtins
+import keyword
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .design import Design, GroupBlock, JointBlock, PredictorData
 from .errors import PriorError
-from .families import HELPERS, FamilySpec, Lik, family_spec, inv_link
-from .ir import BinOp, Call, Expr, ModelSpec, Neg, Num, Var
+from .families import family_spec
+from .functions import NL_FUNCTIONS, NL_HELPERS, NL_POWER
+from .ir import Call, Expr, ModelSpec, Num, Var, render
+from .likelihoods import HELPERS, LIKELIHOODS, Lik, inv_link
+from .parameterize import Centering
 from .params import ParamEntry
 from .priors import prior_code, vector_prior_code
 
+#: the observation site of every generated model
+OBS_SITE = "y"
+#: prefix of the sites a model records only when called with ``predict=True``
+PREDICT_PREFIX = "linpred:"
 
-@dataclass
+Source = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class Lowered:
     code: str
     data: dict[str, np.ndarray]
@@ -36,6 +57,10 @@ class Lowered:
     summary_vars: list[str] = field(default_factory=list)
     #: data keys with one row per observation (split by minibatching and sharding)
     obs_keys: list[str] = field(default_factory=list)
+    #: where each data argument comes from in a design (``("X", "mu")``, ``("g", ("county",))``, ...)
+    sources: dict[str, Source] = field(default_factory=dict)
+    #: the observation site
+    obs_site: str = OBS_SITE
 
 
 def _comment(text: str) -> str:
@@ -47,106 +72,170 @@ def _lit(v: float) -> str:
     return repr(float(f"{v:.6g}"))
 
 
+# names the generated module defines or imports, and Python's own
+_RESERVED = frozenset(
+    {"jax", "jnp", "numpyro", "dist", "model", "y", "predict", *dir(builtins), *NL_HELPERS, *HELPERS}
+)
+
+
+class Namer:
+    """Valid, unique Python identifiers for code variables, whatever the user's names:
+    ASCII only (Python normalizes non-ASCII identifiers, which breaks keyword
+    arguments), never a keyword, a builtin or a name the module uses."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set(_RESERVED)
+
+    def __call__(self, preferred: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", preferred) or "v"
+        if base[0].isdigit():
+            base = f"v_{base}"
+        if keyword.iskeyword(base) or base in self.taken:
+            base = f"{base}_"
+        name, k = base, 2
+        while name in self.taken or keyword.iskeyword(name):
+            name, k = f"{base}{k}", k + 1
+        self.taken.add(name)
+        return name
+
+
+@dataclass
+class _Group:
+    """What the group section emits for one group term or one joint block."""
+
+    key: str  # code-name stem ("county", "compound__p")
+    label: str  # site label
+    title: str
+    levels: tuple[str, ...]
+    coef_names: list[str]
+    correlated: bool
+    centered: np.ndarray
+    requested: str
+    reason: str
+    loc: str | None = None  # hierarchical centering: the population intercepts the level coefficients centre on
+    site_r: bool = True
+
+
 class _Emitter:
-    def __init__(self, spec: ModelSpec, design: Design, table: list[ParamEntry]) -> None:
+    def __init__(self, spec: ModelSpec, design: Design, table: list[ParamEntry], centering: Centering) -> None:
         self.spec = spec
         self.design = design
+        self.fam = family_spec(spec.family.name)
         self.table = {e.name: e for e in table}
-        self.lines: list[str] = []
+        self.centering = centering
+        self.names = Namer()
+        self.sections: list[list[str]] = []
         self.args: list[str] = []
         self.data: dict[str, np.ndarray] = {}
+        self.sources: dict[str, Source] = {}
         self.dims: dict[str, list[str]] = {}
         self.coords: dict[str, list[str]] = {}
         self.summary: list[str] = []
         self.helpers: list[str] = []
         self.obs_keys: list[str] = []
-        self.joints_done: set[str] = set()
-        self.folded: dict[int, str] = {}  # group term number -> intercept added to its Intercept column
-        self.uninit: set[str] = set()  # predictors whose first term is their gathered group effects
-        self.hier: dict[int, str] = {}  # group term number -> its level coefficients (intercept included)
+        self.sites: set[str] = set()
+        self.var: dict[str, str] = {}  # role -> code variable ("Intercept:mu", "r:3", "eta:sigma", ...)
+        self.pop_terms: dict[str, list[str]] = {}  # predictor -> code terms of its population part
+        self.folded: dict[int, str] = {}  # group term number -> population intercept added before its gather
 
-    def emit(self, line: str = "") -> None:
-        self.lines.append(f"    {line}" if line else "")
+    # -------------------------------------------------------------- plumbing
+    def section(self, title: str) -> list[str]:
+        lines = [f"# ---- {title}"]
+        self.sections.append(lines)
+        return lines
 
-    def arg(self, name: str, value: np.ndarray, per_obs: bool = True) -> str:
+    def arg(self, preferred: str, source: Source, value: np.ndarray, per_obs: bool = True) -> str:
         """A data argument of the model; ``per_obs`` arrays have one row per observation
         (what minibatching and data sharding split)."""
+        name = self.names(preferred)
         self.args.append(name)
         self.data[name] = value
+        self.sources[name] = source
         if per_obs:
             self.obs_keys.append(name)
         return name
 
+    def site(self, preferred: str) -> str:
+        """A site name, unique in the model (an internal site that would repeat a name gets a suffix)."""
+        name = preferred
+        while name in self.sites:
+            name += "_"
+        self.sites.add(name)
+        return name
+
+    def use(self, helper: str) -> None:
+        needs = {"Censored": ["cdf"], "Truncated": ["cdf"]}
+        for h in [*needs.get(helper, []), helper]:
+            if h not in self.helpers:
+                self.helpers.append(h)
+
     # -------------------------------------------------------------- priors
-    def sample_vector(self, var: str, site: str, entries: list[ParamEntry], support: str) -> None:
+    def sample_vector(self, out: list[str], var: str, site: str, entries: list[ParamEntry], support: str) -> None:
         """A vector site over ``entries``; one site per element if their priors differ in kind."""
-        dists = [e.prior for e in entries]
-        code = vector_prior_code(dists, support, site)
+        code = vector_prior_code([e.prior for e in entries], support, site)
         if code is not None:
-            self.emit(f"{var} = numpyro.sample({site!r}, {code})")
+            out.append(f"{var} = numpyro.sample({self.site(site)!r}, {code})")
             return
         parts = []
-        for i, e in enumerate(entries):
-            v = f"{var}_{i + 1}"
-            self.emit(f"{v} = numpyro.sample({e.name!r}, {prior_code(e.prior, support, e.name)})")
+        for e in entries:
+            v = self.names(e.name)
+            out.append(f"{v} = numpyro.sample({self.site(e.name)!r}, {prior_code(e.prior, support, e.name)})")
             parts.append(v)
-        self.emit(f"{var} = jnp.stack([{', '.join(parts)}])")
+        out.append(f"{var} = jnp.stack([{', '.join(parts)}])")
 
-    # -------------------------------------------------------------- predictors
-    def predictor(self, p: PredictorData) -> str:
-        """Emit a linear predictor; returns the name of its code variable."""
+    def sample_scalar(self, out: list[str], var: str, site: str, entry: ParamEntry, support: str) -> None:
+        out.append(f"{var} = numpyro.sample({self.site(site)!r}, {prior_code(entry.prior, support, entry.name)})")
+
+    # -------------------------------------------------------------- population-level effects
+    def population(self, p: PredictorData) -> None:
         sfx = "" if p.name == "mu" else f"_{p.name}"
-        eta = f"eta{sfx}"
-        lin = p.linear
-        self.emit(f"# ---- population-level effects of {p.name}: {_comment(lin.population_text())}")
-        X = self.arg(f"X{sfx}", p.X)
+        out = self.section(f"population-level effects of {p.name}: {_comment(p.linear.population_text())}")
         terms: list[str] = []
         if p.coef_names:
             self.coords[f"b{sfx}_coef"] = list(p.coef_names)
             self.dims[f"b{sfx}"] = [f"b{sfx}_coef"]
             entries = [self.table[f"b{sfx}_{c}"] for c in p.coef_names]
-        fam = family_spec(self.spec.family.name)
-        if fam.kind == "ordinal" and p.name == "mu":
-            self.thresholds()
+            X = self.arg(f"X{sfx}", ("X", p.name), p.X)
+        if self.fam.kind == "ordinal" and p.name == "mu":
+            self.thresholds(out)
             if p.coef_names:
-                self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
-                terms.append(f"{X} @ b{sfx}")
+                b = self.names(f"b{sfx}")
+                self.sample_vector(out, b, f"b{sfx}", entries, "real")
+                terms.append(f"{X} @ {b}")
         elif p.intercept:
             ie = self.table[f"Intercept{sfx}"]
             if p.coef_names:
-                self.emit("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
-                self.emit(
-                    f"Intercept_c{sfx} = numpyro.sample({'Intercept_c' + sfx!r}, {prior_code(ie.prior, 'real', ie.name)})"
-                )
-                self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
-                xm = self.arg(f"X_mean{sfx}", p.X_mean, per_obs=False)
-                self.emit(f"numpyro.deterministic({'Intercept' + sfx!r}, Intercept_c{sfx} - {xm} @ b{sfx})")
-                terms.append(f"Intercept_c{sfx} + {X} @ b{sfx}")
+                ic, b, icept = self.names(f"Intercept_c{sfx}"), self.names(f"b{sfx}"), self.names(f"Intercept{sfx}")
+                out.append("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
+                self.sample_scalar(out, ic, f"Intercept_c{sfx}", ie, "real")
+                self.sample_vector(out, b, f"b{sfx}", entries, "real")
+                xm = self.arg(f"X_mean{sfx}", ("X_mean", p.name), p.X_mean, per_obs=False)
+                out.append(f"numpyro.deterministic({self.site('Intercept' + sfx)!r}, {ic} - {xm} @ {b})")
+                terms.append(f"{ic} + {X} @ {b}")
             else:
-                self.emit(f"Intercept{sfx} = numpyro.sample({'Intercept' + sfx!r}, {prior_code(ie.prior, 'real', ie.name)})")
-                terms.append(f"Intercept{sfx}")
+                icept = self.names(f"Intercept{sfx}")
+                self.sample_scalar(out, icept, f"Intercept{sfx}", ie, "real")
+                terms.append(icept)
+            self.var[f"Intercept:{p.name}"] = icept
         elif p.coef_names:
-            self.sample_vector(f"b{sfx}", f"b{sfx}", entries, "real")
-            terms.append(f"{X} @ b{sfx}")
-        self.summary += [f"Intercept{sfx}"] * (p.intercept or fam.kind == "ordinal") + [f"b{sfx}"] * bool(p.coef_names)
+            b = self.names(f"b{sfx}")
+            self.sample_vector(out, b, f"b{sfx}", entries, "real")
+            terms.append(f"{X} @ {b}")
+        self.summary += [f"Intercept{sfx}"] * (p.intercept or self.fam.kind == "ordinal") + [f"b{sfx}"] * bool(p.coef_names)
         if p.offset is not None:
-            terms.append(self.arg(f"offset{sfx}", p.offset))
-        if not terms:
-            terms.append(f"jnp.zeros({X}.shape[0])")
+            terms.append(self.arg(f"offset{sfx}", ("offset", p.name), p.offset))
+        if len(out) == 1:
+            self.sections.remove(out)
         fold = next((b for b in p.groups if "Intercept" in b.coef_names), None)
-        if fold is not None and terms == [f"Intercept{sfx}"] and fam.kind != "ordinal":
+        if fold is not None and p.intercept and not p.coef_names and p.offset is None and self.fam.kind != "ordinal":
             # intercept-only population part: the intercept is added to the group effects before
             # their gather, so the row-level predictor is one gathered column (as written by hand)
-            self.folded[fold.number] = f"Intercept{sfx}"
-            self.uninit.add(eta)
-        else:
-            self.emit(f"{eta} = {' + '.join(terms)}")
-        for blk in p.groups:
-            self.group(blk)
-        return eta
+            self.folded[fold.number] = self.var[f"Intercept:{p.name}"]
+            terms = []
+        self.pop_terms[p.name] = terms
 
-    def thresholds(self) -> None:
-        levels = self.design.response.levels or []
+    def thresholds(self, out: list[str]) -> None:
+        levels = self.design.response.levels or ()
         entries = [self.table[f"Intercept_{k}"] for k in range(1, len(levels))]
         code = vector_prior_code([e.prior for e in entries], "real", "Intercept")
         if code is None or not code.endswith(".to_event(1)"):
@@ -155,357 +244,412 @@ class _Emitter:
         if ".expand(" not in base:
             base = f"{base}.expand([{len(entries)}])"
         self.use("OrderedIID")
-        self.emit(f"# thresholds between the {len(levels)} ordered categories: the priors restricted to increasing values")
-        self.emit(f"Intercept = numpyro.sample('Intercept', OrderedIID({base}))")
+        out.append(f"# thresholds between the {len(levels)} ordered categories: the priors restricted to increasing values")
+        self.var["thresholds"] = self.names("Intercept")
+        out.append(f"{self.var['thresholds']} = numpyro.sample({self.site('Intercept')!r}, OrderedIID({base}))")
         self.coords["Intercept_dim"] = [f"{levels[k]}|{levels[k + 1]}" for k in range(len(levels) - 1)]
         self.dims["Intercept"] = ["Intercept_dim"]
 
-    def use(self, helper: str) -> None:
-        needs = {"Censored": ["cdf"], "Truncated": ["cdf"]}
-        for h in [*needs.get(helper, []), helper]:
-            if h not in self.helpers:
-                self.helpers.append(h)
+    # -------------------------------------------------------------- group-level effects
+    def groups(self) -> None:
+        done: set[int] = set()
+        for blk in self.design.groups:
+            if blk.joint is None:
+                self.group(blk)
+            elif blk.joint not in done:
+                done.add(blk.joint)
+                self.joint(self.design.joint(blk.joint))
 
     def group(self, blk: GroupBlock) -> None:
-        """Emit the parameters of one group term (or of the joint block it belongs to) as ``r_<k>``."""
-        if blk.joint is not None:
-            self.joint(blk.joint)
-            return
-        k = blk.number
         gt = blk.term
         kind = ("correlated" if gt.correlated else "uncorrelated") if blk.n_coef > 1 else "one coefficient"
-        sd_entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
         loc = None
-        if k in self.folded:  # the predictor's intercept, at the term's Intercept column
+        if blk.number in self.folded:  # the predictor's intercept, at the term's Intercept column
             cols = ["0.0"] * blk.n_coef
-            cols[blk.coef_names.index("Intercept")] = self.folded[k]
+            cols[blk.coef_names.index("Intercept")] = self.folded[blk.number]
             loc = cols[0] if blk.n_coef == 1 else f"jnp.stack([{', '.join(cols)}])"
-        self.group_effects(
-            str(k), blk.label, f"group-level effects {k}: {_comment(str(gt))}", kind, blk.levels, blk.coef_names,
-            gt.correlated and blk.n_coef > 1, blk.centered_levels(), gt.param, blk.auto_reason,
-            lambda: self.sample_vector(f"sd_{k}", f"sd_{blk.label}", sd_entries, "positive"), loc=loc,
-        )
+        g = _Group(blk.label, blk.label, f"group-level effects of {_comment(blk.label)}: {_comment(str(gt))}",
+                   blk.levels, list(blk.coef_names), gt.correlated and blk.n_coef > 1, self.centering.of(blk),
+                   gt.param, self.centering.reason(blk), loc)
+        out = self.group_header(g, kind)
+        sd = self.names(f"sd_{g.key}")
+        entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
+        if blk.n_coef == 1:
+            self.sample_scalar(out, sd, f"sd_{blk.label}", entries[0], "positive")
+        else:
+            self.sample_vector(out, sd, f"sd_{blk.label}", entries, "positive")
+            self.dims[f"sd_{blk.label}"] = [f"{blk.label}__coef"]
+        self.var[f"r:{blk.number}"] = self.group_effects(out, g, sd)
 
     def joint(self, j: JointBlock) -> None:
         """Terms linked by an ID: one SD vector, one LKJ matrix, one matrix of effects; each member a slice."""
-        if j.label in self.joints_done:
-            return
-        self.joints_done.add(j.label)
-        k = f"j{j.number}"
         members = ", ".join(f"{_comment(str(m.term))} in {m.predictor}" for m in j.members)
-
-        def sds() -> None:
-            parts = []
-            for m in j.members:
-                entries = [self.table[f"sd_{m.label}__{c}"] for c in m.coef_names]
-                self.sample_vector(f"sd_{m.number}", f"sd_{m.label}", entries, "positive")
-                self.summary.append(f"sd_{m.label}")
+        g = _Group(j.label, j.label, f"group-level effects linked by ID '{_comment(j.id)}': {members}", j.levels,
+                   j.coef_names, True, self.centering.of(j.members[0]), j.param,
+                   self.centering.reason(j.members[0]), site_r=False)
+        out = self.group_header(g, "correlated")
+        parts = []
+        for m in j.members:
+            entries = [self.table[f"sd_{m.label}__{c}"] for c in m.coef_names]
+            v = self.names(f"sd_{m.label}")
+            if m.n_coef == 1:
+                self.sample_scalar(out, v, f"sd_{m.label}", entries[0], "positive")
+            else:
+                self.sample_vector(out, v, f"sd_{m.label}", entries, "positive")
                 self.dims[f"sd_{m.label}"] = [f"{m.label}__coef"]
                 self.coords[f"{m.label}__coef"] = list(m.coef_names)
-                parts.append(f"sd_{m.number}")
-            self.emit(f"sd_{k} = jnp.concatenate([{', '.join(parts)}])")
-
-        self.group_effects(
-            k, j.label, f"group-level effects {k}: terms linked by ID '{_comment(j.id)}': {members}", "correlated",
-            j.levels, j.coef_names, True, j.centered_levels(), j.param, j.members[0].auto_reason, sds,
-            site_r=False,
-        )
+            self.summary.append(f"sd_{m.label}")
+            parts.append(v)
+        sd = self.names(f"sd_{j.label}")
+        out.append(f"{sd} = jnp.hstack([{', '.join(parts)}])")
+        r = self.group_effects(out, g, sd)
         for m, a in zip(j.members, j.offsets(), strict=True):
-            self.dims[f"r_{m.label}"] = [j.label, f"{m.label}__coef"]
-            self.emit(f"r_{m.number} = numpyro.deterministic({'r_' + m.label!r}, r_{k}[:, {a}:{a + m.n_coef}])")
+            rm = self.names(f"r_{m.label}")
+            if m.n_coef == 1:
+                self.dims[f"r_{m.label}"] = [j.label]
+                cols = f"{r}[:, {a}]"
+            else:
+                self.dims[f"r_{m.label}"] = [j.label, f"{m.label}__coef"]
+                cols = f"{r}[:, {a}:{a + m.n_coef}]"
+            out.append(f"{rm} = numpyro.deterministic({self.site('r_' + m.label)!r}, {cols})")
+            self.var[f"r:{m.number}"] = rm
+        self.var[f"joint:{j.number}"] = r
 
-    def group_effects(
-        self, k: str, lab: str, title: str, kind: str, levels: list[str], coef_names: list[str], cor: bool,
-        centered: np.ndarray, requested: str, auto_reason: str, sds, site_r: bool = True, loc: str | None = None,
-    ) -> None:
-        """SDs, (LKJ), and the (J, K) matrix ``r_<k>`` of group effects, in the chosen parameterization."""
-        K, J = len(coef_names), len(levels)
-        n_c = int(centered.sum())
-        param = "centered" if n_c == J else "noncentered" if n_c == 0 else "partially centered"
-        self.emit("")
-        self.emit(f"# ---- {title}, {J} levels, {kind}, {param}")
-        if requested == "auto":
-            self.emit(f"# auto: {_comment(auto_reason)}")
-        coef_dim, lvl_dim = f"{lab}__coef", lab
-        self.coords[coef_dim] = list(coef_names)
-        self.coords[lvl_dim] = list(levels)
-        if site_r:
-            self.dims[f"sd_{lab}"] = [coef_dim]
-            self.dims[f"r_{lab}"] = [lvl_dim, coef_dim]
-            self.summary.append(f"sd_{lab}")
-        sds()
-        if cor:
-            eta_lkj = prior_code(self.table[f"cor_{lab}"].prior, "corr", f"cor_{lab}")
-            self.emit(f"L_{k} = numpyro.sample({'L_' + lab!r}, dist.LKJCholesky({K}, {eta_lkj}))")
-            pairs = [f"{coef_names[j]},{coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
-            self.coords[f"{lab}__cor"] = pairs
-            self.dims[f"cor_{lab}"] = [f"{lab}__cor"]
-            self.emit(f"numpyro.deterministic({'cor_' + lab!r}, (L_{k} @ L_{k}.T)[jnp.tril_indices({K}, -1)])")
-            self.summary.append(f"cor_{lab}")
-            centered_dist = f"dist.MultivariateNormal({{loc}}, scale_tril=sd_{k}[:, None] * L_{k}).expand([{{n}}]).to_event(1)"
-            # z @ L.T written as a broadcast sum: small matmuls do not fuse on CPU, this does
-            scaled = f"(z_{k}[:, None, :] * L_{k}).sum(-1) * sd_{k}"
+    def group_header(self, g: _Group, kind: str) -> list[str]:
+        J = len(g.levels)
+        out = self.section(f"{g.title}, {J} levels, {kind}, {Centering.chosen(g.centered).replace('noncentered', 'non-centered')}")
+        if g.requested == "auto":
+            out.append(f"# auto: {_comment(g.reason)}")
+        self.coords[g.label] = list(g.levels)
+        if g.site_r:
+            self.summary.append(f"sd_{g.label}")
+        if len(g.coef_names) > 1 or not g.site_r:
+            self.coords[f"{g.label}__coef"] = list(g.coef_names)
+        return out
+
+    def group_effects(self, out: list[str], g: _Group, sd: str) -> str:
+        """The (J, K) matrix (or J vector for one coefficient) of group effects, in the chosen parameterization."""
+        K, J = len(g.coef_names), len(g.levels)
+        vec = K == 1 and g.site_r  # one coefficient: vectors over the levels, not (J, 1) matrices
+        lvl, coef = g.label, f"{g.label}__coef"
+        shape = [lvl] if vec else [lvl, coef]
+        r_site = f"r_{g.label}" if g.site_r else None
+        r = self.names(f"r_{g.key}")
+        if r_site:
+            self.dims[r_site] = shape
+        if g.correlated:
+            L = self.names(f"L_{g.key}")
+            eta_lkj = prior_code(self.table[f"cor_{g.label}"].prior, "corr", f"cor_{g.label}")
+            out.append(f"{L} = numpyro.sample({self.site('L_' + g.label)!r}, dist.LKJCholesky({K}, {eta_lkj}))")
+            self.coords[f"{g.label}__cor"] = [f"{g.coef_names[j]},{g.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
+            self.dims[f"cor_{g.label}"] = [f"{g.label}__cor"]
+            out.append(f"numpyro.deterministic({self.site('cor_' + g.label)!r}, ({L} @ {L}.T)[jnp.tril_indices({K}, -1)])")
+            self.summary.append(f"cor_{g.label}")
+            centered_dist = f"dist.MultivariateNormal({{loc}}, scale_tril={sd}[:, None] * {L}).expand([{{n}}]).to_event(1)"
+            scaled = f"({{z}}[:, None, :] * {L}).sum(-1) * {sd}"
+            how = "scaled by the SDs and correlated by L"
         else:
-            centered_dist = f"dist.Normal({{loc}}, sd_{k}).expand([{{n}}, {K}]).to_event(2)"
-            scaled = f"z_{k} * sd_{k}"
-        how = "scaled by the SDs and correlated by L" if cor else "scaled by the SDs"
-        r_site = f"r_{lab}" if site_r else None
+            centered_dist = (f"dist.Normal({{loc}}, {sd}).expand([{{n}}]).to_event(1)" if vec
+                             else f"dist.Normal({{loc}}, {sd}).expand([{{n}}, {K}]).to_event(2)")
+            scaled = f"{{z}} * {sd}"
+            how = "scaled by the SD" if vec else "scaled by the SDs"
+        zero = f"jnp.zeros({K})" if g.correlated else "0.0"
+        z_shape = "[{n}]).to_event(1)" if vec else f"[{{n}}, {K}]).to_event(2)"
+        z_dist = f"dist.Normal(0.0, 1.0).expand({z_shape}"
 
         def r_value(code: str) -> None:
-            self.emit(f"r_{k} = numpyro.deterministic({r_site!r}, {code})" if r_site else f"r_{k} = {code}")
+            if g.correlated:
+                out.append("# z @ L.T written as a broadcast sum: small matrix products do not fuse on CPU, this does")
+            out.append(f"{r} = numpyro.deterministic({self.site(r_site)!r}, {code})" if r_site else f"{r} = {code}")
 
-        zero = f"jnp.zeros({K})" if cor else "0.0"
-        if param == "centered" and loc is not None:
+        param = Centering.chosen(g.centered)
+        if param == "centered" and g.loc is not None:
             # hierarchical centering: with an intercept-only population part, the level coefficients are
             # sampled around the population intercept, which then enters the likelihood only through them
-            self.emit("# centered around the population intercept: level coefficients b = Intercept + r with their SDs")
-            self.dims[f"coef_{lab}"] = [lvl_dim, coef_dim]
-            self.emit(f"b_{k} = numpyro.sample({'coef_' + lab!r}, {centered_dist.format(n=J, loc=loc)})")
-            r_value(f"b_{k} - {loc}")
-            self.hier[int(k)] = f"b_{k}"
+            out.append("# centered around the population intercept: level coefficients = Intercept + r, with their SDs")
+            coef_site = self.site(f"coef_{g.label}")
+            self.dims[coef_site] = shape
+            cvar = self.names(f"coef_{g.key}")
+            out.append(f"{cvar} = numpyro.sample({coef_site!r}, {centered_dist.format(n=J, loc=g.loc)})")
+            r_value(f"{cvar} - {g.loc}")
         elif param == "centered":
-            self.emit("# centered: group effects sampled directly around zero with their SDs")
-            site = r_site or f"r_{lab}"
-            self.dims[site] = [lvl_dim, coef_dim]
-            self.emit(f"r_{k} = numpyro.sample({site!r}, {centered_dist.format(n=J, loc=zero)})")
+            out.append("# centered: group effects sampled directly around zero with their SDs")
+            site = self.site(r_site or f"r_{g.label}")
+            self.dims[site] = shape
+            out.append(f"{r} = numpyro.sample({site!r}, {centered_dist.format(n=J, loc=zero)})")
         elif param == "noncentered":
-            self.dims[f"z_{lab}"] = [lvl_dim, coef_dim]
-            self.emit(f"# non-centered: standard-normal offsets z, {how}")
-            self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J}, {K}]).to_event(2))")
-            r_value(scaled)
+            z = self.names(f"z_{g.key}")
+            z_site = self.site(f"z_{g.label}")
+            self.dims[z_site] = shape
+            out.append(f"# non-centered: standard-normal offsets z, {how}")
+            out.append(f"{z} = numpyro.sample({z_site!r}, {z_dist.format(n=J)})")
+            r_value(scaled.format(z=z))
         else:
             # partially centered: well-informed levels centered, the rest non-centered
-            c_lv = [lv for lv, c in zip(levels, centered, strict=True) if c]
-            nc_lv = [lv for lv, c in zip(levels, centered, strict=True) if not c]
-            self.coords[f"{lab}__centered"], self.coords[f"{lab}__noncentered"] = c_lv, nc_lv
-            self.dims[f"rc_{lab}"] = [f"{lab}__centered", coef_dim]
-            self.dims[f"z_{lab}"] = [f"{lab}__noncentered", coef_dim]
-            ci = self.arg(f"centered_{k}", np.flatnonzero(centered).astype(np.int32), per_obs=False)
-            nci = self.arg(f"noncentered_{k}", np.flatnonzero(~centered).astype(np.int32), per_obs=False)
-            self.emit(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
-            self.emit(f"rc_{k} = numpyro.sample({'rc_' + lab!r}, {centered_dist.format(n=n_c, loc=zero)})")
-            self.emit(f"z_{k} = numpyro.sample({'z_' + lab!r}, dist.Normal(0.0, 1.0).expand([{J - n_c}, {K}]).to_event(2))")
-            r_value(f"jnp.zeros(({J}, {K})).at[{ci}].set(rc_{k}).at[{nci}].set({scaled})")
+            c_lv = [lv for lv, c in zip(g.levels, g.centered, strict=True) if c]
+            nc_lv = [lv for lv, c in zip(g.levels, g.centered, strict=True) if not c]
+            n_c = len(c_lv)
+            self.coords[f"{g.label}__centered"], self.coords[f"{g.label}__noncentered"] = c_lv, nc_lv
+            rc_site, z_site = self.site(f"rc_{g.label}"), self.site(f"z_{g.label}")
+            self.dims[rc_site] = [f"{g.label}__centered"] + ([] if vec else [coef])
+            self.dims[z_site] = [f"{g.label}__noncentered"] + ([] if vec else [coef])
+            ci = self.arg(f"centered_{g.key}", ("centered", g.label), np.flatnonzero(g.centered).astype(np.int32), per_obs=False)
+            nci = self.arg(f"noncentered_{g.key}", ("noncentered", g.label), np.flatnonzero(~g.centered).astype(np.int32),
+                           per_obs=False)
+            rc, z = self.names(f"rc_{g.key}"), self.names(f"z_{g.key}")
+            out.append(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
+            out.append(f"{rc} = numpyro.sample({rc_site!r}, {centered_dist.format(n=n_c, loc=zero)})")
+            out.append(f"{z} = numpyro.sample({z_site!r}, {z_dist.format(n=J - n_c)})")
+            zeros = f"jnp.zeros({J})" if vec else f"jnp.zeros(({J}, {K}))"
+            r_value(f"{zeros}.at[{ci}].set({rc}).at[{nci}].set({scaled.format(z=z)})")
+        return r
 
-    def gathers(self, etas: dict[str, str]) -> None:
-        """Add the group effects to the predictors: one gather per grouping factor.
+    # -------------------------------------------------------------- linear predictors
+    def predictors(self) -> dict[str, str]:
+        """Each predictor's row-level code: population part plus gathered group effects.
 
         Terms on the same grouping factor (in any predictor) share one index
-        array; their effect matrices are concatenated and gathered once, as a
+        array; their effect tables are concatenated and gathered once, as a
         hand-written model would, instead of one gather per term."""
+        out = self.section("linear predictors")
+        contrib: dict[str, list[str]] = {name: list(t) for name, t in self.pop_terms.items()}
         by_factor: dict[tuple[str, ...], list[GroupBlock]] = {}
         for blk in self.design.groups:
             by_factor.setdefault(blk.term.group, []).append(blk)
-        for blocks in by_factor.values():
-            sources: list[str] = []  # code variables of effect matrices, in column order
-            col: dict[int, int] = {}  # block number -> first column in the gathered matrix
+        for factor, blocks in by_factor.items():
+            label = ":".join(factor)
+            g = self.arg(f"g_{label}", ("g", blocks[0].number), blocks[0].g)
+            tables: list[tuple[str, int]] = []  # (code of a table, its width); width 0: a vector
+            col: dict[int, int] = {}
             width = 0
+            seen_joint: set[int] = set()
             for blk in blocks:
                 if blk.joint is not None:
-                    src = f"r_j{blk.joint.number}"
-                    if src in sources:
-                        continue
-                    for m, a in zip(blk.joint.members, blk.joint.offsets(), strict=True):
-                        col[m.number] = width + a
-                    sources.append(src)
-                    width += len(blk.joint.coef_names)
+                    j = self.design.joint(blk.joint)
+                    if blk.joint not in seen_joint:
+                        seen_joint.add(blk.joint)
+                        for m, a in zip(j.members, j.offsets(), strict=True):
+                            col[m.number] = width + a
+                        tables.append((self.var[f"joint:{blk.joint}"], len(j.coef_names)))
+                        width += len(j.coef_names)
                 else:
-                    sources.append(self.hier.get(blk.number, f"r_{blk.number}"))
                     col[blk.number] = width
+                    tables.append((self.var[f"r:{blk.number}"], 0 if blk.n_coef == 1 else blk.n_coef))
                     width += blk.n_coef
-            first = blocks[0]
-            self.emit("")
-            g = self.arg(f"g_{first.number}", first.g)
             intercepts = ["0.0"] * width  # population intercepts folded into their group Intercept column
             for blk in blocks:
-                if blk.number in self.folded and blk.number not in self.hier:
+                if blk.number in self.folded:
                     intercepts[col[blk.number] + blk.coef_names.index("Intercept")] = self.folded[blk.number]
             folded = any(c != "0.0" for c in intercepts)
-            if len(sources) == 1 and len(blocks) == 1 and not folded and first.number not in self.hier:
-                rg = None
+            single = len(tables) == 1
+            if single:
+                table = tables[0][0]
+            elif all(w == 0 for _, w in tables):
+                table = f"jnp.stack([{', '.join(t for t, _ in tables)}], axis=1)"
             else:
-                rg = f"rg_{first.number}"
-                what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
-                self.emit(f"# one gather of the effects of {what}" + (", intercepts included" if folded else ""))
-                table = sources[0] if len(sources) == 1 else f"jnp.concatenate([{', '.join(sources)}], axis=1)"
-                if folded:
-                    add = intercepts[0] if width == 1 else f"jnp.stack([{', '.join(intercepts)}])"
-                    table = f"({table} + {add})"
-                self.emit(f"{rg} = {table}[{g}]")
+                table = f"jnp.concatenate([{', '.join(t if w else f'{t}[:, None]' for t, w in tables)}], axis=1)"
+            if folded:
+                add = intercepts[0] if width == 1 else f"jnp.stack([{', '.join(intercepts)}])"
+                table = f"({table} + {add})"
+            vec_table = single and tables[0][1] == 0
+            what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
+            if single and not folded:
+                rows = f"{table}[{g}]"
+            else:
+                rows = self.names(f"rg_{label}")
+                out.append(f"# one gather of the effects of {what}" + (", population intercepts included" if folded else ""))
+                out.append(f"{rows} = {table}[{g}]")
             for blk in blocks:
-                eta = etas[blk.predictor]
                 a = col[blk.number]
-                # the term's rows of effects: gathered alone (r_k[g]) or its columns of the shared gather
-                rows = f"r_{blk.number}[{g}]" if rg is None else f"{rg}[:, {a}:{a + blk.n_coef}]"
+                if vec_table or (single and width == blk.n_coef):
+                    cols = rows
+                elif blk.n_coef == 1:
+                    cols = f"{rows}[:, {a}]"
+                else:
+                    cols = f"{rows}[:, {a}:{a + blk.n_coef}]"
                 if blk.Z is None:  # intercept only: its one column
-                    eff = f"r_{blk.number}[{g}, 0]" if rg is None else f"{rg}[:, {a}]"
+                    eff = cols
+                elif blk.n_coef == 1:
+                    eff = f"{cols} * {self.arg(f'Z_{blk.label}', ('Z1', blk.number), blk.Z[:, 0])}"
                 else:
-                    eff = f"jnp.sum({rows} * {self.arg(f'Z_{blk.number}', blk.Z)}, axis=-1)"
-                if eta in self.uninit:
-                    self.uninit.discard(eta)
-                    self.emit(f"{eta} = {eff}")
-                else:
-                    self.emit(f"{eta} = {eta} + {eff}")
+                    eff = f"jnp.sum({cols} * {self.arg(f'Z_{blk.label}', ('Z', blk.number), blk.Z)}, axis=-1)"
+                contrib[blk.predictor].append(eff)
+        etas: dict[str, str] = {}
+        for name, parts in contrib.items():
+            preferred = "eta" if name == "mu" else (name if self.is_free_nlpar(name) else f"eta_{name}")
+            eta = self.names(preferred)
+            out.append(f"{eta} = {' + '.join(parts) if parts else '0.0'}")
+            etas[name] = eta
+        return etas
 
-    # -------------------------------------------------------------- whole model
-    def aux_params(self, fam: FamilySpec, etas: dict[str, str]) -> dict[str, str]:
-        """Code of each auxiliary parameter: a sampled scalar, or the inverse link of its own predictor."""
+    def is_free_nlpar(self, name: str) -> bool:
+        """A non-linear parameter without bounds: its predictor is the parameter itself."""
+        return name in dict(self.spec.nlpars) and self.spec.bounds(name) == (None, None)
+
+    # -------------------------------------------------------------- non-linear mean
+    def nonlinear(self, etas: dict[str, str]) -> str:
+        """The non-linear mean: each bounded parameter transformed, then the expression."""
+        spec = self.spec
+        out = self.section("non-linear parameters and the mean")
+        names: dict[str, str] = {}
+        for name, _ in spec.nlpars:
+            lo, hi = spec.bounds(name)
+            eta = etas[name]
+            if lo is None and hi is None:
+                names[name] = eta
+                continue
+            if lo is not None and hi is not None:
+                code, note = f"{_lit(lo)} + {_lit(hi - lo)} * jax.nn.sigmoid({eta})", f"between {lo:g} and {hi:g}"
+            elif lo is not None:
+                code = f"jnp.exp({eta})" if lo == 0 else f"{_lit(lo)} + jnp.exp({eta})"
+                note = f"above {lo:g} (log scale)"
+            else:
+                code = f"-jnp.exp({eta})" if hi == 0 else f"{_lit(hi)} - jnp.exp({eta})"  # type: ignore[arg-type]
+                note = f"below {hi:g} (log scale)"
+            names[name] = self.names(name)
+            out.append(f"{names[name]} = {code}  # {note}")
+        for col, values in self.design.columns.items():
+            names[col] = self.arg(col, ("column", col), values)
+        mu = self.names("mu")
+        out.append(f"{mu} = {self.expr(spec.formula.rhs, names)}")  # type: ignore[arg-type]
+        return mu
+
+    def expr(self, e: Expr, names: dict[str, str]) -> str:
+        """jax.numpy code of a checked non-linear expression (the IR's one printer, with code leaves)."""
+
+        def leaf(x: Expr) -> str:
+            if isinstance(x, Num):
+                return _lit(x.value)
+            if isinstance(x, Var):
+                return names[x.name]
+            raise TypeError(f"cannot lower {x!r}")  # pragma: no cover - the parser admits nothing else
+
+        def call(c: Call, args: list[str]) -> str:
+            fn = NL_FUNCTIONS[c.fn]
+            if fn.helper:
+                self.use(fn.helper)
+            return f"{fn.code}({', '.join(args)})"
+
+        def power(a: str, b: str) -> str:
+            self.use(NL_POWER.helper)  # type: ignore[arg-type]
+            return f"{NL_POWER.code}({a}, {b})"
+
+        return render(e, leaf, call, power)
+
+    # -------------------------------------------------------------- distributional parameters
+    def aux_params(self, etas: dict[str, str]) -> dict[str, str]:
+        """Code of each distributional parameter: a sampled scalar, or the inverse link of its own predictor."""
         resp = self.design.response
         codes: dict[str, str] = {}
         lines: list[str] = []
-        for aux in fam.aux:
+        for aux in self.fam.aux:
+            v = self.names(aux.name)
             if aux.name in etas:
-                lines.append(f"{aux.name} = {inv_link(aux.link, etas[aux.name])}  # {aux.link} link")
+                lines.append(f"{v} = {inv_link(aux.link, etas[aux.name])}  # {aux.link} link")
             elif aux.name == "sigma" and resp.se is not None and not resp.se_sigma:
                 continue  # se(s): the known SEs are the whole residual SD
             else:
                 e = self.table[aux.name]
-                lines.append(f"{aux.name} = numpyro.sample({aux.name!r}, {prior_code(e.prior, aux.support, aux.name)})")
+                lines.append(f"{v} = numpyro.sample({self.site(aux.name)!r}, {prior_code(e.prior, aux.support, aux.name)})")
                 self.summary.append(aux.name)
-            codes[aux.name] = aux.name
+            codes[aux.name] = v
         if resp.se is not None:
-            se = self.arg("se", resp.se)
+            se = self.arg("se", ("se",), resp.se)
             if "sigma" in codes:
-                lines.append(f"sigma = jnp.sqrt(jnp.square(sigma) + jnp.square({se}))  # residual SD and known SEs")
-            codes["sigma"] = "sigma" if "sigma" in codes else se
+                lines.append(f"{codes['sigma']} = jnp.sqrt(jnp.square({codes['sigma']}) + jnp.square({se}))"
+                             "  # residual SD and known SEs")
+            else:
+                codes["sigma"] = se
         if lines:
-            self.emit("")
-            self.emit("# ---- auxiliary parameters")
-            for ln in lines:
-                self.emit(ln)
+            self.section("distributional parameters").extend(lines)
         return codes
 
-    def likelihood(self, fam: FamilySpec, etas: dict[str, str], aux: dict[str, str]) -> str:
-        spec, resp = self.spec, self.design.response
+    # -------------------------------------------------------------- likelihood
+    def likelihood(self, etas: dict[str, str], aux: dict[str, str]) -> None:
+        spec, resp, fam = self.spec, self.design.response, self.fam
+        out = self.section(f"likelihood: {spec.family.name}({spec.family.link})")
         if fam.kind == "categorical":
-            levels = resp.levels or []
-            self.emit("")
-            self.emit(f"# categories: {_comment(', '.join(f'{i + 1} = {lv}' for i, lv in enumerate(levels)))}; 1 is the reference")
+            levels = resp.levels or ()
+            out.append(f"# categories: {_comment(', '.join(f'{i + 1} = {lv}' for i, lv in enumerate(levels)))}; "
+                       "1 is the reference")
             cats = ", ".join(etas[f"mu{k}"] for k in range(2, len(levels) + 1))
-            self.emit(f"eta = jnp.stack([jnp.zeros_like({etas['mu2']}), {cats}], axis=-1)")
-            eta = "eta"
+            eta = self.names("eta")
+            out.append(f"{eta} = jnp.stack([jnp.zeros_like({etas['mu2']}), {cats}], axis=-1)")
         else:
             eta = etas["mu"]
         # integer trials: NumPyro's binomial sampler (prior predictive) indexes with them
-        trials = self.arg("trials", resp.trials.astype(np.int32)) if resp.trials is not None else None
-        code = fam.likelihood(Lik(spec.family.link, eta, aux, trials))
+        trials = self.arg("trials", ("trials",), resp.trials.astype(np.int32)) if resp.trials is not None else None
+        aux = dict(aux)
+        if "Intercept" in self.dims and fam.kind == "ordinal":
+            aux["thresholds"] = self.var["thresholds"]
+        code = LIKELIHOODS[fam.name](Lik(spec.family.link, eta, aux, trials))
         for helper in HELPERS:  # a template may call a helper defined in the generated code
             if f"{helper}(" in code:
                 self.use(helper)
         discrete = "True" if fam.discrete else "False"
         if resp.trunc_lb is not None or resp.trunc_ub is not None:
             self.use("Truncated")
-            lo = self.arg("trunc_lb", resp.trunc_lb) if resp.trunc_lb is not None else "None"
-            hi = self.arg("trunc_ub", resp.trunc_ub) if resp.trunc_ub is not None else "None"
+            lo = self.arg("trunc_lb", ("trunc_lb",), resp.trunc_lb) if resp.trunc_lb is not None else "None"
+            hi = self.arg("trunc_ub", ("trunc_ub",), resp.trunc_ub) if resp.trunc_ub is not None else "None"
             code = f"Truncated({code}, {lo}, {hi}, discrete={discrete})"
         if resp.cens is not None:
             self.use("Censored")
-            cens = self.arg("cens", resp.cens)
-            upper = self.arg("cens_upper", resp.cens_upper)
+            cens = self.arg("cens", ("cens",), resp.cens)
+            upper = self.arg("cens_upper", ("cens_upper",), resp.cens_upper)
             code = f"Censored({code}, {cens}, {upper}, discrete={discrete})"
-        return code
+        n = next((a for a in self.args if a in self.obs_keys), None)
+        if n is None:  # no per-observation data but y: an array of ones sets the number of observations
+            n = self.arg("ones", ("ones",), np.ones(self.design.n))
+        plate = f"numpyro.plate('obs', {n}.shape[0])"
+        if resp.weights is not None:
+            w = self.arg("weights", ("weights",), resp.weights)
+            plate += f", numpyro.handlers.scale(scale={w})"
+        out.append("if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)")
+        for name, v in etas.items():
+            out.append(f"    numpyro.deterministic({PREDICT_PREFIX + name!r}, {v})")
+        out.append(f"with {plate}:")
+        out.append(f"    numpyro.sample({OBS_SITE!r}, {code}, obs=y)")
+        self.dims[OBS_SITE] = ["obs"]
+        self.data[OBS_SITE] = self.design.y
+        self.sources[OBS_SITE] = ("y",)
+        self.obs_keys.append(OBS_SITE)
 
-    def nonlinear(self, etas: dict[str, str]) -> str:
-        """Emit the non-linear mean: each parameter (with its bounds) and the expression."""
-        spec = self.spec
-        self.emit("")
-        self.emit("# ---- non-linear parameters and the mean")
-        names: dict[str, str] = {}
-        for name, _ in spec.nlpars:
-            lo, hi = spec.bounds(name)
-            eta = etas[name]
-            if lo is not None and hi is not None:
-                code, note = f"{_lit(lo)} + {_lit(hi - lo)} * jax.nn.sigmoid({eta})", f"between {lo:g} and {hi:g}"
-            elif lo is not None:
-                code, note = f"{_lit(lo)} + jnp.exp({eta})", f"above {lo:g} (log scale)"
-            elif hi is not None:
-                code, note = f"{_lit(hi)} - jnp.exp({eta})", f"below {hi:g} (log scale)"
-            else:
-                code, note = eta, ""
-            names[name] = f"nl_{name}"
-            self.emit(f"nl_{name} = {code}" + (f"  # {note}" if note else ""))
-        for i, (col, values) in enumerate(self.design.columns.items(), start=1):
-            var = f"d_{col}" if col.isidentifier() else f"col_{i}"
-            names[col] = self.arg(var, values)
-        self.emit(f"mu = {expr_code(spec.formula.rhs, names)}")  # type: ignore[arg-type]
-        return "mu"
-
+    # -------------------------------------------------------------- whole model
     def model(self) -> str:
         spec, design = self.spec, self.design
-        fam = family_spec(spec.family.name)
-        etas = {name: self.predictor(p) for name, p in design.predictors.items()}
-        self.gathers(etas)
+        for p in design.predictors.values():
+            self.population(p)
+        self.groups()
+        etas = self.predictors()
         if spec.formula.is_nonlinear:
             etas["mu"] = self.nonlinear(etas)
-        aux = self.aux_params(fam, etas)
-        lik = self.likelihood(fam, etas, aux)
-        self.emit("")
-        self.emit(f"# ---- likelihood: {spec.family.name}({spec.family.link})")
-        first_x = next(a for a in self.args if a.startswith("X"))
-        plate = f"numpyro.plate('obs', {first_x}.shape[0])"
-        if design.response.weights is not None:
-            w = self.arg("weights", design.response.weights)
-            plate += f", numpyro.handlers.scale(scale={w})"
-        self.emit(f"with {plate}:")
-        self.emit(f"    numpyro.sample('y', {lik}, obs=y)")
-        self.dims["y"] = ["obs"]
-        self.data["y"] = design.y
-        self.obs_keys.append("y")
-        body = "\n".join(self.lines)
+        aux = self.aux_params(etas)
+        self.likelihood(etas, aux)
+        body = "\n\n".join("\n".join(f"    {ln}" if ln else "" for ln in sec) for sec in self.sections)
+        helpers = [NL_HELPERS[h] if h in NL_HELPERS else HELPERS[h] for h in self.helpers]
+        uses_jax = "jax." in body or any("jax." in h for h in helpers)
         header = [
             f"# generated by hbm_formula {__version__} from:",
             *[f"#   {_comment(line)}" for line in str(spec).splitlines()],
             f"# family: {spec.family}; {design.n} observations",
-            "import jax",
+            *(["import jax"] if uses_jax else []),
             "import jax.numpy as jnp",
             "import numpyro",
             "import numpyro.distributions as dist",
             "",
         ]
-        for h in self.helpers:
-            header.append(HELPERS[h].rstrip("\n"))
+        for h in helpers:
+            header.append(h.rstrip("\n"))
             header.append("")
         header += [
             "",
-            f"def model({', '.join(self.args)}, y=None):",
+            f"def model({', '.join(self.args)}, y=None, predict=False):",
             '    """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""',
         ]
         return "\n".join(header) + "\n" + body + "\n"
 
 
-#: jax.numpy code of the functions a non-linear expression may call
-NL_CODE = {
-    "exp": "jnp.exp", "log": "jnp.log", "log1p": "jnp.log1p", "expm1": "jnp.expm1", "sqrt": "jnp.sqrt",
-    "inv_logit": "jax.nn.sigmoid", "logistic": "jax.nn.sigmoid", "Phi": "jax.scipy.stats.norm.cdf",
-    "pow": "jnp.power", "abs": "jnp.abs", "min": "jnp.minimum", "max": "jnp.maximum",
-}
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
-
-
-def expr_code(e: Expr, names: dict[str, str]) -> str:
-    """jax.numpy code of a checked non-linear expression; names map parameters/columns to code variables."""
-    if isinstance(e, Num):
-        return _lit(e.value)
-    if isinstance(e, Var):
-        return names[e.name]
-    if isinstance(e, Neg):
-        return f"-({expr_code(e.operand, names)})"
-    if isinstance(e, Call):
-        return f"{NL_CODE[e.fn]}({', '.join(expr_code(a, names) for a in e.args)})"
-    if isinstance(e, BinOp):
-        p = _PREC[e.op]
-
-        def side(x: Expr, right: bool) -> str:
-            code = expr_code(x, names)
-            q = _PREC[x.op] if isinstance(x, BinOp) else 5
-            return f"({code})" if q < p or (q == p and (right != (e.op == "**"))) else code
-
-        return f"{side(e.left, False)} {e.op} {side(e.right, True)}"
-    raise TypeError(f"cannot lower {e!r}")  # pragma: no cover - the parser admits nothing else
-
-
-def lower(spec: ModelSpec, design: Design, table: list[ParamEntry]) -> Lowered:
-    em = _Emitter(spec, design, table)
+def lower(spec: ModelSpec, design: Design, table: list[ParamEntry], centering: Centering) -> Lowered:
+    em = _Emitter(spec, design, table, centering)
     code = em.model()
-    return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys)
-
+    return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys, em.sources)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from .design import Design, GroupBlock, PredictorData
 from .errors import PriorError
 from .families import family_spec
-from .ir import ModelSpec, PriorDist
-from .parse import parse_prior
+from .ir import BinOp, Call, Expr, ModelSpec, Num, PriorDist, Var
 from .priors import check_prior
 
 #: prior of the correlation matrix of every correlated group term
@@ -105,7 +104,7 @@ def build_param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
     for aux in fam.aux:
         if aux.name in dpars or (aux.name == "sigma" and design.response.se is not None and not design.response.se_sigma):
             continue
-        d = parse_prior(aux.default_prior(stats))
+        d = aux.default_prior(stats)
         entries.append(ParamEntry(aux.name, aux.name, "mu", (aux.name,), aux.support, _pd(d.name, *d.args)))
     return entries
 
@@ -126,36 +125,14 @@ def nl_roles(spec: ModelSpec, design: Design) -> dict[str, tuple[float, float, f
     import numpy as np
     import pandas as pd
 
-    from .design import eval_expr
-    from .ir import BinOp, Call, Num, Var
+    from .design import evaluate
 
-    e = spec.formula.rhs
     names = {n for n, _ in spec.nlpars}
-    try:
-        assert isinstance(e, BinOp) and e.op == "+" and isinstance(e.left, Var)
-        a = e.left.name
-        frac = e.right
-        assert isinstance(frac, BinOp) and frac.op == "/"
-        num, den = frac.left, frac.right
-        assert isinstance(num, BinOp) and num.op == "-" and isinstance(num.left, Var) and num.right == Var(a)
-        b = num.left.name
-        assert isinstance(den, BinOp) and den.op == "+" and den.left == Num(1.0)
-        ex = den.right
-        assert isinstance(ex, Call) and ex.fn == "exp" and len(ex.args) == 1
-        prod = ex.args[0]
-        assert isinstance(prod, BinOp) and prod.op == "*" and isinstance(prod.left, Var)
-        h = prod.left.name
-        diff = prod.right
-        assert isinstance(diff, BinOp) and diff.op == "-"
-        if isinstance(diff.left, Var) and diff.left.name in names:
-            mid, xexpr, b_high = diff.left.name, diff.right, True
-        else:
-            assert isinstance(diff.right, Var) and diff.right.name in names
-            mid, xexpr, b_high = diff.right.name, diff.left, False
-        assert {a, b, h, mid} <= names and len({a, b, h, mid}) == 4
-    except AssertionError:
+    found = _match_4pl(spec.formula.rhs, names)  # type: ignore[arg-type]
+    if found is None:
         return {}
-    x = eval_expr(xexpr, pd.DataFrame(design.columns))
+    a, b, h, mid, xexpr, b_high = found
+    x = evaluate(xexpr, pd.DataFrame(dict(design.columns)))
     y = design.y
     sd_y = float(np.std(y)) or 1.0
     sd_x = float(np.std(x)) or 1.0
@@ -170,6 +147,42 @@ def nl_roles(spec: ModelSpec, design: Design) -> dict[str, tuple[float, float, f
         mid: (float(np.median(x)), 2.5 * sd_x, sd_x),
         h: hill,
     }
+
+
+def _match_4pl(e: Expr, names: set[str]) -> tuple[str, str, str, str, Expr, bool] | None:
+    """``A + (B - A) / (1 + exp(H * (E - x)))`` (or ``(x - E)``) with A, B, H, E distinct parameters:
+    (A, B, H, E, x, whether B is the high-dose asymptote); None for any other expression."""
+
+    def binop(x: Expr, op: str) -> BinOp | None:
+        return x if isinstance(x, BinOp) and x.op == op else None
+
+    top = binop(e, "+")
+    if top is None or not isinstance(top.left, Var):
+        return None
+    a = top.left.name
+    frac = binop(top.right, "/")
+    num = binop(frac.left, "-") if frac else None
+    den = binop(frac.right, "+") if frac else None
+    if num is None or den is None or not isinstance(num.left, Var) or num.right != Var(a) or den.left != Num(1.0):
+        return None
+    b = num.left.name
+    ex = den.right
+    if not (isinstance(ex, Call) and ex.fn == "exp" and len(ex.args) == 1):
+        return None
+    prod = binop(ex.args[0], "*")
+    diff = binop(prod.right, "-") if prod else None
+    if prod is None or diff is None or not isinstance(prod.left, Var):
+        return None
+    h = prod.left.name
+    if isinstance(diff.left, Var) and diff.left.name in names:
+        mid, xexpr, b_high = diff.left.name, diff.right, True
+    elif isinstance(diff.right, Var) and diff.right.name in names:
+        mid, xexpr, b_high = diff.right.name, diff.left, False
+    else:
+        return None
+    if not ({a, b, h, mid} <= names and len({a, b, h, mid}) == 4):
+        return None
+    return a, b, h, mid, xexpr, b_high
 
 
 def _nl_entries(pname: str, pdata: PredictorData, role: tuple[float, float, float] | None) -> list[ParamEntry]:

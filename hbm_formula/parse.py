@@ -8,13 +8,16 @@ formulaic's evaluator later is printed from an IR this module has checked.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import functions as _fn
 from .errors import FormulaError, PriorError
+from .families import DPAR_NAMES, resolve_family
 from .ir import (
     PARAMETERIZATIONS,
     BinOp,
@@ -37,36 +40,15 @@ from .ir import (
 )
 
 # ---------------------------------------------------------------- whitelists
-#: functions allowed as (parts of) population/group terms; evaluated by formulaic
-TERM_FUNCTIONS = frozenset(
-    {
-        "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs",
-        "scale", "center", "standardize", "I", "C", "poly", "bs", "offset",
-    }
-)
-#: contrast codings allowed as arguments of C(); the only calls that take strings
-CONTRAST_FUNCTIONS = frozenset({"Treatment", "Sum", "Helmert", "Diff", "Poly"})
-#: functions allowed in a response expression (evaluated by hbm_formula itself)
-RESPONSE_FUNCTIONS = frozenset({"cbind", "log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs", "I"})
-#: brms-style response addition terms, ``y | trials(n)``
-ADDTERM_FUNCTIONS = frozenset({"trials", "weights", "cens", "trunc", "se"})
-#: positional-argument counts and keyword names each addition term takes
-ADDTERM_SHAPES: dict[str, tuple[tuple[int, ...], frozenset[str], str]] = {
-    "trials": ((1,), frozenset(), "trials(n)"),
-    "weights": ((1,), frozenset(), "weights(w)"),
-    "se": ((1,), frozenset({"sigma"}), "se(s) or se(s, sigma = TRUE)"),
-    "cens": ((1, 2), frozenset(), "cens(censored) or cens(censored, upper)"),
-    "trunc": ((0,), frozenset({"lb", "ub"}), "trunc(lb = 0) or trunc(lb = 0, ub = 10)"),
-}
-#: names read as logical constants in addition-term keywords (R's TRUE/FALSE)
-LOGICAL_NAMES = {"TRUE": True, "True": True, "T": True, "FALSE": False, "False": False, "F": False}
-#: functions allowed in non-linear expressions (lowered to jax.numpy)
-NL_FUNCTIONS = frozenset(
-    {
-        "exp", "log", "log1p", "expm1", "sqrt", "inv_logit", "logistic", "Phi",
-        "pow", "abs", "min", "max",
-    }
-)
+# The function tables (names, argument shapes, implementations) live in functions.py:
+# a name is allowed only where it is implemented.
+TERM_FUNCTIONS = _fn.TERM_FUNCTIONS
+CONTRAST_FUNCTIONS = _fn.CONTRASTS
+RESPONSE_FUNCTIONS = _fn.RESPONSE_FUNCTIONS
+ADDTERM_FUNCTIONS = _fn.ADDTERMS
+NL_FUNCTIONS = _fn.NL_FUNCTIONS
+LOGICAL_NAMES = _fn.LOGICAL_NAMES
+Table = Mapping[str, _fn.Fn]
 
 
 @functools.cache
@@ -253,33 +235,71 @@ class _Builder:
         tok = node.children[0]
         return Var(self.name(tok), span=_span(tok))
 
-    def call(self, node: Tree, allowed: frozenset[str], where: str) -> Call:
+    def call(self, node: Tree, allowed: Table, where: str) -> Call:
         name_tok = node.children[0]
         fn = str(name_tok)
         if fn not in allowed:
-            names = ", ".join(sorted(allowed - {"offset", "cbind"}))
+            names = ", ".join(sorted(set(allowed) - {"offset", "cbind"}))
             raise self.err(f"function '{fn}' is not allowed {where}; allowed: {names}", name_tok)
+        spec = allowed[fn]
         args: list[Expr] = []
         kwargs: list[tuple[str, Expr]] = []
-        arg_allowed = allowed | (CONTRAST_FUNCTIONS if fn == "C" else frozenset())
         for ch in node.children[1:]:
             if isinstance(ch, Tree) and ch.data == "args":
                 for a in ch.children:
                     if not isinstance(a, Tree):
                         continue
                     if a.data == "posarg":
-                        args.append(self.arith(a.children[0], arg_allowed, where, strings=fn in CONTRAST_FUNCTIONS))
+                        if kwargs:
+                            raise self.err(f"{fn}(): a positional argument after a keyword argument", a)
+                        if fn == "C" and len(args) == 1:
+                            args.append(self.contrast(a.children[0]))
+                        else:
+                            strings = fn in CONTRAST_FUNCTIONS
+                            args.append(self.arith(a.children[0], allowed, where, strings=strings))
                     else:
                         key = str(a.children[0])
-                        kwargs.append((key, self.arith(a.children[2], arg_allowed, where, strings=False)))
+                        if key not in spec.keywords:
+                            known = f"; it takes {', '.join(spec.keywords)}" if spec.keywords else ""
+                            raise self.err(f"{fn}() has no argument '{key}'{known}", a.children[0])
+                        if any(k == key for k, _ in kwargs):
+                            raise self.err(f"{fn}() got '{key}' twice", a.children[0])
+                        kwargs.append((key, self.keyword_value(a.children[2], spec.keywords[key], fn, key, allowed, where)))
+        if len(args) not in spec.arity:
+            raise self.err(f"{fn}() is written {spec.usage}", node)
+        if fn in ("poly", "bs") and len(args) == 2 and not isinstance(args[1], Num):
+            raise self.err(f"{fn}(): the degree must be a number, e.g. {spec.usage}", node)
         return Call(fn, tuple(args), tuple(kwargs), span=_span(node))
 
-    def arith(self, node: Tree | Token, allowed: frozenset[str], where: str, strings: bool = False) -> Expr:
+    def keyword_value(self, node: Tree, kind: str, fn: str, key: str, allowed: Table, where: str) -> Expr:
+        """A keyword argument's value: a number, a logical constant (TRUE/FALSE), or (trunc bounds) an expression."""
+        value = self.arith(node, allowed, where)
+        if kind == "logical" and not (isinstance(value, Var) and value.name in LOGICAL_NAMES):
+            raise self.err(f"{fn}(..., {key} = TRUE or FALSE)", node)
+        is_number = isinstance(value, Num) or (isinstance(value, Neg) and isinstance(value.operand, Num))
+        if kind == "number" and not is_number:
+            raise self.err(f"{fn}(..., {key} = a number)", node)
+        return value
+
+    def contrast(self, node: Tree) -> Expr:
+        """The coding of ``C(x, coding)``: ``Treatment('b')``, ``Sum``, ``Sum()``, ..."""
+        if isinstance(node, Tree) and node.data == "var" and str(node.children[0]) in CONTRAST_FUNCTIONS:
+            return Call(str(node.children[0]), (), (), span=_span(node))
+        if isinstance(node, Tree) and node.data == "call" and str(node.children[0]) in CONTRAST_FUNCTIONS:
+            c = self.call(node, CONTRAST_FUNCTIONS, "as a contrast coding")
+            for a in c.args:
+                if not isinstance(a, (Str, Num)):
+                    raise self.err("a contrast's reference level is a string or a number, e.g. Treatment('b')", node)
+            return c
+        names = ", ".join(sorted(CONTRAST_FUNCTIONS))
+        raise self.err(f"the second argument of C() is a contrast coding: {names}, e.g. C(x, Treatment('b'))", node)
+
+    def arith(self, node: Tree | Token, allowed: Table, where: str, strings: bool = False) -> Expr:
         if isinstance(node, Token):  # pragma: no cover - grammar wraps tokens
             raise self.err("unexpected token", node)
         d = node.data
         if d == "a_num":
-            return Num(float(node.children[0]), span=_span(node))
+            return Num(_finite(node.children[0], self), span=_span(node))
         if d == "a_str":
             if not strings:
                 raise self.err("string literals are only allowed inside contrast codings such as C(x, Treatment('b'))", node)
@@ -492,23 +512,22 @@ class _Builder:
                         "cbind() takes two arguments: cbind(successes, failures)", c.span
                     )
         adds: list[Call] = []
+        se_sigma = False
         for ch in node.children[1:]:
             if isinstance(ch, Tree) and ch.data == "addterm":
                 c = self.call(ch.children[0], ADDTERM_FUNCTIONS, "after '|' in the response")
                 if any(a.fn == c.fn for a in adds):
                     raise self.err(f"{c.fn}() is given twice", ch)
-                nargs, keys, usage = ADDTERM_SHAPES[c.fn]
-                if len(c.args) not in nargs or any(k not in keys for k, _ in c.kwargs):
-                    raise self.err(f"{c.fn}() is written {usage}", ch)
                 if c.fn == "trunc" and not c.kwargs:
-                    raise self.err(f"trunc() needs a bound: {usage}", ch)
-                for k, v in c.kwargs:
-                    if k == "sigma" and not (isinstance(v, Var) and v.name in LOGICAL_NAMES):
-                        raise self.err("se(..., sigma = TRUE or FALSE)", ch)
+                    raise self.err(f"trunc() needs a bound: {ADDTERM_FUNCTIONS['trunc'].usage}", ch)
+                if c.fn == "se":  # se(s, sigma = TRUE): a flag of the response, not an argument
+                    flag = c.kwarg("sigma")
+                    se_sigma = isinstance(flag, Var) and LOGICAL_NAMES[flag.name]
+                    c = Call("se", c.args, (), span=c.span)
                 adds.append(c)
         if isinstance(expr, Call) and expr.fn == "cbind" and any(a.fn == "trials" for a in adds):
             raise self.err("use either cbind(successes, failures) or y | trials(n), not both", node)
-        return Response(expr, tuple(adds), span=_span(node))
+        return Response(expr, tuple(adds), se_sigma, span=_span(node))
 
 
 def _calls(e: Expr) -> list[Call]:
@@ -578,7 +597,7 @@ def _parse_param(text: str, name: str | None) -> tuple[str | None, Linear, tuple
             key = str(c.children[0])
             if key not in ("lb", "ub"):
                 raise FormulaError(f"unknown bound '{key}': use lb = ... or ub = ...", text, *_span(c.children[0]))  # type: ignore[misc]
-            val = _pnum(c.children[2])
+            val = _pnum(c.children[2], text)
             if key == "lb":
                 lo = val
             else:
@@ -602,9 +621,9 @@ def parse_prior(text: str) -> PriorDist:
                 if a.data == "pposarg":
                     if kwargs:
                         raise PriorError("positional argument after keyword argument", text, *_span(a))  # type: ignore[misc]
-                    args.append(_pnum(a.children[0]))
+                    args.append(_pnum(a.children[0], text, PriorError))
                 else:
-                    kwargs.append((str(a.children[0]), _pnum(a.children[2])))
+                    kwargs.append((str(a.children[0]), _pnum(a.children[2], text, PriorError)))
     return PriorDist(name, tuple(args), tuple(kwargs), span=(0, len(text)))
 
 
@@ -618,10 +637,19 @@ def _named_prior(name: str, text: object) -> PriorDist:
         raise PriorError(f"prior for '{name}': {err.message}", err.text, err.start, err.end) from None
 
 
-def _pnum(node: Tree) -> float:
+def _pnum(node: Tree, text: str = "", cls: type[FormulaError] = FormulaError) -> float:
     toks = [t for t in node.children if isinstance(t, Token)]
     v = float(toks[-1])
+    if not math.isfinite(v):
+        raise cls(f"'{toks[-1]}' is not a finite number", text or None, toks[-1].start_pos, toks[-1].end_pos)
     return -v if toks[0].type == "MINUS" else v
+
+
+def _finite(tok: Token, b: _Builder) -> float:
+    v = float(tok)
+    if not math.isfinite(v):
+        raise b.err(f"'{tok}' is not a finite number", tok)
+    return v
 
 
 def parse(
@@ -684,8 +712,6 @@ def parse(
             _check_nl(main, nlpars, texts, lines[0])
         spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()), nlbounds=tuple(bounds))
     if family is not None or link is not None or not isinstance(formula, ModelSpec):
-        from .families import resolve_family  # a pure table: no data, no jax
-
         fam_name = family.name if isinstance(family, Family) else (family or spec.family.name)
         fam_link = link or (family.link if isinstance(family, Family) else None)
         spec = replace(spec, family=resolve_family(str(fam_name), fam_link))
@@ -731,11 +757,8 @@ def _check_nl(main: Formula, nlpars: dict[str, Linear], texts: dict[str, str], l
         raise FormulaError("a non-linear formula needs parameters: give each a formula, e.g. b ~ 1", line, 0, len(line))
 
 
-_DPAR_NAMES = frozenset({"sigma", "nu", "shape", "phi", "zi", "hu", "disc", "alpha", "kappa"})
-
-
 def _is_dpar_name(name: str) -> bool:
-    return name in _DPAR_NAMES
+    return name in DPAR_NAMES
 
 
 def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:

@@ -109,8 +109,7 @@ def idata_from_chains(
     flat = {k: v.reshape((chains * draws,) + v.shape[2:]) for k, v in posterior.items()}
     ll = pointwise_log_likelihood(model, flat, data)
     ll = {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in ll.items()}
-    observed = {"y": data["y"]}
-    return build_idata(posterior, stats, ll, observed, coords, dims, attrs)
+    return build_idata(posterior, stats, ll, _observed(model, data, ll), coords, dims, attrs)
 
 
 def idata_from_draws(
@@ -121,20 +120,26 @@ def idata_from_draws(
     posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
     ll = pointwise_log_likelihood(model, {k: np.asarray(v) for k, v in draws.items()}, data)
     ll = {k: np.asarray(v)[None] for k, v in ll.items()}
-    return build_idata(posterior, None, ll, {"y": data["y"]}, coords, dims, attrs)
+    return build_idata(posterior, None, ll, _observed(model, data, ll), coords, dims, attrs)
+
+
+def _observed(model: Any, data: dict[str, Any], log_lik: dict[str, Any]) -> dict[str, Any]:
+    """The observed data: every site with a log-likelihood, under the data argument of its name."""
+    return {k: np.asarray(data[k]) for k in log_lik if k in data}
 
 
 def prior_idata(cm: Any, draws: int, seed: int) -> Any:
     """InferenceData of prior draws: ``prior`` (parameters) and ``prior_predictive`` (y)."""
     az = _arviz()
     out = cm.sample_prior(draws, seed)
-    y = out.pop("y")
+    obs = cm.lowered.obs_site
+    y = out.pop(obs)
     prior = {k: v[None] for k, v in out.items()}
     with _quiet_arviz():
         idata = az.from_dict(
             prior=prior,
-            prior_predictive={"y": y[None]},
-            observed_data={"y": np.asarray(cm.data["y"])},
+            prior_predictive={obs: y[None]},
+            observed_data={obs: np.asarray(cm.data[obs])},
             coords=cm.coords,
             dims=cm.dims,
         )

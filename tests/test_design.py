@@ -15,8 +15,8 @@ def design(formula: str, df: pd.DataFrame, **kw):  # noqa: ANN201
 def test_group_levels_are_the_data_levels(radon: pd.DataFrame) -> None:
     d = design("log_radon ~ floor + (1 + floor | county)", radon)
     (blk,) = d.groups
-    assert blk.levels[:2] == ["AITKIN", "ANOKA"] and len(blk.levels) == 85
-    assert blk.coef_names == ["Intercept", "floor"]
+    assert list(blk.levels[:2]) == ["AITKIN", "ANOKA"] and len(blk.levels) == 85
+    assert list(blk.coef_names) == ["Intercept", "floor"]
     # every row's index points at its own county
     assert (np.array(blk.levels)[blk.g] == radon["county"].to_numpy()).all()
 
@@ -24,14 +24,14 @@ def test_group_levels_are_the_data_levels(radon: pd.DataFrame) -> None:
 def test_population_design_is_centered_with_its_means_kept(radon: pd.DataFrame) -> None:
     d = design("log_radon ~ floor + uranium", radon)
     p = d.predictors["mu"]
-    assert p.coef_names == ["floor", "uranium"]
+    assert list(p.coef_names) == ["floor", "uranium"]
     np.testing.assert_allclose(p.X.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(p.X_mean, radon[["floor", "uranium"]].mean().to_numpy())
 
 
 def test_categorical_terms_use_treatment_contrasts(cbpp: pd.DataFrame) -> None:
     d = design("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", cbpp, family="binomial")
-    assert d.predictors["mu"].coef_names == ["C(period)[T.2]", "C(period)[T.3]", "C(period)[T.4]"]
+    assert list(d.predictors["mu"].coef_names) == ["C(period)[T.2]", "C(period)[T.3]", "C(period)[T.4]"]
     np.testing.assert_array_equal(d.trials, cbpp["size"].to_numpy())
     np.testing.assert_array_equal(d.y, cbpp["incidence"].to_numpy())
 
@@ -39,14 +39,14 @@ def test_categorical_terms_use_treatment_contrasts(cbpp: pd.DataFrame) -> None:
 def test_categorical_slopes_in_group_terms() -> None:
     df = pd.DataFrame({"y": np.arange(8.0), "t": list("abab" * 2), "g": list("ppqqrrss")})
     d = design("y ~ 1 + (0 + C(t) | g)", df)
-    assert d.groups[0].coef_names == ["C(t)[a]", "C(t)[b]"]
+    assert list(d.groups[0].coef_names) == ["C(t)[a]", "C(t)[b]"]
 
 
 def test_interaction_grouping_factor_levels() -> None:
     df = pd.DataFrame({"y": np.arange(6.0), "a": [1, 1, 2, 2, 3, 3], "b": ["x", "y"] * 3})
     d = design("y ~ (1 | a/b)", df)
     assert [b.label for b in d.groups] == ["a", "a:b"]
-    assert d.groups[1].levels == ["1:x", "1:y", "2:x", "2:y", "3:x", "3:y"]
+    assert list(d.groups[1].levels) == ["1:x", "1:y", "2:x", "2:y", "3:x", "3:y"]
 
 
 def test_repeated_grouping_factor_gets_distinct_labels(radon: pd.DataFrame) -> None:
@@ -56,11 +56,11 @@ def test_repeated_grouping_factor_gets_distinct_labels(radon: pd.DataFrame) -> N
 
 def test_formulaic_spec_is_kept_for_new_data(radon: pd.DataFrame) -> None:
     d = design("log_radon ~ scale(uranium)", radon)
-    spec = d.predictors["mu"].spec
-    new = spec.get_model_matrix(radon.iloc[:3])
+    m = d.predictors["mu"].matrix
+    new = m.on(radon.iloc[:3])
     # scale() reuses the training mean/sd on new data
     np.testing.assert_allclose(
-        new["scale(uranium)"].to_numpy(),
+        new[:, m.names.index("scale(uranium)")],
         (radon["uranium"].iloc[:3] - radon["uranium"].mean()) / radon["uranium"].std(),
         rtol=1e-6,
     )
@@ -69,7 +69,7 @@ def test_formulaic_spec_is_kept_for_new_data(radon: pd.DataFrame) -> None:
 def test_keyword_and_spaced_column_names() -> None:
     df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "class": [0.0, 1.0, 0.0, 2.0], "my x": [1.0, 3.0, 2.0, 5.0]})
     d = design("y ~ `class` + `my x`", df)
-    assert d.predictors["mu"].coef_names == ["class", "my x"]
+    assert list(d.predictors["mu"].coef_names) == ["class", "my x"]
 
 
 # ---------------------------------------------------------------- bad data

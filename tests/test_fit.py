@@ -102,7 +102,7 @@ def test_compiled_model_works_with_plain_numpyro(radon: pd.DataFrame) -> None:
     cm = hf.compile("log_radon ~ floor + (1 | county)", radon)
     mcmc = MCMC(NUTS(cm.model), num_warmup=100, num_samples=100, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), **cm.data)
-    assert mcmc.get_samples()["r_county"].shape == (100, 85, 1)
+    assert mcmc.get_samples()["r_county"].shape == (100, 85)
 
 
 def test_prior_only_model_samples_y(radon: pd.DataFrame) -> None:

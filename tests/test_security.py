@@ -1,5 +1,6 @@
 """A formula is data, not code: nothing outside the whitelist reaches formulaic's eval."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import corpus
@@ -9,7 +10,7 @@ import hbm_formula as hf
 
 @pytest.fixture
 def no_formulaic(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Fail loudly if formulaic is asked to evaluate anything."""
+    """Fail loudly if formulaic is asked to build anything (these formulas must be refused first)."""
     import formulaic
 
     calls: list[str] = []
@@ -19,6 +20,23 @@ def no_formulaic(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise AssertionError(f"formulaic reached with {spec!r}")
 
     monkeypatch.setattr(formulaic, "model_matrix", boom)
+    return calls
+
+
+@pytest.fixture
+def no_eval(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fail loudly if formulaic's evaluator (its only use of eval) is reached at all."""
+    import formulaic.materializers.base as base
+    import formulaic.utils.stateful_transforms as stf
+
+    calls: list[str] = []
+
+    def boom(expr, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls.append(str(expr))
+        raise AssertionError(f"formulaic evaluated {expr!r}")
+
+    monkeypatch.setattr(stf, "stateful_eval", boom)
+    monkeypatch.setattr(base, "stateful_eval", boom)
     return calls
 
 
@@ -56,7 +74,32 @@ def test_newline_in_name_cannot_break_out_of_a_comment() -> None:
         hf.parse("y ~ `a\nimport os`")
 
 
-def test_whitelisted_functions_still_work() -> None:
+def test_whitelisted_functions_still_work(no_eval: list[str]) -> None:
     df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 2.0], "x": [1.0, 2.0, 3.0, 5.0], "g": ["a", "b", "a", "b"]})
     cm = hf.compile("y ~ log(x) + I(x**2) + scale(x) + sqrt(x) + log1p(x)", df)
     assert cm.coords["b_coef"] == ["log(x)", "I(x ** 2)", "scale(x)", "sqrt(x)", "log1p(x)"]
+    np.testing.assert_allclose(cm.design.predictors["mu"].X[:, 1] + cm.design.predictors["mu"].X_mean[1], df.x**2)
+    assert no_eval == []
+
+
+def test_every_term_kind_is_built_without_evaluating_text(no_eval: list[str]) -> None:
+    """Contrasts, splines, polynomials, scaling, interactions: all by structure and bound values."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=30), "x": rng.normal(size=30), "f": list("abc") * 10,
+                       "g": list("pqrst") * 6, "n": rng.integers(1, 5, 30)})
+    cm = hf.compile("y ~ x * f + C(f, Treatment('c')) + C(g, Sum) + poly(x, 2) + bs(x, df=4) + standardize(x) "
+                    "+ center(x) + scale(x, center = FALSE) + offset(log(n)) + (1 + x | g)", df)
+    names = cm.coords["b_coef"]
+    assert "C(f, Treatment('c'))[T.a]" in names and "x:f[T.b]" in names and "poly(x, 2)[2]" in names
+    assert any(n.startswith("C(g, Sum())[S.") for n in names) and "bs(x, df=4)[4]" in names
+    assert no_eval == []
+
+
+def test_a_reference_level_is_a_value_not_code(no_eval: list[str]) -> None:
+    evil = "b') + __import__('os').system('true') + ('"
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 2.0, 1.5, 2.5], "f": ["a", evil, "a", evil, "c", "c"]})
+    cm = hf.compile(f'y ~ C(f, Treatment("{evil}"))', df)
+    assert cm.coords["b_coef"] == [f'C(f, Treatment("{evil}"))[T.a]', f'C(f, Treatment("{evil}"))[T.c]']
+    with pytest.raises(hf.DataError, match="is not a level of f"):
+        hf.compile('y ~ C(f, Treatment("zz"))', df)
+    assert no_eval == []

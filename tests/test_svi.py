@@ -15,7 +15,7 @@ def test_svi_returns_inference_data_like_nuts(radon: pd.DataFrame) -> None:
     fit = hf.fit("log_radon ~ floor + (1 | county)", radon, method="svi", lr=0.02, draws=400, progress=False)
     idata = fit.idata
     assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
-    assert idata.posterior["r_county"].shape == (1, 400, 85, 1)
+    assert idata.posterior["r_county"].shape == (1, 400, 85)
     assert idata.log_likelihood["y"].shape == (1, 400, 919)
     assert fit.raw.converged
     assert abs(_mean(fit, "b") - (-0.69)) < 0.08  # NUTS: -0.69
@@ -63,7 +63,7 @@ def test_nuts_initialised_from_svi_with_one_chain(radon: pd.DataFrame) -> None:
     fit = hf.fit("log_radon ~ floor + (1 | county)", radon, init="svi", param="centered", warmup=100, draws=200,
                  chains=1, lr=0.02, progress=False)
     post = fit.idata.posterior
-    assert post["r_county"].shape == (1, 200, 85, 1)
+    assert post["r_county"].shape == (1, 200, 85)
     assert abs(float(post["b"].mean()) - (-0.69)) < 0.08
     assert float(post["r_county"].mean(("chain", "draw")).std()) > 0.1  # counties differ
 

@@ -1,0 +1,3 @@
+"""The package version, in one place (generated code and fit files name it)."""
+
+__version__ = "0.2.0"

@@ -1,0 +1,230 @@
+"""How each family's likelihood is written in the generated NumPyro code.
+
+Read only by the lowering stage: templates over the code of the linear
+predictor and the distributional parameters, the inverse links as code, and
+helper definitions (censoring, truncation, ordered priors) emitted into a
+generated model that uses them. The backend-free family table is
+``families.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: inverse link functions as code templates over the linear predictor text
+INV_LINK: dict[str, str] = {
+    "identity": "{}",
+    "log": "jnp.exp({})",
+    "logit": "jax.nn.sigmoid({})",
+    "probit": "jax.scipy.stats.norm.cdf({})",
+    "cloglog": "-jnp.expm1(-jnp.exp({}))",
+    "inverse": "1.0 / ({})",
+    "sqrt": "jnp.square({})",
+    "softplus": "jax.nn.softplus({})",
+}
+
+
+def inv_link(link: str, eta: str) -> str:
+    return INV_LINK[link].format(eta)
+
+
+@dataclass(frozen=True)
+class Lik:
+    """What a likelihood template gets: the code of mu (or eta), of each
+    distributional parameter and of the response addition terms."""
+
+    link: str
+    eta: str
+    aux: dict[str, str]
+    trials: str | None = None
+
+
+def _gaussian(a: Lik) -> str:
+    return f"dist.Normal({inv_link(a.link, a.eta)}, {a.aux['sigma']})"
+
+
+def _student(a: Lik) -> str:
+    return f"dist.StudentT({a.aux['nu']}, {inv_link(a.link, a.eta)}, {a.aux['sigma']})"
+
+
+def _bernoulli(a: Lik) -> str:
+    if a.link == "logit":
+        return f"dist.Bernoulli(logits={a.eta})"
+    return f"dist.Bernoulli(probs={inv_link(a.link, a.eta)})"
+
+
+def _binomial(a: Lik) -> str:
+    if a.link == "logit":
+        return f"dist.Binomial(total_count={a.trials}, logits={a.eta})"
+    return f"dist.Binomial(total_count={a.trials}, probs={inv_link(a.link, a.eta)})"
+
+
+def _beta_binomial(a: Lik) -> str:
+    mu, phi = inv_link(a.link, a.eta), a.aux["phi"]
+    return f"dist.BetaBinomial({mu} * {phi}, (1.0 - {mu}) * {phi}, total_count={a.trials})"
+
+
+def _poisson(a: Lik) -> str:
+    return f"dist.Poisson({inv_link(a.link, a.eta)})"
+
+
+def _negbinomial(a: Lik) -> str:
+    return f"dist.NegativeBinomial2({inv_link(a.link, a.eta)}, {a.aux['shape']})"
+
+
+def _zip(a: Lik) -> str:
+    return f"dist.ZeroInflatedPoisson(gate={a.aux['zi']}, rate={inv_link(a.link, a.eta)})"
+
+
+def _zinb(a: Lik) -> str:
+    return f"dist.ZeroInflatedNegativeBinomial2({inv_link(a.link, a.eta)}, {a.aux['shape']}, gate={a.aux['zi']})"
+
+
+def _hurdle_poisson(a: Lik) -> str:
+    return f"dist.HurdlePoisson(gate={a.aux['hu']}, rate={inv_link(a.link, a.eta)})"
+
+
+def _gamma(a: Lik) -> str:
+    shape = a.aux["shape"]
+    return f"dist.Gamma({shape}, {shape} / {inv_link(a.link, a.eta)})"
+
+
+def _lognormal(a: Lik) -> str:
+    return f"dist.LogNormal({inv_link(a.link, a.eta)}, {a.aux['sigma']})"
+
+
+def _beta(a: Lik) -> str:
+    mu, phi = inv_link(a.link, a.eta), a.aux["phi"]
+    return f"dist.Beta({mu} * {phi}, (1.0 - {mu}) * {phi})"
+
+
+def _exponential(a: Lik) -> str:
+    return f"dist.Exponential(1.0 / {inv_link(a.link, a.eta)})"
+
+
+def _weibull(a: Lik) -> str:
+    k = a.aux["shape"]
+    # brms parameterisation: mu is the mean, scale = mu / Gamma(1 + 1/k)
+    return f"dist.Weibull({inv_link(a.link, a.eta)} / jnp.exp(jax.scipy.special.gammaln(1.0 + 1.0 / {k})), {k})"
+
+
+def _cumulative(a: Lik) -> str:
+    cut = a.aux["thresholds"]
+    if a.link == "logit":
+        return f"dist.OrderedLogistic({a.eta}, {cut})"
+    # probit: P(y <= k) = Phi(c_k - eta)
+    return f"dist.Categorical(probs=ordinal_probs(jax.scipy.stats.norm.cdf, {a.eta}, {cut}))"
+
+
+def _categorical(a: Lik) -> str:
+    return f"dist.Categorical(logits={a.eta})"
+
+
+#: family name -> likelihood code template ("dist.X(...)")
+LIKELIHOODS: dict[str, Callable[[Lik], str]] = {
+    "gaussian": _gaussian,
+    "student": _student,
+    "bernoulli": _bernoulli,
+    "binomial": _binomial,
+    "beta_binomial": _beta_binomial,
+    "poisson": _poisson,
+    "negbinomial": _negbinomial,
+    "zero_inflated_poisson": _zip,
+    "zero_inflated_negbinomial": _zinb,
+    "hurdle_poisson": _hurdle_poisson,
+    "gamma": _gamma,
+    "lognormal": _lognormal,
+    "beta": _beta,
+    "exponential": _exponential,
+    "weibull": _weibull,
+    "cumulative": _cumulative,
+    "categorical": _categorical,
+}
+
+
+#: helper code emitted into a generated model when it uses censoring, truncation or probit ordinal
+HELPERS: dict[str, str] = {
+    "cdf": '''
+def cdf(d, y):
+    """CDF of a distribution, including LogNormal (not provided by NumPyro)."""
+    if isinstance(d, dist.LogNormal):
+        return jax.scipy.stats.norm.cdf((jnp.log(y) - d.base_dist.loc) / d.base_dist.scale)
+    return d.cdf(y)
+
+
+def log_clipped(p):
+    return jnp.log(jnp.clip(p, jnp.finfo(jnp.result_type(p, float)).tiny, 1.0))
+''',
+    "Censored": '''
+class Censored(dist.Distribution):
+    """Observations with brms censoring codes: 0 exact, 1 right (y or more),
+    -1 left (y or less), 2 interval (between y and upper)."""
+
+    def __init__(self, base, cens, upper, discrete=False):
+        self.base, self.cens, self.upper, self.discrete = base, cens, upper, discrete
+        super().__init__(batch_shape=jnp.broadcast_shapes(base.batch_shape, jnp.shape(cens)))
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, key, sample_shape=()):
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, y):
+        step = 1.0 if self.discrete else 0.0
+        exact = self.base.log_prob(y)
+        left = log_clipped(cdf(self.base, y))
+        right = log_clipped(1.0 - cdf(self.base, y - step))
+        interval = log_clipped(cdf(self.base, self.upper) - cdf(self.base, y - step))
+        return jnp.select([self.cens == 0, self.cens == 1, self.cens == -1], [exact, right, left], interval)
+''',
+    "Truncated": '''
+class Truncated(dist.Distribution):
+    """A distribution restricted to [low, high] (None: unbounded), renormalised by its CDF."""
+
+    def __init__(self, base, low=None, high=None, discrete=False):
+        self.base, self.low, self.high, self.discrete = base, low, high, discrete
+        super().__init__(batch_shape=base.batch_shape)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, key, sample_shape=()):
+        # prior predictive only: clip the untruncated draw into the bounds
+        x = self.base.sample(key, sample_shape)
+        return jnp.clip(x, self.low, self.high)
+
+    def log_prob(self, y):
+        step = 1.0 if self.discrete else 0.0
+        upper = 1.0 if self.high is None else cdf(self.base, self.high)
+        lower = 0.0 if self.low is None else cdf(self.base, self.low - step)
+        return self.base.log_prob(y) - log_clipped(upper - lower)
+''',
+    "OrderedIID": '''
+class OrderedIID(dist.Distribution):
+    """Independent priors restricted to increasing values (Stan's ordered vector
+    with a prior per element); draws are the sorted independent draws."""
+
+    support = dist.constraints.ordered_vector
+
+    def __init__(self, base):
+        self.base = base
+        super().__init__(batch_shape=base.batch_shape[:-1], event_shape=base.batch_shape[-1:])
+
+    def sample(self, key, sample_shape=()):
+        return jnp.sort(self.base.sample(key, sample_shape), axis=-1)
+
+    def log_prob(self, value):
+        return jnp.sum(self.base.log_prob(value), axis=-1)
+''',
+    "ordinal_probs": '''
+def ordinal_probs(cdf_fn, eta, cutpoints):
+    """Category probabilities of a cumulative model: P(y <= k) = F(c_k - eta)."""
+    c = cdf_fn(cutpoints - eta[..., None])
+    c = jnp.concatenate([jnp.zeros_like(c[..., :1]), c, jnp.ones_like(c[..., :1])], axis=-1)
+    return jnp.clip(jnp.diff(c, axis=-1), 1e-12, 1.0)
+''',
+}
