@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import parameterize
-from .design import Design, build_design
+from .design import Design, build_design, float32_risk
 from .errors import HBMError
 from .ir import ModelSpec
 from .lower import Lowered, lower
@@ -165,8 +165,9 @@ def compile(  # noqa: A001 - the natural name of the stage, as in the issue's AP
     na: str = "drop",
 ) -> CompiledModel:
     """Parse, check and lower ``formula`` against ``data`` into a runnable model."""
-    spec = parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param)
-    design = build_design(spec, data, na=na)
+    design = build_design(parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param),
+                          data, na=na)
+    spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
     centering = _pilot(design, spec, table, seed=0) if parameterize.needs_decision(design) else parameterize.fixed(design)
     lowered = lower(spec, design, table, centering)
@@ -183,6 +184,8 @@ class Fit:
     warnings: list[str] = field(default_factory=list)
     raw: Any = None  # the NumPyro MCMC object
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the fit chose for the user that they should know (e.g. double precision), not problems
+    notes: list[str] = field(default_factory=list)
 
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
         """The table of the CLI; for a prior-only fit, of the prior draws."""
@@ -210,7 +213,7 @@ class Fit:
 #: options of ``fit`` beyond the common ones, and the settings object each belongs to
 _NUTS_OPTIONS = ("target_accept", "max_tree_depth", "chain_method")
 _SVI_OPTIONS = ("guide", "rank", "steps", "lr", "optimizer", "schedule", "batch_size", "tol")
-_RUN_OPTIONS = ("init", "shard_data")
+_RUN_OPTIONS = ("init", "shard_data", "x64")
 
 
 def _options(method: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -263,7 +266,9 @@ def fit(
     - SVI: ``guide`` ("normal", "lowrank", "fullrank"), ``rank``, ``steps``,
       ``lr``, ``optimizer``, ``schedule``, ``batch_size`` (minibatches), ``tol``;
     - ``shard_data=True``: split the observations over all JAX devices (across
-      processes after ``hf.distributed.initialize``).
+      processes after ``hf.distributed.initialize``);
+    - ``x64``: compute in double precision (``None``, the default: when the data need it,
+      e.g. counts near 1e7, with a note in ``fit.notes``; ``True``/``False`` to choose).
 
     Returns a ``Fit`` whose ``idata`` is an ``arviz.InferenceData`` with
     posterior, sample_stats (NUTS), observed_data and log_likelihood groups.
@@ -272,7 +277,7 @@ def fit(
     """
     import time
 
-    from . import infer, results
+    from . import infer
 
     if method not in ("nuts", "svi"):
         raise HBMError(f"unknown method '{method}': use 'nuts' or 'svi'")
@@ -296,6 +301,34 @@ def fit(
     t0 = time.perf_counter()
     cm = compile(formula, data, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param, na=na)
     t1 = time.perf_counter()
+    notes: list[str] = []
+    x64 = run.get("x64")
+    risk = float32_risk(cm.design)
+    if x64 is None and risk is not None:
+        x64 = True
+        notes.append(f"computed in double precision (float64): {risk}; x64=False forces float32")
+    if x64:
+        import jax
+
+        with jax.enable_x64(True):
+            out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed)
+    else:
+        out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed)
+    out.timings["compile"] = t1 - t0
+    out.notes.extend(notes)
+    return out
+
+
+def _infer(
+    cm: CompiledModel, method: str, cfg: Any, svi_cfg: Any, init: str | None, shard_data: bool, prior_only: bool,
+    chains: int, draws: int, seed: int,
+) -> Fit:
+    """Inference on a compiled model, then InferenceData and diagnostics."""
+    import time
+
+    from . import infer, results
+
+    t1 = time.perf_counter()
     attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": method}
     run_model, run_data = cm.model, cm.data
     obs_keys = cm.obs_keys
@@ -312,7 +345,7 @@ def fit(
             cfg = replace(cfg, chain_method="vectorized" if chains > 1 else "sequential")
     if prior_only:
         idata = results.prior_idata(cm, chains * draws, seed)
-        return Fit(cm, idata, "prior", [], None, {"compile": t1 - t0, "sample": time.perf_counter() - t1})
+        return Fit(cm, idata, "prior", [], None, {"sample": time.perf_counter() - t1})
     if method == "svi":
         res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg)
         t2 = time.perf_counter()
@@ -324,8 +357,8 @@ def fit(
             f"SVI stopped at the step cap ({res.steps} steps) before the ELBO settled; raise steps= or lr="
         ]
         for m in msgs:
-            warnings.warn(m, UserWarning, stacklevel=2)
-        return Fit(cm, idata, "svi", msgs, res, {"compile": t1 - t0, "fit": t2 - t1, "results": time.perf_counter() - t2})
+            warnings.warn(m, UserWarning, stacklevel=3)
+        return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2})
     init_params, inv_mass = None, None
     if init == "svi":
         svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg)
@@ -340,15 +373,30 @@ def fit(
         t3 = time.perf_counter()
         idata = results.idata_from_chains(samples, extra, cm.model, cm.data, cm.coords, cm.dims, attrs)
     else:
-        mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
+        try:
+            mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
+        except RuntimeError as exc:
+            if "valid initial parameters" not in str(exc):
+                raise
+            from .diagnose import gradient_report
+
+            cause = gradient_report(cm)
+            raise HBMError(f"NUTS found no starting point: {cause or 'the log density is not finite anywhere it tried'}"
+                           ) from None
         t3 = time.perf_counter()
         idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
     t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
+    div = idata.sample_stats.get("diverging", None)
+    if div is not None and float(div.mean()) > 0.25:  # most of the run is unreliable: look for the cause
+        from .diagnose import gradient_report
+
+        cause = gradient_report(cm)
+        if cause:
+            msgs.insert(0, f"{float(div.mean()):.0%} of transitions diverged because {cause}")
     for m in msgs:
-        warnings.warn(m, UserWarning, stacklevel=2)
-    return Fit(cm, idata, "nuts", msgs, mcmc,
-               {"compile": t1 - t0, "svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3})
+        warnings.warn(m, UserWarning, stacklevel=3)
+    return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3})
 
 
 def default_priors(

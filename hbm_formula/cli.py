@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
 from .errors import DataError, HBMError
 
@@ -35,12 +35,20 @@ def example_path(name: str) -> Path:
     return Path(str(resources.files("hbm_formula.example_data").joinpath(EXAMPLES[name][0])))
 
 
-def read_table(path: str | os.PathLike[str], columns: list[str] | None = None, float32: bool = False) -> Any:
+def read_table(
+    path: str | os.PathLike[str],
+    columns: list[str] | None = None,
+    float32: bool = False,
+    text_columns: list[str] | None = None,
+) -> Any:
     """Read a CSV or Parquet file into a DataFrame with a clear error for bad files.
 
     ``columns``: read only these (those the formula uses; missing ones are
-    reported by the design stage with suggestions). ``float32``: store floats
-    in single precision."""
+    reported against the whole header with suggestions). ``float32``: store
+    floats in single precision. ``text_columns``: read as text, so grouping
+    labels such as ``01`` and ``1`` stay distinct (empty fields, ``NA`` and
+    ``null`` are still missing values). A CSV whose rows do not all have the
+    header's number of fields, or whose header repeats a name, is refused."""
     import pandas as pd
 
     p = Path(path)
@@ -50,34 +58,70 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None, f
         raise DataError(f"{p} is a folder, not a data file")
     if p.stat().st_size == 0:
         raise DataError(f"the data file {p} is empty")
+    parquet = p.suffix.lower() in (".parquet", ".pq")
     try:
-        if p.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             try:
                 import pyarrow.parquet as pq
             except ImportError:
                 raise DataError("reading Parquet needs pyarrow: pip install 'hbm_formula[parquet]'") from None
             header = list(pq.ParquetFile(p).schema_arrow.names)
         else:
-            header = list(pd.read_csv(p, nrows=0).columns)
+            header = _check_csv_shape(p)
+        dup = sorted({c for c in header if header.count(c) > 1})
+        if dup:
+            raise DataError(f"{p}: the header names {', '.join(repr(c) for c in dup)} more than once; rename the columns")
         if columns:
             from .design import unknown_column
 
             for c in columns:
                 if c not in header:  # name it against every column of the file, not just those read
                     raise unknown_column(c, header)
-        if p.suffix.lower() in (".parquet", ".pq"):
+        if parquet:
             df = pd.read_parquet(p, columns=columns or None)
+            for c in text_columns or []:
+                if c in df.columns and not pd.api.types.is_string_dtype(df[c]):
+                    df[c] = df[c].map(lambda v: v if pd.isna(v) else str(v))
         else:
-            df = pd.read_csv(p, usecols=columns or None)
+            dtype = {c: str for c in (text_columns or []) if not columns or c in columns}
+            df = pd.read_csv(p, usecols=columns or None, dtype=dtype or None)
         if float32:
             floats = df.select_dtypes("float64").columns
             df[floats] = df[floats].astype("float32")
         return df
     except pd.errors.EmptyDataError:
         raise DataError(f"the data file {p} has no rows or columns") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"could not read {p}: {first}") from None
+
+
+def _check_csv_shape(p: Path) -> list[str]:
+    """The header of a CSV file, after checking every row has as many fields (pandas would
+    silently fill short rows with missing values or shift long ones)."""
+    import csv
+
+    with open(p, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"the data file {p} has no header row")
+        width = len(header)
+        bad, first = 0, None
+        for row in reader:
+            if row and len(row) != width:
+                bad += 1
+                if first is None:
+                    first = (reader.line_num, len(row))
+        if bad:
+            line, got = first  # type: ignore[misc]
+            raise DataError(
+                f"{p}: {bad} rows do not have the header's {width} fields (first: line {line} has {got}); "
+                "fix the file (a missing or extra separator, or an unquoted comma in a value)"
+            )
+    return header
 
 
 def _prior_arg(text: str) -> tuple[str, str]:
@@ -87,8 +131,16 @@ def _prior_arg(text: str) -> tuple[str, str]:
     return name.strip(), prior.strip()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> Never:
+        print(f"hbmfit: error: {message} (see hbmfit --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hbmfit",
         description="Fit a Bayesian hierarchical model given as an lme4/brms-style formula.",
         epilog='example: hbmfit examples/data/radon.csv "log_radon ~ floor + (1 + floor | county)"',
@@ -158,6 +210,8 @@ def _dpar_args(items: list[str]) -> dict[str, str] | None:
 def run(args: argparse.Namespace) -> int:
     from . import infer
 
+    if args.devices is not None and args.devices < 1:
+        raise HBMError(f"--devices must be at least 1, got {args.devices}")
     infer.set_host_devices(args.devices)
     if args.example:
         fname, formula, family = EXAMPLES[args.example]
@@ -171,13 +225,13 @@ def run(args: argparse.Namespace) -> int:
     import warnings as _w
 
     from .api import compile, fit
-    from .design import columns_used
+    from .design import columns_used, text_columns
     from .parse import parse
-    from .results import format_summary, save_netcdf, write_text_atomic
+    from .results import check_writable, format_summary, save_netcdf, write_text_atomic
 
     nl = _dpar_args(args.nl)
     spec = parse(formula, family=family, link=args.link, dpars=_dpar_args(args.dpar), nl=nl)
-    df = read_table(data_path, columns=columns_used(spec), float32=args.float32)
+    df = read_table(data_path, columns=columns_used(spec), float32=args.float32, text_columns=text_columns(spec))
     kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
                                   param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar), nl=nl)
     if args.show_priors or args.show_code:
@@ -193,8 +247,9 @@ def run(args: argparse.Namespace) -> int:
             write_text_atomic(cm.code, args.emit_code)
         return 0
     out = None if args.no_out else (args.out or f"{Path(data_path).stem}.fit.nc")
-    if out is not None and not Path(out).resolve().parent.exists():
-        raise HBMError(f"cannot write {out}: folder {Path(out).resolve().parent} does not exist")
+    for target in (out, args.emit_code):
+        if target is not None:
+            check_writable(target)
     with _w.catch_warnings(record=True) as caught:
         _w.simplefilter("always", UserWarning)
         result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
@@ -231,7 +286,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or an argument error already printed as one line
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

@@ -26,7 +26,7 @@ import pandas as pd
 from .errors import DataError, FormulaError
 from .families import family_spec
 from .functions import LOGICAL_NAMES
-from .ir import Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Var
+from .ir import Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Var, expr_calls
 from .terms import Evaluator, Matrix, build_matrix
 
 
@@ -135,6 +135,8 @@ class Design:
     joints: tuple[JointBlock, ...] = ()  # group terms linked by an ID
     #: the data columns the model reads, after dropping rows with missing values (fit files keep them)
     frame: pd.DataFrame | None = None
+    #: dose-response parameters' default priors (centre, scale, group-SD scale), from the data
+    nl_roles: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def y(self) -> np.ndarray:
@@ -238,6 +240,31 @@ def grouping_columns(spec: ModelSpec) -> list[str]:
     return out
 
 
+def text_columns(spec: ModelSpec) -> list[str]:
+    """Grouping columns used only as grouping factors (or inside ``C()``): files give them as text,
+    so labels such as ``01`` and ``1`` stay distinct levels."""
+    numeric: set[str] = set()
+
+    def numeric_vars(e: Expr) -> None:
+        if isinstance(e, Call) and e.fn == "C" and isinstance(e.args[0], Var):
+            return  # categorical use: text is fine
+        numeric.update(v.name for v in data_vars(e))
+
+    numeric_vars(spec.formula.response.expr)
+    for a in spec.formula.response.addterms:
+        for arg in (*a.args, *(v for _, v in a.kwargs)):
+            numeric_vars(arg)
+    if not isinstance(spec.formula.rhs, Linear):
+        numeric_vars(spec.formula.rhs)
+    for _, lin in spec.predictors():
+        for t in (*lin.terms, *(t for g in lin.group_terms for t in g.terms)):
+            for f in t.factors:
+                numeric_vars(f)
+        for o in lin.offsets:
+            numeric_vars(o)
+    return [c for c in grouping_columns(spec) if c not in numeric]
+
+
 def _col_scale(X: np.ndarray) -> np.ndarray:
     if X.shape[1] == 0:
         return np.ones(0)
@@ -249,9 +276,13 @@ def _label(v: Any) -> str:
     return v if isinstance(v, str) else str(v)
 
 
-def _unique_labels(values: list[Any]) -> list[str]:
-    """Text labels of distinct values; values whose text coincides (1 and '1') get their repr."""
+def _unique_labels(values: list[Any], column: str = "") -> list[str]:
+    """Text labels of distinct values; values whose text coincides (1 and '1') get their repr.
+    A label with a NUL character is refused: netCDF (the fit file) cannot hold it."""
     texts = [_label(v) for v in values]
+    for t in texts:
+        if "\x00" in t:
+            raise DataError(f"column '{column}' has a label with a NUL character ({t!r}); remove it from the data")
     seen: dict[str, int] = {}
     for t in texts:
         seen[t] = seen.get(t, 0) + 1
@@ -281,7 +312,7 @@ def group_index(df: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, li
         uniq = _sorted_uniques(df[c])
         lookup = {v: i for i, v in enumerate(uniq)}
         codes = np.fromiter((lookup[v] for v in df[c].tolist()), dtype=np.int64, count=len(df))
-        per_col.append((codes, _unique_labels(uniq)))
+        per_col.append((codes, _unique_labels(uniq, c)))
     if len(cols) == 1:
         codes, names = per_col[0]
         return codes.astype(np.int32), names
@@ -330,10 +361,13 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     df = _drop_missing(df, used, na, spec)
     df = df.reset_index(drop=True)
 
+    if len(df) < 2:
+        raise DataError(f"the data has {len(df)} usable row: a model needs at least 2 (and several per group)")
     fam = family_spec(spec.family.name)
     _check_dpars(spec)
     resp = _response(spec, df)
     fam.check(resp.y, resp.trials)
+    _check_spread(resp, fam.discrete, str(spec.formula.response.expr))
 
     ys = fam.y_transform(resp.y) if fam.y_transform is not None else resp.y
     y_sd = float(np.std(ys)) if ys.size > 1 else 1.0
@@ -369,9 +403,117 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
                 columns[v.name] = evaluate(v, df)
 
     predictors, joints = _link_ids(predictors)
+    spec, nl_roles = _dose_defaults(spec, df, resp.y)
+    if fam.name in ("bernoulli", "binomial", "beta_binomial") and "mu" in predictors:
+        for msg in separation(predictors["mu"], resp):
+            warnings.warn(msg, UserWarning, stacklevel=3)
     n_dropped = int(len(data) - len(df))
     return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr),
-                  joints, df)
+                  joints, df, nl_roles)
+
+
+def _dose_defaults(spec: ModelSpec, df: pd.DataFrame, y: np.ndarray) -> tuple[ModelSpec, dict[str, tuple[float, float, float]]]:
+    """Resolve what dose-response calls (``LL4(dose, b, c, d, e)``) leave unsaid: each parameter's
+    bound (b's sign from the data's direction, e > 0, ...) unless the formula gives one, and its
+    data-driven default prior. Returns the spec with those bounds written in (it prints them)."""
+    from .doseresponse import defaults
+    from .functions import DOSE_MODELS
+
+    if not spec.formula.is_nonlinear:
+        return spec, {}
+    bounds = {n: (lo, hi) for n, lo, hi in spec.nlbounds}
+    roles: dict[str, tuple[float, float, float]] = {}
+    for call in expr_calls(spec.formula.rhs):  # type: ignore[arg-type]
+        if call.fn not in DOSE_MODELS:
+            continue
+        model = DOSE_MODELS[call.fn]
+        names = {role: a.name for role, a in zip(model.params, call.args[1:], strict=True) if isinstance(a, Var)}
+        found = defaults(model, names, evaluate(call.args[0], df), y)
+        for name, b in found.bounds.items():
+            bounds.setdefault(name, b)
+        for name, r in found.roles.items():
+            roles.setdefault(name, r)
+        if (np.asarray(evaluate(call.args[0], df)) < 0).any():
+            raise DataError(f"{call.fn}(): the dose {call.args[0]} has negative values; doses are 0 or more")
+    order = [n for n, _ in spec.nlpars]
+    nlbounds = tuple((n, *bounds[n]) for n in order if n in bounds and bounds[n] != (None, None))
+    return replace(spec, nlbounds=nlbounds), roles
+
+
+def float32_risk(design: Design) -> str | None:
+    """Why single precision (JAX's default) cannot represent this model's log density well, or None.
+
+    A log-likelihood summed over values of magnitude M in float32 carries rounding of about
+    M · 6e-8 per term: counts near 1e7 (Poisson terms y·log(mu) - lgamma(y + 1) ~ 1e8) make the
+    log density noisy by whole units, which NUTS reports as non-mixing (R-hat = inf) rather than
+    as a precision problem. The same happens for a continuous response whose values are huge
+    compared with their spread (1e6 ± 0.01)."""
+    fam = family_spec(design.spec.family.name)
+    y = np.asarray(design.y, dtype=float)
+    big = float(np.max(np.abs(y))) if y.size else 0.0
+    if fam.discrete and fam.kind == "standard" and big > 1e5:
+        return f"counts up to {big:.3g}: their log-likelihood terms (about y·log y = {big * np.log(big):.2g}) lose whole units in float32"
+    if design.trials is not None and float(np.max(design.trials)) > 1e6:
+        return f"trials up to {float(np.max(design.trials)):.3g} lose precision in float32"
+    sd = float(np.std(y)) if y.size > 1 else 0.0
+    if not fam.discrete and sd > 0 and big / sd > 1e5:
+        return f"values up to {big:.3g} vary by only {sd:.3g}: float32 keeps about 7 digits"
+    return None
+
+
+def separation(p: PredictorData, resp: ResponseData) -> list[str]:
+    """Population columns that separate a binary (or binomial) response: where a coefficient can grow
+    without bound and only its prior stops it (Albert & Anderson 1984). Checked one column at a time:
+    an indicator whose rows are all failures or all successes, or a threshold on a numeric column
+    above which every row succeeds and below which every row fails."""
+    y = resp.y.astype(float)
+    n = resp.trials if resp.trials is not None else np.ones_like(y)
+    frac = np.divide(y, n, out=np.full_like(y, 0.5), where=n > 0)
+    all_zero, all_one = frac == 0, frac == 1
+    if not (all_zero | all_one).any():
+        return []
+    X = p.X + p.X_mean
+    out = []
+    for j, name in enumerate(p.coef_names):
+        x = X[:, j]
+        vals = np.unique(x)
+        if vals.size == 2 and set(vals.tolist()) <= {0.0, 1.0}:
+            on = x == 1
+            if on.any() and (~on).any() and (all_zero[on].all() or all_one[on].all()):
+                what = "every row fails" if all_zero[on].all() else "every row succeeds"
+                out.append(f"separation: where {name} = 1, {what} ({int(on.sum())} rows): the coefficient of {name} "
+                           "is bounded only by its prior; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), "
+                           "pool the level, or drop the term")
+        elif vals.size > 2 and all_zero.any() and all_one.any() and (all_zero | all_one).all():
+            lo0, hi0, lo1, hi1 = x[all_zero].min(), x[all_zero].max(), x[all_one].min(), x[all_one].max()
+            if hi0 < lo1 or hi1 < lo0:
+                cut = (hi0 + lo1) / 2 if hi0 < lo1 else (hi1 + lo0) / 2
+                out.append(f"complete separation: the response is {'1' if hi0 < lo1 else '0'} whenever {name} > "
+                           f"{cut:.3g} and the other value below: the coefficient of {name} is bounded only by its "
+                           "prior; use a stronger prior or a different model")
+    return out
+
+
+def _check_spread(resp: ResponseData, discrete: bool, label: str) -> None:
+    """A constant response has nothing to model: refused for continuous families (its SD is the
+    scale of the default priors, and sigma would chase zero), a warning for discrete ones."""
+    y = resp.y
+    if not discrete:
+        if np.all(y == y[0]):
+            raise DataError(f"the response {label} is constant ({y[0]:g} in every row): there is nothing to model")
+        return
+    if resp.trials is not None:
+        frac = np.divide(y, resp.trials, out=np.zeros_like(y, dtype=float), where=resp.trials > 0)
+        constant = bool(np.all(frac == frac[0])) and frac[0] in (0.0, 1.0)
+    else:
+        constant = bool(np.all(y == y[0])) and y[0] in (0, 1) and resp.levels is None
+    if not constant:
+        return
+    warnings.warn(
+        f"the response {label} is the same in every row ({y[0]:g}): its level is set by the prior alone "
+        "(as under complete separation)",
+        UserWarning, stacklevel=4,
+    )
 
 
 def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec) -> pd.DataFrame:
@@ -533,7 +675,7 @@ def _categories(y: pd.Series) -> tuple[np.ndarray, list[str]]:
     cats = _sorted_uniques(y)
     lookup = {c: i for i, c in enumerate(cats)}
     codes = np.array([lookup[v] for v in y.tolist()], dtype=np.int32)
-    return codes, _unique_labels(cats)
+    return codes, _unique_labels(cats, str(y.name))
 
 
 def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:

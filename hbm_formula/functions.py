@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import doseresponse as _dr
+
 #: R's logical constants as names (TRUE/FALSE, T/F) and Python's
 LOGICAL_NAMES: dict[str, bool] = {"TRUE": True, "True": True, "T": True, "FALSE": False, "False": False, "F": False}
 
@@ -229,5 +231,15 @@ NL_FUNCTIONS: dict[str, Fn] = {
     "min": Fn("min", (2,), "min(a, b)", numpy=_np("minimum"), code="jnp.minimum"),
     "max": Fn("max", (2,), "max(a, b)", numpy=_np("maximum"), code="jnp.maximum"),
 }
+# the drc model library (LL4, LL3, LL5, W1_4, W2_4, LN4, BC5): dose first, then drc's parameters
+for _m in _dr.MODELS.values():
+    NL_FUNCTIONS[_m.name] = Fn(_m.name, (1 + len(_m.params),), _m.usage, numpy=_dr.numpy_impl(_m.name),
+                               code=_m.name, helper=_m.name)
+NL_HELPERS.update(_dr.HELPERS)
+#: helpers a helper calls (emitted with it)
+NL_NEEDS: dict[str, tuple[str, ...]] = dict(_dr.NEEDS)
+#: the dose-response models, by function name
+DOSE_MODELS = _dr.MODELS
+
 #: the power operators ``^`` and ``**`` in a non-linear expression lower to this function
 NL_POWER = NL_FUNCTIONS["pow"]

@@ -22,6 +22,8 @@ def default_device_count() -> int:
     """Host devices to ask for on CPU: one per chain for 4 chains (measured fastest on 2 cores)."""
     env = os.environ.get("HBM_FORMULA_DEVICES")
     if env:
+        if not env.strip().isdigit() or int(env) < 1:
+            raise HBMError(f"HBM_FORMULA_DEVICES must be a whole number of devices (at least 1), got {env!r}")
         return int(env)
     return max(4, os.cpu_count() or 1)
 
@@ -32,7 +34,7 @@ def set_host_devices(n: int | None = None) -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
     if n is None and _DEVICE_FLAG in flags:
         return True  # already chosen (by the user, hf.distributed.initialize or an earlier call)
-    n = n or default_device_count()
+    n = default_device_count() if n is None else n
     if n < 1:
         raise HBMError(f"devices must be at least 1, got {n}")
     if "jax" in sys.modules:
@@ -183,6 +185,11 @@ class SVIConfig:
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
             raise HBMError(f"unknown guide '{self.guide}'; guides: {', '.join(GUIDES)}")
+        if self.rank is not None and (self.rank < 1 or self.guide != "lowrank"):
+            raise HBMError(
+                f"rank must be at least 1, got {self.rank}" if self.rank < 1
+                else f"rank applies to the lowrank guide, not '{self.guide}' (guide='lowrank', --guide lowrank)"
+            )
         if not self.lr > 0:
             raise HBMError(f"the learning rate must be positive, got {self.lr}")
         if (self.steps is not None and self.steps < 1) or self.window < 1:

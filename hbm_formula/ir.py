@@ -191,6 +191,20 @@ def expr_vars(e: Expr) -> list[Var]:
     return out
 
 
+def expr_calls(e: Expr) -> list[Call]:
+    """Every Call in an expression, outermost first."""
+    out: list[Call] = []
+    if isinstance(e, Call):
+        out.append(e)
+        for a in e.args:
+            out += expr_calls(a)
+    elif isinstance(e, BinOp):
+        out += expr_calls(e.left) + expr_calls(e.right)
+    elif isinstance(e, Neg):
+        out += expr_calls(e.operand)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # formula-level nodes
 # ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ._version import __version__
 from .design import Design, GroupBlock, JointBlock, PredictorData
 from .errors import PriorError
 from .families import family_spec
-from .functions import NL_FUNCTIONS, NL_HELPERS, NL_POWER
+from .functions import NL_FUNCTIONS, NL_HELPERS, NL_NEEDS, NL_POWER
 from .ir import Call, Expr, ModelSpec, Num, Var, render
 from .likelihoods import HELPERS, LIKELIHOODS, Lik, inv_link
 from .parameterize import Centering
@@ -134,6 +134,9 @@ class _Emitter:
         self.helpers: list[str] = []
         self.obs_keys: list[str] = []
         self.sites: set[str] = set()
+        self.public: set[str] = {e.name for e in table} | {OBS_SITE} | {
+            f"{kind}{'' if p == 'mu' else '_' + p}" for p in design.predictors for kind in ("Intercept", "b")
+        } | {f"{kind}_{b.label}" for b in design.groups for kind in ("sd", "r", "cor")}
         self.var: dict[str, str] = {}  # role -> code variable ("Intercept:mu", "r:3", "eta:sigma", ...)
         self.pop_terms: dict[str, list[str]] = {}  # predictor -> code terms of its population part
         self.folded: dict[int, str] = {}  # group term number -> population intercept added before its gather
@@ -155,17 +158,20 @@ class _Emitter:
             self.obs_keys.append(name)
         return name
 
-    def site(self, preferred: str) -> str:
-        """A site name, unique in the model (an internal site that would repeat a name gets a suffix)."""
+    def site(self, preferred: str, internal: bool = False) -> str:
+        """A site name, unique in the model. Public names (those users set priors on or read:
+        ``Intercept_k``, ``b``, ``sd_g``, ...) are kept as they are; an internal site (``Intercept_c``,
+        ``z_``, ``L_``) that would repeat any of them (a parameter ``c_k`` beside ``k``) gets a suffix."""
         name = preferred
-        while name in self.sites:
-            name += "_"
+        if internal:
+            while name in self.sites or name in self.public:
+                name += "_"
         self.sites.add(name)
         return name
 
     def use(self, helper: str) -> None:
-        needs = {"Censored": ["cdf"], "Truncated": ["cdf"]}
-        for h in [*needs.get(helper, []), helper]:
+        needs = {"Censored": ("cdf",), "Truncated": ("cdf",)} | NL_NEEDS
+        for h in [*needs.get(helper, ()), helper]:
             if h not in self.helpers:
                 self.helpers.append(h)
 
@@ -184,7 +190,8 @@ class _Emitter:
         out.append(f"{var} = jnp.stack([{', '.join(parts)}])")
 
     def sample_scalar(self, out: list[str], var: str, site: str, entry: ParamEntry, support: str) -> None:
-        out.append(f"{var} = numpyro.sample({self.site(site)!r}, {prior_code(entry.prior, support, entry.name)})")
+        site = site if site in self.sites else self.site(site)
+        out.append(f"{var} = numpyro.sample({site!r}, {prior_code(entry.prior, support, entry.name)})")
 
     # -------------------------------------------------------------- population-level effects
     def population(self, p: PredictorData) -> None:
@@ -207,13 +214,15 @@ class _Emitter:
             if p.coef_names:
                 ic, b, icept = self.names(f"Intercept_c{sfx}"), self.names(f"b{sfx}"), self.names(f"Intercept{sfx}")
                 out.append("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
-                self.sample_scalar(out, ic, f"Intercept_c{sfx}", ie, "real")
+                self.sample_scalar(out, ic, self.site(f"Intercept_c{sfx}", internal=True), ie, "real")
                 self.sample_vector(out, b, f"b{sfx}", entries, "real")
                 xm = self.arg(f"X_mean{sfx}", ("X_mean", p.name), p.X_mean, per_obs=False)
                 out.append(f"numpyro.deterministic({self.site('Intercept' + sfx)!r}, {ic} - {xm} @ {b})")
                 terms.append(f"{ic} + {X} @ {b}")
             else:
-                icept = self.names(f"Intercept{sfx}")
+                # a non-linear parameter that is one number: the code calls it by its own name
+                alone = self.is_free_nlpar(p.name) and not p.groups and p.offset is None
+                icept = self.names(p.name if alone else f"Intercept{sfx}")
                 self.sample_scalar(out, icept, f"Intercept{sfx}", ie, "real")
                 terms.append(icept)
             self.var[f"Intercept:{p.name}"] = icept
@@ -340,7 +349,7 @@ class _Emitter:
         if g.correlated:
             L = self.names(f"L_{g.key}")
             eta_lkj = prior_code(self.table[f"cor_{g.label}"].prior, "corr", f"cor_{g.label}")
-            out.append(f"{L} = numpyro.sample({self.site('L_' + g.label)!r}, dist.LKJCholesky({K}, {eta_lkj}))")
+            out.append(f"{L} = numpyro.sample({self.site('L_' + g.label, internal=True)!r}, dist.LKJCholesky({K}, {eta_lkj}))")
             self.coords[f"{g.label}__cor"] = [f"{g.coef_names[j]},{g.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
             self.dims[f"cor_{g.label}"] = [f"{g.label}__cor"]
             out.append(f"numpyro.deterministic({self.site('cor_' + g.label)!r}, ({L} @ {L}.T)[jnp.tril_indices({K}, -1)])")
@@ -367,7 +376,7 @@ class _Emitter:
             # hierarchical centering: with an intercept-only population part, the level coefficients are
             # sampled around the population intercept, which then enters the likelihood only through them
             out.append("# centered around the population intercept: level coefficients = Intercept + r, with their SDs")
-            coef_site = self.site(f"coef_{g.label}")
+            coef_site = self.site(f"coef_{g.label}", internal=True)
             self.dims[coef_site] = shape
             cvar = self.names(f"coef_{g.key}")
             out.append(f"{cvar} = numpyro.sample({coef_site!r}, {centered_dist.format(n=J, loc=g.loc)})")
@@ -379,7 +388,7 @@ class _Emitter:
             out.append(f"{r} = numpyro.sample({site!r}, {centered_dist.format(n=J, loc=zero)})")
         elif param == "noncentered":
             z = self.names(f"z_{g.key}")
-            z_site = self.site(f"z_{g.label}")
+            z_site = self.site(f"z_{g.label}", internal=True)
             self.dims[z_site] = shape
             out.append(f"# non-centered: standard-normal offsets z, {how}")
             out.append(f"{z} = numpyro.sample({z_site!r}, {z_dist.format(n=J)})")
@@ -390,7 +399,7 @@ class _Emitter:
             nc_lv = [lv for lv, c in zip(g.levels, g.centered, strict=True) if not c]
             n_c = len(c_lv)
             self.coords[f"{g.label}__centered"], self.coords[f"{g.label}__noncentered"] = c_lv, nc_lv
-            rc_site, z_site = self.site(f"rc_{g.label}"), self.site(f"z_{g.label}")
+            rc_site, z_site = self.site(f"rc_{g.label}", internal=True), self.site(f"z_{g.label}", internal=True)
             self.dims[rc_site] = [f"{g.label}__centered"] + ([] if vec else [coef])
             self.dims[z_site] = [f"{g.label}__noncentered"] + ([] if vec else [coef])
             ci = self.arg(f"centered_{g.key}", ("centered", g.label), np.flatnonzero(g.centered).astype(np.int32), per_obs=False)
@@ -453,7 +462,7 @@ class _Emitter:
                 table = f"({table} + {add})"
             vec_table = single and tables[0][1] == 0
             what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
-            if single and not folded:
+            if len(blocks) == 1:  # used once: gathered where it is used
                 rows = f"{table}[{g}]"
             else:
                 rows = self.names(f"rg_{label}")
@@ -476,10 +485,15 @@ class _Emitter:
                 contrib[blk.predictor].append(eff)
         etas: dict[str, str] = {}
         for name, parts in contrib.items():
+            if len(parts) == 1 and parts[0].isidentifier():  # e.g. an intercept alone: no new name for it
+                etas[name] = parts[0]
+                continue
             preferred = "eta" if name == "mu" else (name if self.is_free_nlpar(name) else f"eta_{name}")
             eta = self.names(preferred)
             out.append(f"{eta} = {' + '.join(parts) if parts else '0.0'}")
             etas[name] = eta
+        if len(out) == 1:
+            self.sections.remove(out)
         return etas
 
     def is_free_nlpar(self, name: str) -> bool:

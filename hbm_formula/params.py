@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from .design import Design, GroupBlock, PredictorData
-from .errors import PriorError
+from .errors import FormulaError, PriorError
 from .families import family_spec
 from .ir import BinOp, Call, Expr, ModelSpec, Num, PriorDist, Var
 from .priors import check_prior
@@ -127,6 +127,8 @@ def nl_roles(spec: ModelSpec, design: Design) -> dict[str, tuple[float, float, f
 
     from .design import evaluate
 
+    if design.nl_roles:  # a dose-response call (LL4, ...): its defaults come with the design
+        return dict(design.nl_roles)
     names = {n for n, _ in spec.nlpars}
     found = _match_4pl(spec.formula.rhs, names)  # type: ignore[arg-type]
     if found is None:
@@ -275,7 +277,23 @@ def apply_priors(spec: ModelSpec, entries: list[ParamEntry]) -> list[ParamEntry]
     return entries
 
 
+def _check_unique(entries: list[ParamEntry]) -> None:
+    """Two parameters must not share a name (``b_k_x_y`` from parameter ``k`` with column ``x_y``
+    and from parameter ``k_x`` with column ``y``): priors by name would be ambiguous."""
+    seen: dict[str, ParamEntry] = {}
+    for e in entries:
+        if e.name in seen:
+            a, b = seen[e.name], e
+            raise FormulaError(
+                f"two parameters would both be named '{e.name}' (of {a.predictor} and of {b.predictor}); "
+                "rename a non-linear parameter or a column so the names differ"
+            )
+        seen[e.name] = e
+
+
 def param_table(spec: ModelSpec, design: Design) -> list[ParamEntry]:
-    entries = apply_priors(spec, build_param_table(spec, design))
+    entries = build_param_table(spec, design)
+    _check_unique(entries)
+    entries = apply_priors(spec, entries)
     _fill_required(entries)
     return entries

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,7 @@ from .ir import (
     Str,
     Term,
     Var,
+    expr_calls,
     expr_vars,
 )
 
@@ -503,7 +505,7 @@ class _Builder:
         expr = self.arith(node.children[0], RESPONSE_FUNCTIONS, "in the response")
         if isinstance(expr, Num):
             raise self.err("the response must be a column, not a number", node.children[0])
-        for c in _calls(expr):
+        for c in expr_calls(expr):
             if c.fn == "cbind":
                 if c is not expr:
                     raise self.err("cbind() must be the whole response", c.span)
@@ -528,19 +530,6 @@ class _Builder:
         if isinstance(expr, Call) and expr.fn == "cbind" and any(a.fn == "trials" for a in adds):
             raise self.err("use either cbind(successes, failures) or y | trials(n), not both", node)
         return Response(expr, tuple(adds), se_sigma, span=_span(node))
-
-
-def _calls(e: Expr) -> list[Call]:
-    out: list[Call] = []
-    if isinstance(e, Call):
-        out.append(e)
-        for a in e.args:
-            out += _calls(a)
-    elif isinstance(e, BinOp):
-        out += _calls(e.left) + _calls(e.right)
-    elif isinstance(e, Neg):
-        out += _calls(e.operand)
-    return out
 
 
 def _cross(a: list[Term], b: list[Term]) -> list[Term]:
@@ -690,7 +679,7 @@ def parse(
             texts[k] = txt
         nl_names = {k for k in texts if k in (nl or {}) or not _is_dpar_name(k)}
         # a formula line for a name that is not a distributional parameter makes the model non-linear
-        is_nl = bool(nl_names)
+        is_nl = bool(nl_names) or _calls_dose_model(lines[0])
         main = parse_nl_formula(lines[0]) if is_nl else parse_formula(lines[0])
         nlpars: dict[str, Linear] = {}
         dpar_map: dict[str, Linear] = {}
@@ -709,7 +698,11 @@ def parse(
                 raise FormulaError(f"parameter '{k}' has two formulas", txt)
             dpar_map[k] = parse_param_formula(txt, k)[1]
         if is_nl:
+            for name in _dose_model_params(main.rhs, lines[0]):  # type: ignore[arg-type]
+                if name not in nlpars:  # a dose-response parameter without a formula: one value for all rows
+                    nlpars[name] = Linear()
             _check_nl(main, nlpars, texts, lines[0])
+        _check_response_not_predictor(main, lines[0])
         spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()), nlbounds=tuple(bounds))
     if family is not None or link is not None or not isinstance(formula, ModelSpec):
         fam_name = family.name if isinstance(family, Family) else (family or spec.family.name)
@@ -739,6 +732,61 @@ def parse_param_formula_name(line: str) -> tuple[str, Tree]:
     if not (isinstance(first, Token) and first.type == "NAME"):
         raise FormulaError("a parameter formula needs a name before '~', e.g. sigma ~ x", line, 0, 1)
     return str(first), tree
+
+
+_DOSE_MODEL_CALL = re.compile(r"(?<![\w`])(" + "|".join(_fn.DOSE_MODELS) + r")\s*\(")
+
+
+def _calls_dose_model(line: str) -> bool:
+    """Whether a formula's right-hand side calls a dose-response model (LL4, ...): then it is
+    non-linear even without parameter lines (``resp ~ LL4(dose, b, c, d, e)``)."""
+    rhs = line.split("~", 1)[1] if "~" in line else ""
+    return bool(_DOSE_MODEL_CALL.search(rhs))
+
+
+def _dose_model_params(e: Expr, line: str) -> list[str]:
+    """The parameter names of dose-response calls; each argument after the dose must be a
+    parameter name or a number (a fixed value, as drc's ``fixed =``)."""
+    out: list[str] = []
+    for c in expr_calls(e):
+        if c.fn not in _fn.DOSE_MODELS:
+            continue
+        for a in c.args[1:]:
+            fixed = isinstance(a, Num) or (isinstance(a, Neg) and isinstance(a.operand, Num))
+            if isinstance(a, Var):
+                out.append(a.name)
+            elif not fixed:
+                start, end = a.span or c.span or (0, len(line))
+                raise FormulaError(
+                    f"{_fn.DOSE_MODELS[c.fn].usage}: after the dose, each argument is a parameter name or a number",
+                    line, start, end,
+                )
+    return out
+
+
+def _check_response_not_predictor(main: Formula, line: str) -> None:
+    """``y ~ y + x``: a column cannot explain itself (R warns and drops it; we say so and stop)."""
+    response = {v.name for v in expr_vars(main.response.expr)}
+    rhs: list[Var] = []
+    if isinstance(main.rhs, Linear):
+        for t in main.rhs.terms:
+            for f in t.factors:
+                rhs += expr_vars(f)
+        for o in main.rhs.offsets:
+            rhs += expr_vars(o)
+        for g in main.rhs.group_terms:
+            for t in g.terms:
+                for f in t.factors:
+                    rhs += expr_vars(f)
+    else:
+        rhs = expr_vars(main.rhs)
+    for v in rhs:
+        if v.name in response:
+            start, end = v.span or (0, len(line))
+            raise FormulaError(
+                f"the response '{v.name}' also appears on the right-hand side: a column cannot predict itself",
+                line, start, end,
+            )
 
 
 def _check_nl(main: Formula, nlpars: dict[str, Linear], texts: dict[str, str], line: str) -> None:

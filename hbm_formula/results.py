@@ -199,16 +199,59 @@ def format_summary(table: pd.DataFrame) -> str:
         return shown.to_string()
 
 
-def _write_atomic(path: str | os.PathLike[str], suffix: str, write: Any) -> Path:
-    """Write through a temporary file in the same folder, then rename: a failed
-    write leaves no partial file behind."""
+#: temporary files of our own writes: ``.<name>.hbmtmp-<pid>-<random><suffix>`` beside the target
+_TMP_MARK = ".hbmtmp-"
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail early, before any work, when ``path`` cannot be written: a folder, a missing or
+    read-only folder. Checked by creating (and removing) a file of our own naming there."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise HBMError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent or ".")
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise HBMError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'fit.nc'}")
+    if not folder.exists():
+        raise HBMError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HBMError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _clean_stale(folder: Path, name: str) -> None:
+    """Remove temporary files of earlier writes of ``name`` whose process is gone (a killed write)."""
+    for tmp in folder.glob(f".{name}{_TMP_MARK}*"):
+        try:
+            pid = int(tmp.name.split(_TMP_MARK, 1)[1].split("-", 1)[0])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            continue
+
+
+def _write_atomic(path: str | os.PathLike[str], suffix: str, write: Any) -> Path:
+    """Write through a temporary file in the same folder, then rename: a failed write leaves
+    no partial file behind, and the file gets the permissions the umask allows (not mkstemp's 0600).
+    Stale temporary files of earlier writes that were killed are removed."""
+    path = check_writable(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    _clean_stale(folder, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

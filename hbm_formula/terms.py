@@ -139,6 +139,9 @@ class Evaluator:
         values = col.reset_index(drop=True)
         if not self.fitted:
             state["levels"] = _levels(values)
+            for lv in state["levels"]:
+                if isinstance(lv, str) and "\x00" in lv:
+                    raise DataError(f"'{what}' has a level with a NUL character ({lv!r}); remove it from the data")
         else:
             unknown = sorted({str(v) for v in pd.unique(values)} - {str(v) for v in state["levels"]})
             if unknown:

@@ -1,0 +1,231 @@
+"""The bad-input matrix of the README: each input gives one clear line and exit 2 (or the API's
+HBMError), before any sampling starts, with nothing written."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hbm_formula as hf
+from hbm_formula.cli import main
+
+
+@pytest.fixture
+def csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=20), "x": rng.normal(size=20), "g": list("abcd") * 5})
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main([*args, "--no-progress"])
+    return code, capsys.readouterr().err
+
+
+# (extra CLI arguments, message) for inputs refused before any sampling
+MATRIX = [
+    (["y ~ x", "--prior", "b=normal(0, 1e999)"], "'1e999' is not a finite number"),
+    (["y ~ x", "--prior", "sigma"], "expected NAME=PRIOR"),
+    (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
+    (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
+    (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),
+    (["y ~ x", "--method", "svi", "--rank", "2"], "rank applies to the lowrank guide"),
+    (["y ~ y + x"], "the response 'y' also appears on the right-hand side"),
+    (["y ~ x", "--chains", "0"], "chains must be at least 1"),
+    (["y ~ x", "--target-accept", "1.5"], "target_accept must be between 0 and 1"),
+]
+
+
+@pytest.mark.parametrize("args,message", MATRIX)
+def test_refused_before_sampling(args: list[str], message: str, csv: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fit.nc"
+    code, err = cli([str(csv), *args, "--out", str(out)], capsys)
+    assert code == 2, err
+    assert err.startswith("hbmfit: error: ") and message in err, err
+    assert len(err.strip().splitlines()) <= 3 and "usage:" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_output_folder_is_refused_up_front(csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = cli([str(csv), "y ~ x", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_refused_up_front(csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    code, err = cli([str(csv), "y ~ x", "--out", str(locked / "fit.nc")], capsys)
+    assert code == 2 and "cannot write" in err
+
+
+def test_unwritable_output_folder_via_a_file(csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path under a regular file cannot be written (works as root too)."""
+    code, err = cli([str(csv), "y ~ x", "--out", str(csv / "fit.nc")], capsys)
+    assert code == 2 and "cannot write" in err
+
+
+def test_ragged_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for body, first in (("y,x\n1,2\n3,4,5\n6,7\n", "line 3 has 3"), ("y,x\n1,2\n3\n6,7\n", "line 3 has 1")):
+        f = tmp_path / "ragged.csv"
+        f.write_text(body)
+        code, err = cli([str(f), "y ~ x", "--no-out"], capsys)
+        assert code == 2 and "do not have the header's 2 fields" in err and first in err, err
+
+
+def test_duplicate_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "dup.csv"
+    f.write_text("y,x,x\n1,2,3\n4,5,6\n")
+    code, err = cli([str(f), "y ~ x", "--no-out"], capsys)
+    assert code == 2 and "names 'x' more than once" in err
+
+
+def test_duplicate_column_in_a_data_frame() -> None:
+    df = pd.DataFrame([[1.0, 2.0, 3.0], [4.0, 5.0, 7.0], [2.0, 1.0, 0.0]], columns=["y", "x", "x"])
+    with pytest.raises(hf.DataError, match="two columns named 'x'"):
+        hf.compile("y ~ x", df)
+
+
+def test_one_row() -> None:
+    with pytest.raises(hf.DataError, match="1 usable row"):
+        hf.compile("y ~ x", pd.DataFrame({"y": [1.0], "x": [2.0]}))
+
+
+def test_constant_response() -> None:
+    with pytest.raises(hf.DataError, match="constant"):
+        hf.compile("y ~ x", pd.DataFrame({"y": [2.0] * 5, "x": np.arange(5.0)}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hf.compile("y ~ x", pd.DataFrame({"y": [0] * 5, "x": np.arange(5.0)}), family="bernoulli")
+    assert any("same in every row" in str(w.message) for w in caught)
+
+
+def test_nul_byte_in_a_group_label() -> None:
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "x": [0.0, 1.0, 0.0, 1.0], "g": ["a", "b\x00c", "a", "b\x00c"]})
+    with pytest.raises(hf.DataError, match="NUL character"):
+        hf.compile("y ~ x + (1 | g)", df)
+    with pytest.raises(hf.DataError, match="NUL character"):
+        hf.compile("y ~ g", df)
+
+
+def test_nul_byte_in_a_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "nul.csv"
+    f.write_bytes(b"y,x,g\n1,0,a\n2,1,b\x00c\n3,0,a\n4,1,b\x00c\n")
+    code, err = cli([str(f), "y ~ x + (1 | g)", "--no-out"], capsys)
+    assert code == 2 and err.startswith("hbmfit: error: ") and "Traceback" not in err
+
+
+def test_bad_device_variable(csv: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"HBM_FORMULA_DEVICES": "abc"}
+    res = subprocess.run([sys.executable, "-m", "hbm_formula", str(csv), "y ~ x", "--no-out"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 2 and "HBM_FORMULA_DEVICES must be a whole number" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_fit_option() -> None:
+    with pytest.raises(hf.HBMError, match=r"no option 'target_acept' \(did you mean 'target_accept'\?\)"):
+        hf.fit("y ~ x", pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, 0.0, 2.0]}), target_acept=0.9)
+
+
+# ---------------------------------------------------------------- data fidelity
+def test_csv_group_labels_are_kept_as_text(tmp_path: Path) -> None:
+    from hbm_formula.cli import read_table
+
+    f = tmp_path / "labels.csv"
+    f.write_text("y,x,g\n" + "".join(f"{i * 0.3},{i % 3},{lab}\n" for i, lab in enumerate(["01", "1", "007", "7", "2"] * 2)))
+    spec = hf.parse("y ~ x + (1 | g)")
+    from hbm_formula.design import build_design, columns_used, text_columns
+
+    df = read_table(f, columns=columns_used(spec), text_columns=text_columns(spec))
+    d = build_design(spec, df)
+    assert list(d.groups[0].levels) == ["007", "01", "1", "2", "7"]
+
+
+def test_missing_group_labels_are_counted(tmp_path: Path) -> None:
+    df = pd.DataFrame({"y": np.arange(6.0), "x": np.arange(6.0) % 2, "g": ["a", None, "b", "a", np.nan, "b"]})
+    with pytest.warns(UserWarning, match=r"dropped 2 of 6 rows with missing values in g \(2\).*grouping label"):
+        hf.compile("y ~ x + (1 | g)", df)
+
+
+def test_level_names_are_unique_and_unambiguous() -> None:
+    df = pd.DataFrame({"y": np.arange(8.0), "g1": ["a:b", "a", "x", "y"] * 2, "g2": ["c", "b:c", "z", "w"] * 2})
+    d = hf.compile("y ~ 1 + (1 | g1:g2)", df).design
+    levels = d.groups[0].levels
+    assert len(set(levels)) == len(levels) == 4 and "`a:b`:c" in levels and "a:`b:c`" in levels
+    mixed = pd.DataFrame({"y": np.arange(6.0), "g": [1, "1", 2, 1, "1", 2]})
+    lv = hf.compile("y ~ 1 + (1 | g)", mixed).design.groups[0].levels
+    assert len(set(lv)) == 3 and "'1'" in lv
+
+
+@pytest.mark.parametrize(
+    "formula,columns",
+    [
+        ("y ~ a * `µg`\na ~ 1", {"µg": [1.0, 2.0, 3.0, 4.0]}),
+        ("y ~ log(class)", {"class": [1.0, 2.0, 3.0, 4.0]}),
+        ("y ~ k + mean_k * x\nk ~ 1\nmean_k ~ 1", {"x": [1.0, 2.0, 3.0, 4.0]}),
+        ("y ~ k + c_k * x\nk ~ 1\nc_k ~ 1", {"x": [1.0, 2.0, 3.0, 4.0]}),
+        ("y ~ lambda * jnp + dist\nlambda ~ 1\ndist ~ 1", {"jnp": [1.0, 2.0, 3.0, 4.0]}),
+    ],
+)
+def test_generated_names_never_collide_or_break(formula: str, columns: dict[str, list[float]]) -> None:
+    from numpyro import handlers
+
+    df = pd.DataFrame({"y": [1.0, 2.5, 2.9, 4.2], **columns})
+    names = [ln.split("~")[0].strip() for ln in formula.splitlines()[1:]]
+    cm = hf.compile(formula, df, priors={f"Intercept_{n}": "normal(0, 1)" for n in names})
+    tr = handlers.trace(handlers.seed(cm.model, 0)).get_trace(**cm.data)
+    point = {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+    assert np.isfinite(cm.log_density(point))
+    assert {f"Intercept_{n}" for n in names} <= set(point)
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    from hbm_formula.results import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic("x", tmp_path / "code.py")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "code.py").stat().st_mode) == 0o644
+
+
+def test_stale_temporary_files_are_cleaned(tmp_path: Path) -> None:
+    from hbm_formula.results import write_text_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".code.py.hbmtmp-{int(dead.stdout)}-abc.tmp"
+    stale.write_text("half")
+    write_text_atomic("x", tmp_path / "code.py")
+    assert not stale.exists() and (tmp_path / "code.py").read_text() == "x"
+
+
+# ---------------------------------------------------------------- numerics that deserve a clear word
+def test_complete_separation_is_reported() -> None:
+    df = pd.DataFrame({"y": [0, 0, 0, 0, 1, 1, 1, 1], "x": [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0]})
+    with pytest.warns(UserWarning, match="complete separation.*x > 3.5"):
+        hf.compile("y ~ x", df, family="bernoulli")
+
+
+def test_large_counts_switch_to_double_precision() -> None:
+    from hbm_formula.design import float32_risk
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100)
+    df = pd.DataFrame({"y": rng.poisson(np.exp(16 + 0.1 * x)), "x": x})
+    d = hf.compile("y ~ x", df, family="poisson").design
+    assert "counts up to" in float32_risk(d)
+    assert float32_risk(hf.compile("y ~ x", df.assign(y=df.y // 10**5), family="poisson").design) is None
