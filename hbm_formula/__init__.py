@@ -15,9 +15,10 @@ from . import distributed
 from ._version import __version__
 from .api import CompiledModel, Fit, compile, default_priors, fit
 from .errors import DataError, FormulaError, HBMError, PriorError
+from .fitfile import load
 from .infer import set_host_devices
 from .parse import parse, parse_prior
-from .results import load
+from .postfit import compare
 
 __all__ = [
     "CompiledModel",
@@ -27,6 +28,7 @@ __all__ = [
     "HBMError",
     "PriorError",
     "__version__",
+    "compare",
     "compile",
     "default_priors",
     "distributed",

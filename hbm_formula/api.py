@@ -165,11 +165,17 @@ def compile(  # noqa: A001 - the natural name of the stage, as in the issue's AP
     na: str = "drop",
 ) -> CompiledModel:
     """Parse, check and lower ``formula`` against ``data`` into a runnable model."""
-    design = build_design(parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param),
-                          data, na=na)
+    spec = parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param)
+    return compile_spec(spec, data, na=na)
+
+
+def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Centering | None = None) -> CompiledModel:
+    """Design, parameters, parameterization and code of a parsed model (``centering`` given: no pilot)."""
+    design = build_design(spec, data, na=na)
     spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
-    centering = _pilot(design, spec, table, seed=0) if parameterize.needs_decision(design) else parameterize.fixed(design)
+    if centering is None:
+        centering = _pilot(design, spec, table, seed=0) if parameterize.needs_decision(design) else parameterize.fixed(design)
     lowered = lower(spec, design, table, centering)
     return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code))
 
@@ -200,10 +206,75 @@ class Fit:
         self.idata.extend(prior_idata(self.model, draws, seed))
         return self.idata
 
-    def save(self, path: str) -> None:
-        from .results import save_netcdf
+    # ---- after the fit (postfit.py): names follow brms and bambi
+    def predict(self, newdata: Any = None, kind: str = "response", re_formula: str | None = None,
+                new_levels: str = "error", ndraws: int | None = None, seed: int = 0, summary: bool = False,
+                prob: float = 0.95) -> Any:
+        """Predictions for ``newdata`` (the training rows if None).
 
-        save_netcdf(self.idata, path)
+        ``kind``: ``"response"`` (draws of y), ``"epred"`` (E[y]), ``"linpred"`` (the linear predictor of
+        the mean, on the link scale), a distributional parameter (``"sigma"``) or a non-linear parameter
+        (``"e"``). ``re_formula``: None (all group terms), ``"~0"`` (none), or some (``"~(1 | county)"``).
+        ``new_levels``: ``"error"``, ``"gaussian"``, ``"uncertainty"``, ``"old_levels"``, ``"population"``.
+        Returns InferenceData with a ``predictions`` group, or with ``summary=True`` a DataFrame: the input
+        columns, then mean, sd and the central ``prob`` interval per row."""
+        from .postfit import predict
+
+        return predict(self, newdata, kind, re_formula, new_levels, ndraws, seed, summary, prob)
+
+    def posterior_predictive(self, seed: int = 0) -> Any:
+        """Add ``idata.posterior_predictive``: one replicated data set per posterior draw."""
+        from .postfit import posterior_predictive
+
+        return posterior_predictive(self, seed)
+
+    def loo(self, pointwise: bool = True) -> Any:
+        """PSIS-LOO cross-validation (ArviZ), computing the log-likelihood first if it was not stored."""
+        from .postfit import loo
+
+        return loo(self, pointwise)
+
+    def fixef(self, prob: float = 0.95) -> pd.DataFrame:
+        from .postfit import fixef
+
+        return fixef(self, prob)
+
+    def ranef(self, group: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+        from .postfit import ranef
+
+        return ranef(self, group, prob)
+
+    def coef(self, group: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+        from .postfit import coef
+
+        return coef(self, group, prob)
+
+    def bayes_r2(self, ndraws: int | None = 1000, seed: int = 0, prob: float = 0.95) -> pd.DataFrame:
+        from .postfit import bayes_r2
+
+        return bayes_r2(self, ndraws, seed, prob)
+
+    def hypothesis(self, text: str, prob: float = 0.95) -> pd.DataFrame:
+        from .postfit import hypothesis
+
+        return hypothesis(self, text, prob)
+
+    def conditional_effects(self, effect: str, by: str | None = None, re_formula: str | None = "~0",
+                            prob: float = 0.95, points: int = 100) -> Any:
+        from .postfit import conditional_effects
+
+        return conditional_effects(self, effect, by, re_formula, prob, points)
+
+    def plot(self, kind: str = "trace", var: str | None = None, path: str | None = None) -> Any:
+        from .postfit import plot
+
+        return plot(self, kind, var, path)
+
+    def save(self, path: str) -> None:
+        """Write the fit to one netCDF file that ``hf.load`` turns back into a working ``Fit``."""
+        from .fitfile import save
+
+        save(self, path)
 
     @property
     def code(self) -> str:
@@ -213,7 +284,7 @@ class Fit:
 #: options of ``fit`` beyond the common ones, and the settings object each belongs to
 _NUTS_OPTIONS = ("target_accept", "max_tree_depth", "chain_method")
 _SVI_OPTIONS = ("guide", "rank", "steps", "lr", "optimizer", "schedule", "batch_size", "tol")
-_RUN_OPTIONS = ("init", "shard_data", "x64")
+_RUN_OPTIONS = ("init", "shard_data", "x64", "log_lik")
 
 
 def _options(method: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -267,6 +338,8 @@ def fit(
       ``lr``, ``optimizer``, ``schedule``, ``batch_size`` (minibatches), ``tol``;
     - ``shard_data=True``: split the observations over all JAX devices (across
       processes after ``hf.distributed.initialize``);
+    - ``log_lik``: store the pointwise log-likelihood (``None``, the default: unless it would
+      exceed 2e8 numbers, e.g. 400K rows x 4000 draws, with a note; ``fit.loo()`` computes it then);
     - ``x64``: compute in double precision (``None``, the default: when the data need it,
       e.g. counts near 1e7, with a note in ``fit.notes``; ``True``/``False`` to choose).
 
@@ -311,9 +384,9 @@ def fit(
         import jax
 
         with jax.enable_x64(True):
-            out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed)
+            out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
     else:
-        out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed)
+        out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
     out.timings["compile"] = t1 - t0
     out.notes.extend(notes)
     return out
@@ -321,7 +394,7 @@ def fit(
 
 def _infer(
     cm: CompiledModel, method: str, cfg: Any, svi_cfg: Any, init: str | None, shard_data: bool, prior_only: bool,
-    chains: int, draws: int, seed: int,
+    chains: int, draws: int, seed: int, log_lik_setting: bool | None = None,
 ) -> Fit:
     """Inference on a compiled model, then InferenceData and diagnostics."""
     import time
@@ -329,6 +402,10 @@ def _infer(
     from . import infer, results
 
     t1 = time.perf_counter()
+    obs = cm.lowered.obs_site
+    total_draws = draws if method == "svi" else chains * draws
+    log_lik, skipped = results.want_log_lik(log_lik_setting, cm.design.n, total_draws)
+    notes = [skipped] if skipped else []
     attrs = {"formula": cm.formula, "family": str(cm.spec.family), "hbm_formula_method": method}
     run_model, run_data = cm.model, cm.data
     obs_keys = cm.obs_keys
@@ -352,13 +429,13 @@ def _infer(
         post = infer.guide_draws(cm.model, res, cm.data, draws, seed, cm.latent_sites())
         attrs |= {"svi_steps": str(res.steps), "svi_converged": str(res.converged),
                   "svi_final_loss": f"{float(res.losses[-min(len(res.losses), svi_cfg.window):].mean()):.6g}"}
-        idata = results.idata_from_draws(cm.model, post, cm.data, cm.coords, cm.dims, attrs)
+        idata = results.idata_from_draws(cm.model, post, cm.data, cm.coords, cm.dims, attrs, log_lik, obs)
         msgs = [] if res.converged else [
             f"SVI stopped at the step cap ({res.steps} steps) before the ELBO settled; raise steps= or lr="
         ]
         for m in msgs:
             warnings.warn(m, UserWarning, stacklevel=3)
-        return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2})
+        return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2}, notes)
     init_params, inv_mass = None, None
     if init == "svi":
         svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg)
@@ -371,7 +448,7 @@ def _infer(
         samples, extra = infer.run_nuts_sharded(run_model, run_data, local, cfg)
         mcmc = None
         t3 = time.perf_counter()
-        idata = results.idata_from_chains(samples, extra, cm.model, cm.data, cm.coords, cm.dims, attrs)
+        idata = results.idata_from_chains(samples, extra, cm.model, cm.data, cm.coords, cm.dims, attrs, log_lik, obs)
     else:
         try:
             mcmc = infer.run_nuts(run_model, run_data, cfg, init_params=init_params, inverse_mass_matrix=inv_mass)
@@ -384,7 +461,7 @@ def _infer(
             raise HBMError(f"NUTS found no starting point: {cause or 'the log density is not finite anywhere it tried'}"
                            ) from None
         t3 = time.perf_counter()
-        idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs)
+        idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs, log_lik, obs)
     t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
     div = idata.sample_stats.get("diverging", None)
@@ -396,7 +473,7 @@ def _infer(
             msgs.insert(0, f"{float(div.mean()):.0%} of transitions diverged because {cause}")
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
-    return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3})
+    return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3}, notes)
 
 
 def default_priors(

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU host devices for parallel chains (default: max(4, cores))")
     p.add_argument("--na", choices=["drop", "error"], default="drop",
                    help="rows with missing values: drop with a warning (default) or stop")
+    p.add_argument("--ppc", action="store_true", help="store the posterior predictive (one replicated data set per draw)")
+    p.add_argument("--no-log-lik", action="store_true", help="do not store the pointwise log-likelihood")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     return p
@@ -255,7 +257,9 @@ def run(args: argparse.Namespace) -> int:
         result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
                      target_accept=args.target_accept, progress=not args.no_progress, prior_only=args.prior_only,
                      method=args.method, init=args.init, guide=args.guide, rank=args.rank, steps=args.steps,
-                     lr=args.lr, batch_size=args.batch_size, **kwargs)
+                     lr=args.lr, batch_size=args.batch_size, log_lik=False if args.no_log_lik else None, **kwargs)
+        if args.ppc and not args.prior_only:
+            result.posterior_predictive(seed=args.seed)
     for w in caught:
         if issubclass(w.category, UserWarning) and str(w.message) not in result.warnings:
             print(f"warning: {w.message}", file=sys.stderr)
@@ -275,25 +279,127 @@ def run(args: argparse.Namespace) -> int:
         print(f"group effects: {shown}")
     for m in result.warnings:
         print(f"warning: {m}", file=sys.stderr)
+    for m in result.notes:
+        print(f"note: {m}", file=sys.stderr)
     if args.emit_code:
         write_text_atomic(result.model.code, args.emit_code)
         print(f"wrote model code to {args.emit_code}")
     if out is not None:
-        save_netcdf(result.idata, out)
-        print(f"wrote posterior to {out}")
+        if result.method == "prior":
+            save_netcdf(result.idata, out)
+        else:
+            result.save(out)
+        print(f"wrote the fit to {out} (hbmfit predict/loo/plot read it; hf.load in Python)")
+    return 0
+
+
+SUBCOMMANDS = ("predict", "loo", "compare", "plot")
+
+
+def build_subparser(name: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"hbmfit {name}")
+    if name == "predict":
+        p.description = "Predict new rows from a saved fit: one output row per input row, its columns kept."
+        p.add_argument("fit", help="fit file written by hbmfit (or fit.save)")
+        p.add_argument("newdata", help="CSV or Parquet file of new rows")
+        p.add_argument("--kind", default="response", help="response (default), epred, linpred, or a parameter name")
+        p.add_argument("--re-formula", default=None, help="group terms to include: '~0' none, '~(1 | g)' some")
+        p.add_argument("--new-levels", default="error",
+                       help="error (default), gaussian, uncertainty, old_levels or population")
+        p.add_argument("--ndraws", type=int, default=None, help="use this many posterior draws (seeded subset)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--prob", type=float, default=0.95, help="central interval (default 0.95)")
+        p.add_argument("--out", default=None, help="CSV to write (default: print)")
+    elif name == "loo":
+        p.description = "PSIS-LOO cross-validation of a saved fit."
+        p.add_argument("fit")
+    elif name == "compare":
+        p.description = "Compare saved fits of the same data by PSIS-LOO (stacking weights)."
+        p.add_argument("fits", nargs="+")
+    else:
+        p.description = "Pictures of a saved fit, as PNG files."
+        p.add_argument("fit")
+        p.add_argument("--kind", default="trace", help="trace (default), forest, ppc or effects (comma-separated)")
+        p.add_argument("--var", default=None, help="grouping factor (forest) or predictor (effects)")
+        p.add_argument("--out", default=".", help="folder for the PNG files (default: the current one)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return p
+
+
+def run_subcommand(name: str, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .fitfile import load
+
+    if name == "predict":
+        from .design import text_columns
+
+        fit = load(args.fit)
+        new = read_table(args.newdata, text_columns=text_columns(fit.model.spec))
+        table = fit.predict(new, kind=args.kind, re_formula=args.re_formula, new_levels=args.new_levels,
+                            ndraws=args.ndraws, seed=args.seed, summary=True, prob=args.prob)
+        if args.out:
+            from .results import write_text_atomic
+
+            write_text_atomic(table.to_csv(index=False), args.out)
+            print(f"wrote {len(table)} predictions to {args.out}")
+        else:
+            with pd.option_context("display.width", 200, "display.max_rows", 50):
+                print(table.to_string(index=False, max_rows=50))
+    elif name == "loo":
+        fit = load(args.fit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            print(fit.loo())
+        for m in fit.warnings:
+            if m.startswith("PSIS-LOO"):
+                print(f"warning: {m}", file=sys.stderr)
+    elif name == "compare":
+        from .postfit import compare
+
+        fits = {}
+        for i, f in enumerate(args.fits):
+            name = Path(f).stem
+            fits[name if name not in fits else f"{name}_{i + 1}"] = load(f)
+        with pd.option_context("display.width", 200):
+            print(compare(fits).to_string())
+    else:
+        fit = load(args.fit)
+        folder = Path(args.out)
+        if not folder.is_dir():
+            raise HBMError(f"--out must be an existing folder for the PNG files, got {folder}")
+        factors = {b.term.group_label for b in fit.model.design.groups} | {b.label for b in fit.model.design.groups}
+        for kind in [k.strip() for k in args.kind.split(",") if k.strip()]:
+            path = folder / f"{Path(args.fit).stem}_{kind}.png"
+            var = args.var if (kind == "effects") == (args.var not in factors) else None  # --var goes where it fits
+            fit.plot(kind, var=var, path=str(path))
+            print(f"wrote {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS and not Path(argv[0]).exists():
+        name = argv[0]
+        try:
+            sub = build_subparser(name).parse_args(argv[1:])
+        except SystemExit as exc:
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        return _guarded(lambda: run_subcommand(name, sub), sub.debug)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or an argument error already printed as one line
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    return _guarded(lambda: run(args), args.debug)
+
+
+def _guarded(work: Any, debug: bool) -> int:
+    """Run a command: bad input is one line and exit 2, an internal error exit 3 (traceback with --debug)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return run(args)
+            return int(work())
     except HBMError as exc:
         msg = str(exc)
         first, *rest = msg.splitlines()
@@ -305,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print("hbmfit: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - no traceback for users unless --debug
-        if args.debug:
+        if debug:
             raise
         print(f"hbmfit: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
         return 3

@@ -324,12 +324,7 @@ def group_index(df: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, li
 
 def level_codes(df: pd.DataFrame, cols: tuple[str, ...], levels: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
     """Indices of new rows into fitted ``levels`` (-1 for a level the model has not seen) and the new level names."""
-    texts: list[list[str]] = []
-    for c in cols:
-        uniq = _sorted_uniques(df[c])
-        labels = dict(zip(uniq, _unique_labels(uniq), strict=True))
-        texts.append([labels[v] for v in df[c].tolist()])
-    names = texts[0] if len(cols) == 1 else [_join_label(parts) for parts in zip(*texts, strict=True)]
+    names = level_codes_names(df, cols)
     lookup = {lv: i for i, lv in enumerate(levels)}
     codes = np.array([lookup.get(n, -1) for n in names], dtype=np.int32)
     new = sorted({n for n, c in zip(names, codes, strict=True) if c < 0})
@@ -766,3 +761,118 @@ def _response_values(e: Expr, df: pd.DataFrame) -> np.ndarray:
             raise DataError(f"the response '{e.name}' is not numeric (dtype {col.dtype})")
     return evaluate(e, df)
 
+
+
+# ---------------------------------------------------------------- new data
+@dataclass(frozen=True)
+class NewRows:
+    """The arrays of a fitted design for new rows (prediction): the same transforms (training
+    means, SDs, knots, categorical levels), level indices into the fitted levels, and the new
+    levels of each group term appended after the fitted ones (index J, J + 1, ...)."""
+
+    design: Design
+    frame: pd.DataFrame
+    arrays: Mapping[tuple[Any, ...], np.ndarray]
+    new_levels: Mapping[int, tuple[str, ...]]  # group term number -> its new levels, in index order
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+
+def _needed_columns(design: Design, with_response: bool) -> list[str]:
+    spec = design.spec
+    names = columns_used(spec)
+    response = {v.name for v in data_vars(spec.formula.response.expr)}
+    if with_response:
+        return names
+    keep = set()
+    for a in spec.formula.response.addterms:  # trials, truncation bounds, se are needed to predict y
+        if a.fn in ("trials", "trunc", "se"):
+            for arg in (*a.args, *(v for _, v in a.kwargs)):
+                keep.update(v.name for v in data_vars(arg))
+    if isinstance(spec.formula.response.expr, Call) and spec.formula.response.expr.fn == "cbind":
+        keep.update(response)  # trials = successes + failures
+    return [c for c in names if c not in response or c in keep]
+
+
+def new_rows(design: Design, data: Any) -> NewRows:
+    """Build the model's arrays for new data (the response is not needed, except what sets the
+    trials of a binomial model). Unknown columns, missing values and unknown categorical levels
+    are clear errors; new levels of grouping factors are collected, not refused (the caller decides)."""
+    if not isinstance(data, pd.DataFrame):
+        try:
+            data = pd.DataFrame(data)
+        except Exception:  # noqa: BLE001
+            raise DataError(f"newdata must be a pandas DataFrame, got {type(data).__name__}") from None
+    if data.shape[0] == 0:
+        raise DataError("newdata has no rows")
+    cols = _needed_columns(design, with_response=False)
+    for c in cols:
+        if c not in data.columns:
+            raise unknown_column(c, data.columns)
+    df = data[cols].reset_index(drop=True) if cols else pd.DataFrame(index=range(len(data)))
+    missing = df.isna().any(axis=1)
+    if missing.any():
+        bad = [c for c in cols if df[c].isna().any()]
+        rows = ", ".join(str(int(i)) for i in np.flatnonzero(missing)[:5])
+        raise DataError(f"newdata has missing values in {', '.join(bad)} (rows {rows}...): every row needs them to predict")
+    arrays: dict[tuple[Any, ...], np.ndarray] = {}
+    new: dict[int, tuple[str, ...]] = {}
+    spec = design.spec
+    for name, p in design.predictors.items():
+        if p.matrix is not None:
+            X = p.matrix.on(df)
+            if p.intercept:
+                X = X[:, [i for i, n in enumerate(p.matrix.names) if n != "Intercept"]]
+            arrays[("X", name)] = X - p.X_mean
+        arrays[("X_mean", name)] = p.X_mean
+        if p.offset is not None:
+            states = {k: dict(v) for k, v in p.offset_states.items()}
+            arrays[("offset", name)] = sum(  # type: ignore[assignment]
+                np.asarray(Evaluator(df, states, fitted=True).numeric(o), dtype=float) for o in p.linear.offsets
+            )
+        for b in p.groups:
+            codes, unseen = level_codes(df, b.term.group, b.levels)
+            if unseen:
+                lookup = {lv: len(b.levels) + i for i, lv in enumerate(unseen)}
+                names = level_codes_names(df, b.term.group)
+                codes = np.where(codes < 0, np.array([lookup.get(n, -1) for n in names], dtype=np.int32), codes)
+                new[b.number] = tuple(unseen)
+            arrays[("g", b.number)] = codes.astype(np.int32)
+            if b.matrix is not None:
+                Z = b.matrix.on(df)
+                arrays[("Z", b.number)] = Z
+                arrays[("Z1", b.number)] = Z[:, 0]
+    for col in design.columns:
+        arrays[("column", col)] = evaluate(Var(col), df)
+    resp = spec.formula.response
+    if design.response.trials is not None:
+        tr = resp.addterm("trials")
+        if tr is not None:
+            arrays[("trials",)] = evaluate(tr.args[0], df)
+        else:  # cbind(successes, failures)
+            e = resp.expr
+            arrays[("trials",)] = evaluate(e.args[0], df) + evaluate(e.args[1], df)  # type: ignore[union-attr]
+    if (se := resp.addterm("se")) is not None:
+        arrays[("se",)] = evaluate(se.args[0], df)
+    if (t := resp.addterm("trunc")) is not None:
+        for key in ("lb", "ub"):
+            bound = t.kwarg(key)
+            if bound is not None:
+                arrays[(f"trunc_{key}",)] = np.broadcast_to(evaluate(bound, df), (len(df),)).astype(float)
+    n = len(df)
+    arrays[("ones",)] = np.ones(n)
+    arrays[("weights",)] = np.ones(n)
+    arrays[("cens",)] = np.zeros(n, dtype=np.int32)  # predictions ignore censoring (as brms)
+    return NewRows(design, df, arrays, new)
+
+
+def level_codes_names(df: pd.DataFrame, cols: tuple[str, ...]) -> list[str]:
+    """Each row's level name for a grouping factor (as ``level_codes`` names them)."""
+    texts: list[list[str]] = []
+    for c in cols:
+        uniq = _sorted_uniques(df[c])
+        labels = dict(zip(uniq, _unique_labels(uniq, c), strict=True))
+        texts.append([labels[v] for v in df[c].tolist()])
+    return texts[0] if len(cols) == 1 else [_join_label(parts) for parts in zip(*texts, strict=True)]

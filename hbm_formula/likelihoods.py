@@ -170,7 +170,11 @@ class Censored(dist.Distribution):
         return self.base.support
 
     def sample(self, key, sample_shape=()):
-        return self.base.sample(key, sample_shape)
+        return self.base.sample(key, sample_shape)  # a new observation, uncensored (as brms predicts)
+
+    @property
+    def mean(self):
+        return self.base.mean
 
     def log_prob(self, y):
         step = 1.0 if self.discrete else 0.0
@@ -192,10 +196,28 @@ class Truncated(dist.Distribution):
     def support(self):
         return self.base.support
 
+    def _inside(self, x):
+        ok = jnp.ones(jnp.shape(x), dtype=bool)
+        if self.low is not None:
+            ok &= x >= self.low
+        if self.high is not None:
+            ok &= x <= self.high
+        return ok
+
     def sample(self, key, sample_shape=()):
-        # prior predictive only: clip the untruncated draw into the bounds
-        x = self.base.sample(key, sample_shape)
+        """Draws inside the bounds: 64 proposals from the base per draw, the first inside kept (when
+        none is, the draw is clipped: the bounds then hold almost none of the base's mass)."""
+        xs = self.base.sample(key, (64,) + tuple(sample_shape))
+        ok = self._inside(xs)
+        first = jnp.argmax(ok, axis=0)
+        x = jnp.take_along_axis(xs, first[None], axis=0)[0]
         return jnp.clip(x, self.low, self.high)
+
+    @property
+    def mean(self):
+        """The mean of the truncated distribution, by Monte Carlo over 4096 draws with a fixed key."""
+        xs = self.sample(jax.random.PRNGKey(0), (4096,))
+        return jnp.mean(xs, axis=0)
 
     def log_prob(self, y):
         step = 1.0 if self.discrete else 0.0

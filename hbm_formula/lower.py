@@ -140,6 +140,7 @@ class _Emitter:
         self.var: dict[str, str] = {}  # role -> code variable ("Intercept:mu", "r:3", "eta:sigma", ...)
         self.pop_terms: dict[str, list[str]] = {}  # predictor -> code terms of its population part
         self.folded: dict[int, str] = {}  # group term number -> population intercept added before its gather
+        self.nl_values: dict[str, str] = {}  # non-linear parameter -> code of its value (bounds applied)
 
     # -------------------------------------------------------------- plumbing
     def section(self, title: str) -> list[str]:
@@ -322,7 +323,6 @@ class _Emitter:
                 cols = f"{r}[:, {a}:{a + m.n_coef}]"
             out.append(f"{rm} = numpyro.deterministic({self.site('r_' + m.label)!r}, {cols})")
             self.var[f"r:{m.number}"] = rm
-        self.var[f"joint:{j.number}"] = r
 
     def group_header(self, g: _Group, kind: str) -> list[str]:
         J = len(g.levels)
@@ -431,20 +431,10 @@ class _Emitter:
             tables: list[tuple[str, int]] = []  # (code of a table, its width); width 0: a vector
             col: dict[int, int] = {}
             width = 0
-            seen_joint: set[int] = set()
-            for blk in blocks:
-                if blk.joint is not None:
-                    j = self.design.joint(blk.joint)
-                    if blk.joint not in seen_joint:
-                        seen_joint.add(blk.joint)
-                        for m, a in zip(j.members, j.offsets(), strict=True):
-                            col[m.number] = width + a
-                        tables.append((self.var[f"joint:{blk.joint}"], len(j.coef_names)))
-                        width += len(j.coef_names)
-                else:
-                    col[blk.number] = width
-                    tables.append((self.var[f"r:{blk.number}"], 0 if blk.n_coef == 1 else blk.n_coef))
-                    width += blk.n_coef
+            for blk in blocks:  # members of an ID block too: their slices are the sites predictions replace
+                col[blk.number] = width
+                tables.append((self.var[f"r:{blk.number}"], 0 if blk.n_coef == 1 else blk.n_coef))
+                width += blk.n_coef
             intercepts = ["0.0"] * width  # population intercepts folded into their group Intercept column
             for blk in blocks:
                 if blk.number in self.folded:
@@ -526,6 +516,7 @@ class _Emitter:
             names[col] = self.arg(col, ("column", col), values)
         mu = self.names("mu")
         out.append(f"{mu} = {self.expr(spec.formula.rhs, names)}")  # type: ignore[arg-type]
+        self.nl_values = {name: names[name] for name, _ in spec.nlpars}
         return mu
 
     def expr(self, e: Expr, names: dict[str, str]) -> str:
@@ -618,9 +609,14 @@ class _Emitter:
         if resp.weights is not None:
             w = self.arg("weights", ("weights",), resp.weights)
             plate += f", numpyro.handlers.scale(scale={w})"
-        out.append("if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)")
+        out.append("if predict:  # fit.predict(): keep each observation's predictors (never while sampling)")
         for name, v in etas.items():
             out.append(f"    numpyro.deterministic({PREDICT_PREFIX + name!r}, {v})")
+        for name, v in self.nl_values.items():
+            out.append(f"    numpyro.deterministic({'nlpar:' + name!r}, {v})")
+        for name, v in aux.items():
+            if name != "thresholds":
+                out.append(f"    numpyro.deterministic({'dpar:' + name!r}, {v})")
         out.append(f"with {plate}:")
         out.append(f"    numpyro.sample({OBS_SITE!r}, {code}, obs=y)")
         self.dims[OBS_SITE] = ["obs"]

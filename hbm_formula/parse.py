@@ -59,7 +59,7 @@ def _parser() -> Lark:
         "hbm_formula.grammar",
         "formula.lark",
         parser="lalr",
-        start=["model", "nl_model", "param", "prior"],
+        start=["model", "nl_model", "param", "prior", "hypothesis"],
         propagate_positions=True,
         maybe_placeholders=False,
     )
@@ -161,7 +161,7 @@ def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[Formula
 _TOKEN_NAMES = {
     "TILDE": "'~'", "BAR": "'|'", "DBAR": "'||'", "PLUS": "'+'", "MINUS": "'-'", "POW": "'**'",
     "STAR": "'*'", "SLASH": "'/'", "COLON": "':'", "CARET": "'^'", "LPAR": "'('", "RPAR": "')'",
-    "COMMA": "','", "EQ": "'='", "NAME": "a name", "BQNAME": "a `quoted name`",
+    "COMMA": "','", "EQ": "'='", "LT": "'<'", "GT": "'>'", "NAME": "a name", "BQNAME": "a `quoted name`",
     "NUMBER": "a number", "STRING": "a string", "$END": "end of text",
 }
 
@@ -614,6 +614,18 @@ def parse_prior(text: str) -> PriorDist:
                 else:
                     kwargs.append((str(a.children[0]), _pnum(a.children[2], text, PriorError)))
     return PriorDist(name, tuple(args), tuple(kwargs), span=(0, len(text)))
+
+
+def parse_hypothesis(text: str) -> tuple[Expr, str | None, Expr | None]:
+    """``floor < 0``, ``b_x - b_z > 0.5``, ``exp(Intercept) = 2``: (left, comparison, right), over
+    parameter names, numbers, arithmetic and the non-linear functions; never evaluated by Python."""
+    tree = _parse_tree(text, "hypothesis")
+    b = _Builder(text)
+    ch = tree.children
+    left = b.arith(ch[0], NL_FUNCTIONS, "in a hypothesis")
+    if len(ch) == 1:
+        return left, None, None
+    return left, str(ch[1]), b.arith(ch[2], NL_FUNCTIONS, "in a hypothesis")
 
 
 def _named_prior(name: str, text: object) -> PriorDist:

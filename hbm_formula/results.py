@@ -40,11 +40,39 @@ def _arviz() -> Any:
     return az
 
 
-def pointwise_log_likelihood(model: Any, samples: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Log-likelihood of each observation at each draw (``samples`` flat over draws)."""
+#: above this many numbers (observations x draws) the log-likelihood is not stored by default:
+#: 2e8 float32 numbers are 800 MB (400K rows x 4000 draws would be 6.4 GB)
+LOG_LIK_MAX = 200_000_000
+#: draws per chunk when computing the pointwise log-likelihood
+LOG_LIK_CHUNK = 250
+
+
+def pointwise_log_likelihood(model: Any, samples: dict[str, Any], data: dict[str, Any],
+                             chunk: int = LOG_LIK_CHUNK) -> dict[str, np.ndarray]:
+    """Log-likelihood of each observation at each draw (``samples`` flat over draws), computed
+    ``chunk`` draws at a time and stored as float32, so memory stays at chunk x rows while computing."""
     from numpyro.infer import log_likelihood
 
-    return log_likelihood(model, samples, **data)
+    total = int(next(iter(samples.values())).shape[0])
+    out: dict[str, list[np.ndarray]] = {}
+    for s0 in range(0, total, chunk):
+        part = {k: v[s0:s0 + chunk] for k, v in samples.items()}
+        for k, v in log_likelihood(model, part, **data).items():
+            out.setdefault(k, []).append(np.asarray(v, dtype=np.float32))
+    return {k: np.concatenate(v, axis=0) for k, v in out.items()}
+
+
+def want_log_lik(setting: bool | None, n_obs: int, n_draws: int) -> tuple[bool, str | None]:
+    """Whether to store the pointwise log-likelihood, and a note when it is skipped for its size."""
+    if setting is not None:
+        return bool(setting), None
+    size = n_obs * n_draws
+    if size <= LOG_LIK_MAX:
+        return True, None
+    return False, (
+        f"the pointwise log-likelihood ({n_obs} rows x {n_draws} draws = {size * 4 / 1e9:.1f} GB in float32) was not "
+        "stored; fit.loo() computes it when needed, in chunks (log_lik=True stores it with the fit)"
+    )
 
 
 def build_idata(
@@ -70,7 +98,7 @@ def _from_dict(az: Any, posterior: dict[str, Any], sample_stats: dict[str, Any] 
     return az.from_dict(
         posterior={k: np.asarray(v) for k, v in posterior.items()},
         sample_stats={k: np.asarray(v) for k, v in (sample_stats or {}).items()} or None,
-        log_likelihood={k: np.asarray(v) for k, v in log_lik.items()},
+        log_likelihood={k: np.asarray(v) for k, v in log_lik.items()} or None,
         observed_data={k: np.asarray(v) for k, v in observed.items()},
         coords=coords,
         dims=dims,
@@ -88,15 +116,18 @@ NUTS_FIELDS = {
 
 
 def idata_from_mcmc(
-    mcmc: Any, model: Any, data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str]
+    mcmc: Any, model: Any, data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]],
+    attrs: dict[str, str], log_lik: bool = True, obs: str = "y",
 ) -> Any:
     samples = mcmc.get_samples(group_by_chain=True)
-    return idata_from_chains(samples, mcmc.get_extra_fields(group_by_chain=True), model, data, coords, dims, attrs)
+    return idata_from_chains(samples, mcmc.get_extra_fields(group_by_chain=True), model, data, coords, dims, attrs,
+                             log_lik, obs)
 
 
 def idata_from_chains(
     samples: dict[str, Any], extra: dict[str, Any], model: Any, data: dict[str, Any],
-    coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str],
+    coords: dict[str, list[str]], dims: dict[str, list[str]], attrs: dict[str, str], log_lik: bool = True,
+    obs: str = "y",
 ) -> Any:
     """InferenceData from NUTS draws and extra fields shaped (chain, draw, ...)."""
     posterior = {k: np.asarray(v) for k, v in samples.items()}
@@ -106,26 +137,25 @@ def idata_from_chains(
         stats["lp"] = -stats["lp"]
     if "n_steps" in stats:
         stats["tree_depth"] = np.floor(np.log2(np.maximum(stats["n_steps"], 1))).astype(int) + 1
-    flat = {k: v.reshape((chains * draws,) + v.shape[2:]) for k, v in posterior.items()}
-    ll = pointwise_log_likelihood(model, flat, data)
-    ll = {k: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for k, v in ll.items()}
-    return build_idata(posterior, stats, ll, _observed(model, data, ll), coords, dims, attrs)
+    ll = {}
+    if log_lik:
+        flat = {k: v.reshape((chains * draws,) + v.shape[2:]) for k, v in posterior.items()}
+        ll = pointwise_log_likelihood(model, flat, data)
+        ll = {k: v.reshape((chains, draws) + v.shape[1:]) for k, v in ll.items()}
+    return build_idata(posterior, stats, ll, {obs: np.asarray(data[obs])}, coords, dims, attrs)
 
 
 def idata_from_draws(
     model: Any, draws: dict[str, Any], data: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]],
-    attrs: dict[str, str],
+    attrs: dict[str, str], log_lik: bool = True, obs: str = "y",
 ) -> Any:
     """InferenceData from one set of draws (e.g. from an SVI guide), as a single chain."""
     posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
-    ll = pointwise_log_likelihood(model, {k: np.asarray(v) for k, v in draws.items()}, data)
-    ll = {k: np.asarray(v)[None] for k, v in ll.items()}
-    return build_idata(posterior, None, ll, _observed(model, data, ll), coords, dims, attrs)
-
-
-def _observed(model: Any, data: dict[str, Any], log_lik: dict[str, Any]) -> dict[str, Any]:
-    """The observed data: every site with a log-likelihood, under the data argument of its name."""
-    return {k: np.asarray(data[k]) for k in log_lik if k in data}
+    ll = {}
+    if log_lik:
+        ll = {k: v[None] for k, v in pointwise_log_likelihood(model, {k: np.asarray(v) for k, v in draws.items()},
+                                                               data).items()}
+    return build_idata(posterior, None, ll, {obs: np.asarray(data[obs])}, coords, dims, attrs)
 
 
 def prior_idata(cm: Any, draws: int, seed: int) -> Any:

@@ -31,7 +31,7 @@ def model(g_Subject, Days, y=None, predict=False):
 
     # ---- linear predictors
     # one gather of the effects of (1 | s | Subject) in a, (1 | s | Subject) in b, population intercepts included
-    rg_Subject = (r_Subject__s + jnp.stack([Intercept_a, Intercept_b]))[g_Subject]
+    rg_Subject = (jnp.stack([r_Subject__a, r_Subject__b], axis=1) + jnp.stack([Intercept_a, Intercept_b]))[g_Subject]
     a = rg_Subject[:, 0]
     b = rg_Subject[:, 1]
 

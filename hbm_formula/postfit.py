@@ -1,0 +1,483 @@
+"""After the fit: predictions, posterior predictive checks, LOO, effects, hypotheses, pictures.
+
+Names follow brms/bambi so users feel at home: ``predict`` (``posterior_predict`` /
+``posterior_epred`` / ``posterior_linpred`` by ``kind``), ``posterior_predictive``,
+``loo``/``compare`` (ArviZ's PSIS-LOO), ``fixef``/``ranef``/``coef``, ``bayes_r2``
+(Gelman, Goodrich, Gabry & Vehtari 2019), ``hypothesis`` (brms: coefficients by
+name, parsed by the package's own grammar, never by Python) and
+``conditional_effects``. Tables are tidy DataFrames with columns ``mean``, ``sd``,
+``q2.5``, ``q97.5`` (the central 95% interval unless ``prob`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import HBMError
+from .predict import predict_draws, summarize
+
+
+def _q(prob: float) -> tuple[str, str]:
+    lo, hi = (1 - prob) / 2, (1 + prob) / 2
+    return f"q{100 * lo:g}", f"q{100 * hi:g}"
+
+
+def _table(draws: dict[str, np.ndarray], prob: float = 0.95) -> pd.DataFrame:
+    """mean, sd, central interval of named 1-D draws."""
+    a, b = _q(prob)
+    rows = []
+    for name, d in draws.items():
+        lo, hi = np.quantile(d, [(1 - prob) / 2, (1 + prob) / 2])
+        rows.append({"parameter": name, "mean": float(d.mean()), "sd": float(d.std(ddof=1)), a: lo, b: hi})
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def _flat(idata: Any, name: str) -> np.ndarray:
+    v = np.asarray(idata.posterior[name].values)
+    return v.reshape((v.shape[0] * v.shape[1],) + v.shape[2:])
+
+
+# ---------------------------------------------------------------- predictions
+def predict(fit: Any, newdata: Any = None, kind: str = "response", re_formula: str | None = None,
+            new_levels: str = "error", ndraws: int | None = None, seed: int = 0, summary: bool = False,
+            prob: float = 0.95) -> Any:
+    """Draws (an InferenceData ``predictions`` group) or, with ``summary=True``, a DataFrame with one row per
+    input row: its columns, then mean, sd and the central ``prob`` interval."""
+    cm = fit.model
+    if summary:
+        table, rows, _ = predict_draws(cm, fit.idata, newdata, kind, re_formula, new_levels, ndraws, seed,
+                                       reduce=lambda block: _summary_block(block, prob))
+        frame = (rows.frame if rows is not None else cm.design.frame).reset_index(drop=True)
+        source = newdata.reset_index(drop=True) if isinstance(newdata, pd.DataFrame) else frame
+        return pd.concat([source, table.reset_index(drop=True)], axis=1)
+    block, rows, _ = predict_draws(cm, fit.idata, newdata, kind, re_formula, new_levels, ndraws, seed)
+    post = fit.idata.posterior
+    shape = (post.sizes["chain"], post.sizes["draw"]) if ndraws is None else (1, block.shape[0])
+    name = cm.lowered.obs_site if kind == "response" else kind
+    arr = block.reshape(shape + block.shape[1:])
+    dims = ["obs"] if newdata is None else ["pred_obs"]
+    if arr.ndim > 3:
+        dims.append("category")
+    from .results import _arviz, _quiet_arviz
+
+    with _quiet_arviz():
+        return _arviz().from_dict(predictions={name: arr}, dims={name: dims})
+
+
+def _summary_block(block: np.ndarray, prob: float) -> pd.DataFrame:
+    if block.ndim == 3:  # category probabilities: one column per category
+        return pd.DataFrame(block.mean(axis=0), columns=[f"P(category {k + 1})" for k in range(block.shape[2])])
+    return summarize(block, prob)
+
+
+def posterior_predictive(fit: Any, seed: int = 0) -> Any:
+    """Add ``posterior_predictive`` to the InferenceData: one replicated data set per posterior draw,
+    with the name, dims and coords of ``observed_data`` (what ``az.plot_ppc`` needs)."""
+    cm = fit.model
+    obs = cm.lowered.obs_site
+    block, _, _ = predict_draws(cm, fit.idata, None, "response", seed=seed)
+    post = fit.idata.posterior
+    arr = block.reshape((post.sizes["chain"], post.sizes["draw"]) + block.shape[1:])
+    from .results import _arviz, _quiet_arviz
+
+    with _quiet_arviz():
+        pp = _arviz().from_dict(posterior_predictive={obs: arr}, dims={obs: ["obs"]})
+    if "posterior_predictive" in fit.idata.groups():
+        fit.idata.posterior_predictive = pp.posterior_predictive
+    else:
+        fit.idata.extend(pp)
+    return fit.idata
+
+
+# ---------------------------------------------------------------- LOO
+def ensure_log_likelihood(fit: Any) -> None:
+    """Compute the pointwise log-likelihood (in chunks of draws, float32) if the fit did not store it."""
+    if "log_likelihood" in fit.idata.groups():
+        return
+    from .results import _arviz, _quiet_arviz, pointwise_log_likelihood
+
+    cm = fit.model
+    post = fit.idata.posterior
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    samples = {str(k): _flat(fit.idata, str(k)) for k in post.data_vars}
+    ll = pointwise_log_likelihood(cm.model, samples, cm.data)
+    with _quiet_arviz():
+        extra = _arviz().from_dict(log_likelihood={k: v.reshape((C, D) + v.shape[1:]) for k, v in ll.items()},
+                                   dims={k: ["obs"] for k in ll})
+    fit.idata.extend(extra)
+
+
+def loo(fit: Any, pointwise: bool = True) -> Any:
+    """PSIS-LOO (ArviZ); Pareto k above 0.7 is reported in ``fit.warnings`` too."""
+    ensure_log_likelihood(fit)
+    from .results import _arviz
+
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = az.loo(fit.idata, pointwise=pointwise)
+    if pointwise and hasattr(out, "pareto_k"):
+        good_k = float(getattr(out, "good_k", 0.7))  # ArviZ: min(1 - 1/log10(S), 0.7) for S draws
+        bad = int((np.asarray(out.pareto_k) > good_k).sum())
+        if bad:
+            msg = (f"PSIS-LOO: {bad} observations have Pareto k > {good_k:.2f}: their LOO estimates are unreliable "
+                   "(influential points, or too few draws); consider more draws, K-fold cross-validation or a "
+                   "more robust model")
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            if msg not in fit.warnings:
+                fit.warnings.append(msg)
+    return out
+
+
+def compare(fits: dict[str, Any], ic: str = "loo") -> pd.DataFrame:
+    """Rank models by expected log predictive density (ArviZ ``compare``: stacking weights)."""
+    if len(fits) < 2:
+        raise HBMError("compare needs at least two fits, e.g. hf.compare({'m1': fit1, 'm2': fit2})")
+    from .results import _arviz
+
+    n_obs = {name: f.model.design.n for name, f in fits.items()}
+    if len(set(n_obs.values())) > 1:
+        raise HBMError(f"the fits have different numbers of observations ({n_obs}): LOO compares models of the same data")
+    for f in fits.values():
+        ensure_log_likelihood(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _arviz().compare({name: f.idata for name, f in fits.items()}, ic=ic)
+
+
+# ---------------------------------------------------------------- coefficients
+def _pop_name(pname: str, coef: str) -> str:
+    return coef if pname == "mu" else f"{pname}_{coef}"
+
+
+def fixef(fit: Any, prob: float = 0.95) -> pd.DataFrame:
+    """Population-level coefficients, named as brms names them (``Intercept``, ``floor``, ``sigma_x``)."""
+    cm, idata = fit.model, fit.idata
+    draws: dict[str, np.ndarray] = {}
+    for pname, p in cm.design.predictors.items():
+        sfx = "" if pname == "mu" else f"_{pname}"
+        if f"Intercept{sfx}" in idata.posterior and (p.intercept or pname == "mu"):
+            icept = _flat(idata, f"Intercept{sfx}")
+            if icept.ndim == 1:
+                draws[_pop_name(pname, "Intercept")] = icept
+            else:  # ordinal thresholds
+                for k, lab in enumerate(cm.coords.get("Intercept_dim", [])):
+                    draws[f"Intercept[{lab}]"] = icept[:, k]
+        if p.coef_names:
+            b = _flat(idata, f"b{sfx}")
+            for k, c in enumerate(p.coef_names):
+                draws[_pop_name(pname, c)] = b[:, k]
+    return _table(draws, prob)
+
+
+def _blocks(cm: Any, group: str | None) -> list[Any]:
+    blocks = [b for b in cm.design.groups if group is None or b.term.group_label == group]
+    if group is not None and not blocks:
+        known = sorted({b.term.group_label for b in cm.design.groups})
+        raise HBMError(f"the model has no grouping factor '{group}'; its grouping factors: {', '.join(known) or 'none'}")
+    return blocks
+
+
+def ranef(fit: Any, group: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+    """Group-level effects (deviations from the population), one row per level and coefficient."""
+    cm, idata = fit.model, fit.idata
+    a, b_ = _q(prob)
+    rows = []
+    for blk in _blocks(cm, group):
+        r = _flat(idata, f"r_{blk.label}").reshape(-1, len(blk.levels), blk.n_coef)
+        lo, hi = np.quantile(r, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+        for j, lv in enumerate(blk.levels):
+            for k, c in enumerate(blk.coef_names):
+                rows.append({"group": blk.term.group_label, "level": lv, "coef": _pop_name(blk.predictor, c),
+                             "mean": float(r[:, j, k].mean()), "sd": float(r[:, j, k].std(ddof=1)),
+                             a: lo[j, k], b_: hi[j, k]})
+    return pd.DataFrame(rows).set_index(["group", "level", "coef"])
+
+
+def coef(fit: Any, group: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+    """Per level: population coefficient plus the level's deviation, draw by draw (brms ``coef``)."""
+    cm, idata = fit.model, fit.idata
+    a, b_ = _q(prob)
+    rows = []
+    for blk in _blocks(cm, group):
+        p = cm.design.predictors[blk.predictor]
+        sfx = "" if blk.predictor == "mu" else f"_{blk.predictor}"
+        r = _flat(idata, f"r_{blk.label}").reshape(-1, len(blk.levels), blk.n_coef)
+        for k, c in enumerate(blk.coef_names):
+            if c == "Intercept" and f"Intercept{sfx}" in idata.posterior:
+                pop = _flat(idata, f"Intercept{sfx}")
+            elif c in p.coef_names:
+                pop = _flat(idata, f"b{sfx}")[:, list(p.coef_names).index(c)]
+            else:
+                pop = np.zeros(r.shape[0])
+            total = r[:, :, k] + pop[:, None]
+            lo, hi = np.quantile(total, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+            for j, lv in enumerate(blk.levels):
+                rows.append({"group": blk.term.group_label, "level": lv, "coef": _pop_name(blk.predictor, c),
+                             "mean": float(total[:, j].mean()), "sd": float(total[:, j].std(ddof=1)),
+                             a: lo[j], b_: hi[j]})
+    return pd.DataFrame(rows).set_index(["group", "level", "coef"]).sort_index(level=["group", "level"], sort_remaining=False)
+
+
+def bayes_r2(fit: Any, ndraws: int | None = 1000, seed: int = 0, prob: float = 0.95) -> pd.DataFrame:
+    """Bayesian R² (Gelman et al. 2019, as brms ``bayes_R2``): per draw,
+    var(E[y]) / (var(E[y]) + var(y - E[y]))."""
+    cm = fit.model
+    from .families import family_spec
+
+    if family_spec(cm.spec.family.name).kind != "standard":
+        raise HBMError(f"bayes_r2 is defined for a single numeric response, not for the {cm.spec.family.name} family")
+    ep, _, _ = predict_draws(cm, fit.idata, None, "epred", ndraws=ndraws, seed=seed)
+    y = np.asarray(cm.design.y, dtype=float)
+    var_fit = ep.var(axis=1, ddof=1)
+    var_res = (y[None, :] - ep).var(axis=1, ddof=1)
+    return _table({"R2": var_fit / (var_fit + var_res)}, prob)
+
+
+# ---------------------------------------------------------------- hypotheses
+def _scalar_draws(fit: Any) -> dict[str, np.ndarray]:
+    """Every scalar quantity a hypothesis may name: brms-style coefficient names (``floor``, ``sigma_x``),
+    parameter names (``b_floor``, ``Intercept``, ``sd_county__floor``, ``cor_county__Intercept__floor``,
+    ``sigma``) and every other scalar of the posterior."""
+    cm, idata = fit.model, fit.idata
+    out: dict[str, np.ndarray] = {}
+    for pname, p in cm.design.predictors.items():
+        sfx = "" if pname == "mu" else f"_{pname}"
+        if f"Intercept{sfx}" in idata.posterior and _flat(idata, f"Intercept{sfx}").ndim == 1:
+            out[f"Intercept{sfx}"] = out[_pop_name(pname, "Intercept")] = _flat(idata, f"Intercept{sfx}")
+        if p.coef_names:
+            b = _flat(idata, f"b{sfx}")
+            for k, c in enumerate(p.coef_names):
+                out[f"b{sfx}_{c}"] = out[_pop_name(pname, c)] = b[:, k]
+    for blk in cm.design.groups:
+        sd = _flat(idata, f"sd_{blk.label}").reshape(-1, blk.n_coef)
+        for k, c in enumerate(blk.coef_names):
+            out[f"sd_{blk.label}__{c}"] = sd[:, k]
+        if f"cor_{blk.label}" in idata.posterior:
+            cor = _flat(idata, f"cor_{blk.label}")
+            for k, pair in enumerate(cm.coords[f"{blk.label}__cor"]):
+                out[f"cor_{blk.label}__{pair.replace(',', '__')}"] = cor[:, k]
+    for name in idata.posterior.data_vars:
+        v = _flat(idata, str(name))
+        if v.ndim == 1:
+            out.setdefault(str(name), v)
+    return out
+
+
+def hypothesis(fit: Any, text: str, prob: float = 0.95) -> pd.DataFrame:
+    """brms-style hypothesis on coefficients by name: ``"floor < 0"``, ``"b_x - b_z > 0.5"``, ``"sigma = 1"``.
+
+    The text is parsed by the package's grammar into an expression over parameter names and evaluated
+    on the draws by the package's own interpreter (never by Python). Returns the estimate of
+    left - right, its sd and central interval, the posterior probability of the hypothesis and its
+    evidence ratio (P / (1 - P)) for ``<``/``>``; for ``=`` or a bare expression only the estimate."""
+    from .functions import NL_FUNCTIONS
+    from .ir import BinOp, Call, Neg, Num, Var
+    from .parse import parse_hypothesis
+
+    left, op, right = parse_hypothesis(text)
+    names = _scalar_draws(fit)
+
+    def ev(e: Any) -> np.ndarray:
+        if isinstance(e, Num):
+            return np.asarray(e.value, dtype=float)
+        if isinstance(e, Var):
+            if e.name not in names:
+                import difflib
+
+                close = difflib.get_close_matches(e.name, list(names), n=3, cutoff=0.5)
+                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                raise HBMError(f"hypothesis names '{e.name}', which is not a parameter of this model{hint}; "
+                               f"names: {', '.join(list(names)[:20])}")
+            return names[e.name]
+        if isinstance(e, Neg):
+            return -ev(e.operand)
+        if isinstance(e, BinOp):
+            a, b = ev(e.left), ev(e.right)
+            with np.errstate(all="ignore"):
+                return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power}[e.op](a, b)
+        if isinstance(e, Call):
+            return np.asarray(NL_FUNCTIONS[e.fn].numpy(*[ev(a) for a in e.args]), dtype=float)  # type: ignore[misc]
+        raise HBMError(f"cannot evaluate {e} in a hypothesis")  # pragma: no cover
+
+    value = ev(left) - (ev(right) if right is not None else 0.0)
+    value = np.broadcast_to(value, (len(next(iter(names.values()))),))
+    a, b_ = _q(prob)
+    lo, hi = np.quantile(value, [(1 - prob) / 2, (1 + prob) / 2])
+    row: dict[str, Any] = {"hypothesis": text.strip(), "estimate": float(value.mean()), "sd": float(value.std(ddof=1)),
+                           a: lo, b_: hi, "post_prob": np.nan, "evidence_ratio": np.nan}
+    if op in ("<", ">"):
+        p = float(np.mean(value < 0) if op == "<" else np.mean(value > 0))
+        row["post_prob"] = p
+        row["evidence_ratio"] = p / (1 - p) if p < 1 else np.inf
+    return pd.DataFrame([row]).set_index("hypothesis")
+
+
+# ---------------------------------------------------------------- conditional effects
+class Effects(pd.DataFrame):
+    """A tidy table of conditional effects with a ``.plot()`` drawing the curve and its band."""
+
+    _metadata = ["effect", "by", "response"]
+
+    @property
+    def _constructor(self) -> type:
+        return Effects
+
+    def plot(self, ax: Any = None) -> Any:  # type: ignore[override]
+        """The expected response across the effect (others at reference values) with its credible band;
+        one line per level of ``by``. Returns the matplotlib figure."""
+        import matplotlib
+
+        if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _has_display():
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
+        lo_col = next(c for c in self.columns if c.startswith("q") and c != "q50")
+        hi_col = [c for c in self.columns if c.startswith("q")][-1]
+        groups = [(None, self)] if self.by is None else list(self.groupby(self.by, sort=False))
+        numeric = pd.api.types.is_numeric_dtype(self[self.effect])
+        for label, part in groups:
+            x = part[self.effect]
+            if numeric:
+                line = ax.plot(x, part["mean"], label=None if label is None else f"{self.by} = {label}")[0]
+                ax.fill_between(x, part[lo_col], part[hi_col], alpha=0.25, color=line.get_color())
+            else:
+                ax.errorbar(x.astype(str), part["mean"], yerr=[part["mean"] - part[lo_col], part[hi_col] - part["mean"]],
+                            fmt="o", capsize=4, label=None if label is None else f"{self.by} = {label}")
+        ax.set_xlabel(self.effect)
+        ax.set_ylabel(f"E[{self.response}]")
+        if self.by is not None:
+            ax.legend(frameon=False)
+        fig.tight_layout()
+        return fig
+
+
+def _has_display() -> bool:
+    import os
+
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def conditional_effects(fit: Any, effect: str, by: str | None = None, re_formula: str | None = "~0",
+                        prob: float = 0.95, points: int = 100, ndraws: int | None = 1000, seed: int = 0) -> Effects:
+    """The expected response across one predictor, the others at reference values (numeric: their mean;
+    categorical: the first level), optionally one curve per level of a categorical ``by`` (brms
+    ``conditional_effects``). Group effects are left out by default (``re_formula="~0"``); binomial
+    models predict the success probability (trials = 1)."""
+    cm = fit.model
+    frame = cm.design.frame
+    for v in (effect, by):
+        if v is not None and v not in frame.columns:
+            raise HBMError(f"'{v}' is not a column the model uses; its columns: {', '.join(map(str, frame.columns))}")
+    base: dict[str, Any] = {}
+    for col in frame.columns:
+        s = frame[col]
+        if pd.api.types.is_numeric_dtype(s) and s.dtype != bool:
+            base[col] = float(s.mean())
+        else:
+            base[col] = sorted(s.unique().tolist(), key=str)[0] if not isinstance(s.dtype, pd.CategoricalDtype) else s.cat.categories[0]
+    _binomial_trials_one(cm, base)
+    s = frame[effect]
+    if pd.api.types.is_numeric_dtype(s) and s.dtype != bool and s.nunique() > 2:
+        grid = np.linspace(float(s.min()), float(s.max()), points)
+    else:
+        grid = np.array(sorted(s.unique().tolist(), key=str), dtype=object)
+    levels = [None] if by is None else sorted(frame[by].unique().tolist(), key=str)
+    rows = []
+    for lv in levels:
+        for x in grid:
+            r = dict(base)
+            r[effect] = x
+            if by is not None:
+                r[by] = lv
+            rows.append(r)
+    newdata = pd.DataFrame(rows)
+    for col in frame.columns:  # keep the training dtypes (a grouping column read as text stays text)
+        if frame[col].dtype == object:
+            newdata[col] = newdata[col].astype(object)
+    table = predict(fit, newdata, kind="epred", re_formula=re_formula, new_levels="population", ndraws=ndraws,
+                    seed=seed, summary=True, prob=prob)
+    keep = [effect] + ([by] if by is not None else [])
+    out = Effects(table[keep + [c for c in table.columns if c in ("mean", "sd") or c.startswith("q")]])
+    out.effect, out.by, out.response = effect, by, cm.design.response_label
+    return out
+
+
+def _binomial_trials_one(cm: Any, base: dict[str, Any]) -> None:
+    """Binomial models: the reference row has one trial (the prediction is a probability)."""
+    from .design import data_vars
+    from .ir import Call
+
+    resp = cm.spec.formula.response
+    tr = resp.addterm("trials")
+    if tr is not None:
+        for v in data_vars(tr.args[0]):
+            base[v.name] = 1
+    elif isinstance(resp.expr, Call) and resp.expr.fn == "cbind":
+        for i, a in enumerate(resp.expr.args):
+            for v in data_vars(a):
+                base[v.name] = 1 if i == 0 else 0
+
+
+# ---------------------------------------------------------------- pictures
+PLOTS = ("trace", "forest", "ppc", "effects")
+
+
+def plot(fit: Any, kind: str, var: str | None = None, path: str | None = None) -> Any:
+    """A picture of the fit (ArviZ/matplotlib, no display needed): ``trace`` (population and SD
+    parameters), ``forest`` (a grouping factor's effects per level), ``ppc`` (posterior predictive
+    check), ``effects`` (conditional effects of ``var``). Saved as PNG when ``path`` is given."""
+    import matplotlib
+
+    if not _has_display():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .results import _arviz
+
+    az = _arviz()
+    cm = fit.model
+    if kind not in PLOTS:
+        raise HBMError(f"unknown plot '{kind}'; plots: {', '.join(PLOTS)}")
+    if kind == "trace":
+        names = [v for v in cm.summary_vars if v in fit.idata.posterior][:8]
+        axes = az.plot_trace(fit.idata, var_names=names, compact=True)
+        fig = np.ravel(axes)[0].figure
+    elif kind == "forest":
+        blocks = cm.design.groups
+        if not blocks:
+            raise HBMError("a forest plot shows group effects; this model has no group terms")
+        label = var or blocks[0].term.group_label
+        chosen = [b for b in blocks if b.term.group_label == label or b.label == label]
+        if not chosen:
+            raise HBMError(f"no grouping factor '{label}'; grouping factors: "
+                           f"{', '.join(sorted({b.term.group_label for b in blocks}))}")
+        axes = az.plot_forest(fit.idata, var_names=[f"r_{b.label}" for b in chosen], combined=True, hdi_prob=0.95,
+                              figsize=(6, max(3, 0.22 * len(chosen[0].levels) * chosen[0].n_coef)))
+        fig = np.ravel(axes)[0].figure
+        np.ravel(axes)[0].set_xlabel(f"group effect (r_{chosen[0].label})")
+    elif kind == "ppc":
+        if "posterior_predictive" not in fit.idata.groups():
+            posterior_predictive(fit)
+        ax = az.plot_ppc(fit.idata, num_pp_samples=min(100, fit.idata.posterior.sizes["draw"]))
+        fig = np.ravel(ax)[0].figure
+        np.ravel(ax)[0].set_xlabel(cm.design.response_label)
+    else:
+        if var is None:
+            pop = [str(v.name) for v in (cm.spec.formula.rhs.terms[0].factors if hasattr(cm.spec.formula.rhs, "terms")
+                                          and cm.spec.formula.rhs.terms else [])
+                   if hasattr(v, "name")]
+            if not pop:
+                raise HBMError("effects needs a predictor: plot(kind='effects', var='x') (--var x)")
+            var = pop[0]
+        fig = conditional_effects(fit, var).plot()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig
