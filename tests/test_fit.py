@@ -91,8 +91,9 @@ def test_fit_save_and_load(radon: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "fit.nc"
     fit.save(str(path))
     back = hf.load(path)
-    np.testing.assert_allclose(back.posterior["sigma"].values, fit.idata.posterior["sigma"].values)
-    assert list(back.posterior["r_county"].coords["county"].values) == list(fit.model.coords["county"])
+    assert isinstance(back, hf.Fit) and back.model.code == fit.model.code
+    np.testing.assert_allclose(back.idata.posterior["sigma"].values, fit.idata.posterior["sigma"].values)
+    assert list(back.idata.posterior["r_county"].coords["county"].values) == list(fit.model.coords["county"])
 
 
 def test_compiled_model_works_with_plain_numpyro(radon: pd.DataFrame) -> None:

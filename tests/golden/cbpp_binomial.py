@@ -24,7 +24,7 @@ def model(X, X_mean, g_herd, trials, y=None, predict=False):
     eta = Intercept_c + X @ b + r_herd[g_herd]
 
     # ---- likelihood: binomial(logit)
-    if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)
+    if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:mu', eta)
     with numpyro.plate('obs', X.shape[0]):
         numpyro.sample('y', dist.Binomial(total_count=trials, logits=eta), obs=y)

@@ -27,7 +27,8 @@ def model(X, X_mean, g_county, y=None, predict=False):
     sigma = numpyro.sample('sigma', dist.Exponential(1.17))
 
     # ---- likelihood: gaussian(identity)
-    if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)
+    if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:mu', eta)
+        numpyro.deterministic('dpar:sigma', sigma)
     with numpyro.plate('obs', X.shape[0]):
         numpyro.sample('y', dist.Normal(eta, sigma), obs=y)

@@ -28,7 +28,8 @@ def model(X, X_mean, g_Subject, Z_Subject, y=None, predict=False):
     sigma = numpyro.sample('sigma', dist.Exponential(0.0178))
 
     # ---- likelihood: gaussian(identity)
-    if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)
+    if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:mu', eta)
+        numpyro.deterministic('dpar:sigma', sigma)
     with numpyro.plate('obs', X.shape[0]):
         numpyro.sample('y', dist.Normal(eta, sigma), obs=y)

@@ -42,9 +42,12 @@ def model(g_Subject, Days, y=None, predict=False):
     sigma = numpyro.sample('sigma', dist.Exponential(0.0178))
 
     # ---- likelihood: gaussian(identity)
-    if predict:  # fit.predict(): keep each observation's linear predictors (never while sampling)
+    if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:a', a)
         numpyro.deterministic('linpred:b', b)
         numpyro.deterministic('linpred:mu', mu)
+        numpyro.deterministic('nlpar:a', a)
+        numpyro.deterministic('nlpar:b', b)
+        numpyro.deterministic('dpar:sigma', sigma)
     with numpyro.plate('obs', g_Subject.shape[0]):
         numpyro.sample('y', dist.Normal(mu, sigma), obs=y)
