@@ -265,6 +265,19 @@ class Fit:
 
         return conditional_effects(self, effect, by, re_formula, prob, points)
 
+    def ed(self, p: float | list[float] = 50, type: str = "relative", by: str | None = None,  # noqa: A002
+           population: bool = True, prob: float = 0.95) -> pd.DataFrame:
+        """Effective doses of a dose-response model (drc ``ED``), per group level and for the population."""
+        from .postfit import ed
+
+        return ed(self, p, type, by, population, prob)
+
+    def ed_ratio(self, p: float, a: str, b: str, by: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+        """Relative potency ED_p(a) / ED_p(b) (drc ``EDcomp``)."""
+        from .postfit import ed_ratio
+
+        return ed_ratio(self, p, a, b, by, prob)
+
     def plot(self, kind: str = "trace", var: str | None = None, path: str | None = None) -> Any:
         from .postfit import plot
 

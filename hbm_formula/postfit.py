@@ -481,3 +481,130 @@ def plot(fit: Any, kind: str, var: str | None = None, path: str | None = None) -
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return fig
+
+
+# ---------------------------------------------------------------- effective doses (dose-response)
+def _dose_call(cm: Any) -> Any:
+    from .functions import DOSE_MODELS
+    from .ir import expr_calls
+
+    if not cm.spec.formula.is_nonlinear:
+        raise HBMError("effective doses need a dose-response model: resp ~ LL4(dose, b, c, d, e) (or LL3, LL5, W1_4, "
+                       "W2_4, LN4, BC5)")
+    calls = [c for c in expr_calls(cm.spec.formula.rhs) if c.fn in DOSE_MODELS]
+    if not calls:
+        raise HBMError("effective doses need a dose-response function (LL4, LL3, LL5, W1_4, W2_4, LN4, BC5) in the "
+                       "formula; for other curves, predict(kind=...) gives the parameters")
+    return calls[0]
+
+
+def _units(fit: Any, by: str | None) -> tuple[str, list[Any], pd.DataFrame, str | None]:
+    """Rows at which to evaluate the curve's parameters: one per level of ``by`` (default: the grouping
+    factor of the dose-response parameters, if any), else one population row."""
+    cm = fit.model
+    frame = cm.design.frame
+    nl = {n for n, _ in cm.spec.nlpars}
+    factors = [b.term.group_label for b in cm.design.groups if b.predictor in nl]
+    if by is None and factors:
+        by = factors[0]
+    if by is not None and by not in frame.columns and by not in factors:
+        raise HBMError(f"by='{by}' is not a column of the model; its columns: {', '.join(map(str, frame.columns))}")
+    base = {}
+    for col in frame.columns:
+        s = frame[col]
+        base[col] = s.iloc[0] if not (pd.api.types.is_numeric_dtype(s) and s.dtype != bool) else float(s.median())
+    if by is None:
+        return "population", ["population"], pd.DataFrame([base]), "~0"
+    cols = by.split(":")
+    units = frame[cols].drop_duplicates().reset_index(drop=True)
+    rows = pd.DataFrame([base] * len(units))
+    for c in cols:
+        rows[c] = units[c].to_numpy()
+    labels = [":".join(str(v) for v in r) for r in units.itertuples(index=False)]
+    return by, labels, rows, None
+
+
+def ed(fit: Any, p: float | list[float] = 50, type: str = "relative", by: str | None = None,  # noqa: A002 - drc's name
+       population: bool = True, prob: float = 0.95, store: bool = True) -> pd.DataFrame:
+    """Effective doses (drc ``ED``) with posterior intervals: for each level of ``by`` (default: the grouping
+    factor of the curve's parameters, or the population), and at the population level (group effects zero,
+    as medrc). ``type="relative"``: the dose at which the mean has moved p% of the way from its dose-0 level
+    towards its high-dose level; ``"absolute"``: the dose at which the mean equals the response level ``p``.
+    The draws are added to ``idata.posterior`` as ``ED<p>`` (dims: the units)."""
+    from .doseresponse import MODELS, effective_dose
+    from .ir import Num, Var
+
+    if type not in ("relative", "absolute"):
+        raise HBMError(f"type must be 'relative' or 'absolute', not {type!r}")
+    cm = fit.model
+    call = _dose_call(cm)
+    model = MODELS[call.fn]
+    ps = [float(v) for v in (p if isinstance(p, (list, tuple)) else [p])]
+    for v in ps:
+        if type == "relative" and not 0 < v < 100:
+            raise HBMError(f"a relative effective dose needs 0 < p < 100, got {v:g}")
+    label, units, rows, re_formula = _units(fit, by)
+    sets = [(units, rows, re_formula)]
+    nl = {n for n, _ in cm.spec.nlpars}
+    if population and re_formula is None and any(b.predictor in nl for b in cm.design.groups):
+        sets.append((["population"], rows.iloc[:1], "~0"))  # group effects zero (medrc's ED)
+    a, b_ = _q(prob)
+    out, stored = [], {}
+    for names, newdata, ref in sets:
+        params: dict[str, np.ndarray] = {}
+        for role, arg in zip(model.params, call.args[1:], strict=True):
+            if isinstance(arg, Var):
+                draws, _, _ = predict_draws(cm, fit.idata, newdata, arg.name, ref, "population")
+                params[role] = draws  # (S, units)
+            elif isinstance(arg, Num):
+                params[role] = np.asarray(arg.value)
+            else:
+                params[role] = -np.asarray(arg.operand.value)
+        for v in ps:
+            edd = effective_dose(call.fn, v, {k: np.asarray(x) for k, x in params.items()}, absolute=type == "absolute")
+            edd = np.broadcast_to(edd, (next(x for x in params.values() if np.ndim(x) == 2).shape[0], len(names)))
+            for j, unit in enumerate(names):
+                col = edd[:, j]
+                ok = np.isfinite(col)
+                lo, hi = np.quantile(col[ok], [(1 - prob) / 2, (1 + prob) / 2]) if ok.any() else (np.nan, np.nan)
+                out.append({"unit": unit, "p": v, "type": type, "mean": float(np.mean(col[ok])) if ok.any() else np.nan,
+                            "median": float(np.median(col[ok])) if ok.any() else np.nan, a: lo, b_: hi,
+                            "defined": float(ok.mean())})
+                stored.setdefault(v, {})[unit] = col
+    table = pd.DataFrame(out)
+    table = table.rename(columns={"unit": label}).set_index([label, "p"])
+    if store:
+        _store_ed(fit, stored, label, type)
+    return table
+
+
+def _store_ed(fit: Any, stored: dict[float, dict[str, np.ndarray]], label: str, type_: str) -> None:
+    post = fit.idata.posterior
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    import xarray as xr
+
+    for v, per_unit in stored.items():
+        name = f"ED{v:g}" + ("_abs" if type_ == "absolute" else "")
+        units = list(per_unit)
+        arr = np.stack([per_unit[u] for u in units], axis=-1).reshape(C, D, len(units))
+        dim = f"{name}_{label}".replace(":", "_")
+        post[name] = xr.DataArray(arr, dims=("chain", "draw", dim), coords={dim: [str(u) for u in units]})
+
+
+def ed_ratio(fit: Any, p: float, a: str, b: str, by: str | None = None, prob: float = 0.95) -> pd.DataFrame:
+    """Relative potency (drc ``EDcomp``): ED_p of unit ``a`` over ED_p of unit ``b``, per draw."""
+    table = ed(fit, p, by=by, store=True)
+    label = table.index.names[0]
+    name = f"ED{float(p):g}"
+    post = fit.idata.posterior[name]
+    dim = post.dims[-1]
+    known = [str(u) for u in post.coords[dim].values]
+    for u in (a, b):
+        if str(u) not in known:
+            raise HBMError(f"'{u}' is not a level of {label}; levels: {', '.join(known)}")
+    ra = post.sel({dim: str(a)}).values.ravel() / post.sel({dim: str(b)}).values.ravel()
+    q1, q2 = _q(prob)
+    lo, hi = np.nanquantile(ra, [(1 - prob) / 2, (1 + prob) / 2])
+    return pd.DataFrame([{"ratio": f"ED{float(p):g}({a}) / ED{float(p):g}({b})", "mean": float(np.nanmean(ra)),
+                          "median": float(np.nanmedian(ra)), q1: lo, q2: hi,
+                          "P(ratio > 1)": float(np.nanmean(ra > 1))}]).set_index("ratio")
