@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU host devices for parallel chains (default: max(4, cores))")
     p.add_argument("--na", choices=["drop", "error"], default="drop",
                    help="rows with missing values: drop with a warning (default) or stop")
+    p.add_argument("--ed", default=None, metavar="P[,P...]",
+                   help="effective doses of a dose-response model, e.g. --ed 10,50,90 (per group level and population)")
     p.add_argument("--ppc", action="store_true", help="store the posterior predictive (one replicated data set per draw)")
     p.add_argument("--no-log-lik", action="store_true", help="do not store the pointwise log-likelihood")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -260,6 +262,13 @@ def run(args: argparse.Namespace) -> int:
                      lr=args.lr, batch_size=args.batch_size, log_lik=False if args.no_log_lik else None, **kwargs)
         if args.ppc and not args.prior_only:
             result.posterior_predictive(seed=args.seed)
+    ed_table = None
+    if args.ed and not args.prior_only:
+        try:
+            levels = [float(v) for v in args.ed.split(",") if v.strip()]
+        except ValueError:
+            raise HBMError(f"--ed takes percentages separated by commas, e.g. --ed 10,50,90; got {args.ed!r}") from None
+        ed_table = result.ed(levels)
     for w in caught:
         if issubclass(w.category, UserWarning) and str(w.message) not in result.warnings:
             print(f"warning: {w.message}", file=sys.stderr)
@@ -277,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
             for g, r in par.iterrows()
         )
         print(f"group effects: {shown}")
+    if ed_table is not None:
+        print("effective doses (relative, as drc's ED):")
+        print(format_summary(ed_table.drop(columns=["type"])))
     for m in result.warnings:
         print(f"warning: {m}", file=sys.stderr)
     for m in result.notes:

@@ -321,7 +321,7 @@ def hypothesis(fit: Any, text: str, prob: float = 0.95) -> pd.DataFrame:
 class Effects(pd.DataFrame):
     """A tidy table of conditional effects with a ``.plot()`` drawing the curve and its band."""
 
-    _metadata = ["effect", "by", "response"]
+    _metadata = ["effect", "by", "response", "log_x"]
 
     @property
     def _constructor(self) -> type:
@@ -349,6 +349,8 @@ class Effects(pd.DataFrame):
             else:
                 ax.errorbar(x.astype(str), part["mean"], yerr=[part["mean"] - part[lo_col], part[hi_col] - part["mean"]],
                             fmt="o", capsize=4, label=None if label is None else f"{self.by} = {label}")
+        if getattr(self, "log_x", None):  # a dose axis: log scale, with the untreated controls at 0 kept in view
+            ax.set_xscale("symlog", linthresh=self.log_x)
         ax.set_xlabel(self.effect)
         ax.set_ylabel(f"E[{self.response}]")
         if self.by is not None:
@@ -383,7 +385,10 @@ def conditional_effects(fit: Any, effect: str, by: str | None = None, re_formula
             base[col] = sorted(s.unique().tolist(), key=str)[0] if not isinstance(s.dtype, pd.CategoricalDtype) else s.cat.categories[0]
     _binomial_trials_one(cm, base)
     s = frame[effect]
-    if pd.api.types.is_numeric_dtype(s) and s.dtype != bool and s.nunique() > 2:
+    log_x = _dose_axis(cm, effect, s)
+    if log_x:  # the dose of a dose-response curve: 0, then log-spaced positive doses
+        grid = np.concatenate([[0.0] if (s == 0).any() else [], np.geomspace(log_x, float(s.max()), points)])
+    elif pd.api.types.is_numeric_dtype(s) and s.dtype != bool and s.nunique() > 2:
         grid = np.linspace(float(s.min()), float(s.max()), points)
     else:
         grid = np.array(sorted(s.unique().tolist(), key=str), dtype=object)
@@ -404,8 +409,21 @@ def conditional_effects(fit: Any, effect: str, by: str | None = None, re_formula
                     seed=seed, summary=True, prob=prob)
     keep = [effect] + ([by] if by is not None else [])
     out = Effects(table[keep + [c for c in table.columns if c in ("mean", "sd") or c.startswith("q")]])
-    out.effect, out.by, out.response = effect, by, cm.design.response_label
+    out.effect, out.by, out.response, out.log_x = effect, by, cm.design.response_label, log_x
     return out
+
+
+def _dose_axis(cm: Any, effect: str, s: pd.Series) -> float | None:
+    """The smallest positive dose when ``effect`` is the dose of a dose-response call, else None."""
+    from .functions import DOSE_MODELS
+    from .ir import Var, expr_calls
+
+    if not cm.spec.formula.is_nonlinear:
+        return None
+    for c in expr_calls(cm.spec.formula.rhs):
+        if c.fn in DOSE_MODELS and c.args[0] == Var(effect) and (s > 0).any():
+            return float(s[s > 0].min())
+    return None
 
 
 def _binomial_trials_one(cm: Any, base: dict[str, Any]) -> None:
