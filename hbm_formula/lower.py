@@ -63,6 +63,15 @@ class Lowered:
     obs_site: str = OBS_SITE
 
 
+def _take(var: str, idx: list[int], n: int) -> str:
+    """``var`` restricted to positions ``idx`` of its ``n``: the whole, a slice, or an index array."""
+    if idx == list(range(n)):
+        return var
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return f"{var}[{idx[0]}:{idx[-1] + 1}]"
+    return f"{var}[jnp.array({idx})]"
+
+
 def _comment(text: str) -> str:
     """Make user text safe for a one-line comment."""
     return "".join(ch if ch.isprintable() else " " for ch in text)
@@ -139,7 +148,9 @@ class _Emitter:
         } | {f"{kind}_{b.label}" for b in design.groups for kind in ("sd", "r", "cor")}
         self.var: dict[str, str] = {}  # role -> code variable ("Intercept:mu", "r:3", "eta:sigma", ...)
         self.pop_terms: dict[str, list[str]] = {}  # predictor -> code terms of its population part
-        self.folded: dict[int, str] = {}  # group term number -> population intercept added before its gather
+        self.locs: dict[int, dict[str, str]] = {}  # group term -> population values of its columns (absorbed)
+        self.loc_table: dict[int, str] = {}  # group term -> variable holding its columns' population values
+        self.pending_loc: tuple[str, str] | None = None
         self.nl_values: dict[str, str] = {}  # non-linear parameter -> code of its value (bounds applied)
 
     # -------------------------------------------------------------- plumbing
@@ -195,15 +206,36 @@ class _Emitter:
         out.append(f"{var} = numpyro.sample({site!r}, {prior_code(entry.prior, support, entry.name)})")
 
     # -------------------------------------------------------------- population-level effects
+    def absorbed(self, p: PredictorData) -> dict[str, GroupBlock]:
+        """Population columns (``Intercept`` and slopes) that also vary by a group term: each is added to the
+        first such term's effects before their gather (``(r + loc)[g]``), so the row-level predictor does
+        not repeat it, and a centered term samples its level coefficients around it (hierarchical
+        centering: the population values then enter the likelihood only through the levels, no ridge)."""
+        if self.fam.kind == "ordinal" and p.name == "mu":
+            return {}
+        cols = (["Intercept"] if p.intercept else []) + list(p.coef_names)
+        owner: dict[str, GroupBlock] = {}
+        for c in cols:
+            blk = next((b for b in p.groups if b.joint is None and c in b.coef_names), None)
+            if blk is not None:
+                owner[c] = blk
+        return owner
+
     def population(self, p: PredictorData) -> None:
         sfx = "" if p.name == "mu" else f"_{p.name}"
         out = self.section(f"population-level effects of {p.name}: {_comment(p.linear.population_text())}")
         terms: list[str] = []
+        owner = self.absorbed(p)
+        rest = [k for k, c in enumerate(p.coef_names) if c not in owner]
+        moved = [k for k, c in enumerate(p.coef_names) if c in owner]
         if p.coef_names:
             self.coords[f"b{sfx}_coef"] = list(p.coef_names)
             self.dims[f"b{sfx}"] = [f"b{sfx}_coef"]
             entries = [self.table[f"b{sfx}_{c}"] for c in p.coef_names]
-            X = self.arg(f"X{sfx}", ("X", p.name), p.X)
+            if rest:  # the columns that stay in the population part (the others vary by a group term)
+                Xr = p.X if len(rest) == len(p.coef_names) else p.X[:, rest]
+                X = self.arg(f"X{sfx}", ("Xcols", p.name, tuple(rest)), Xr)
+        locs: dict[str, str] = {}
         if self.fam.kind == "ordinal" and p.name == "mu":
             self.thresholds(out)
             if p.coef_names:
@@ -213,35 +245,48 @@ class _Emitter:
         elif p.intercept:
             ie = self.table[f"Intercept{sfx}"]
             if p.coef_names:
-                ic, b, icept = self.names(f"Intercept_c{sfx}"), self.names(f"b{sfx}"), self.names(f"Intercept{sfx}")
+                ic, b = self.names(f"Intercept_c{sfx}"), self.names(f"b{sfx}")
                 out.append("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
                 self.sample_scalar(out, ic, self.site(f"Intercept_c{sfx}", internal=True), ie, "real")
                 self.sample_vector(out, b, f"b{sfx}", entries, "real")
                 xm = self.arg(f"X_mean{sfx}", ("X_mean", p.name), p.X_mean, per_obs=False)
                 out.append(f"numpyro.deterministic({self.site('Intercept' + sfx)!r}, {ic} - {xm} @ {b})")
-                terms.append(f"{ic} + {X} @ {b}")
+                # the intercept once the slopes that vary by group are moved into their terms
+                if len(moved) == 1:
+                    at = f"{ic} - {xm}[{moved[0]}] * {b}[{moved[0]}]"
+                else:
+                    at = f"{ic} - {_take(xm, moved, len(p.coef_names))} @ {_take(b, moved, len(p.coef_names))}" if moved else ic
+                if "Intercept" in owner:
+                    locs["Intercept"] = at
+                else:
+                    terms.append(at)
+                if rest:
+                    terms.append(f"{X} @ {_take(b, rest, len(p.coef_names))}")
+                for k in moved:
+                    locs[p.coef_names[k]] = f"{b}[{k}]"
             else:
                 # a non-linear parameter that is one number: the code calls it by its own name
                 alone = self.is_free_nlpar(p.name) and not p.groups and p.offset is None
                 icept = self.names(p.name if alone else f"Intercept{sfx}")
                 self.sample_scalar(out, icept, f"Intercept{sfx}", ie, "real")
-                terms.append(icept)
-            self.var[f"Intercept:{p.name}"] = icept
+                if "Intercept" in owner:
+                    locs["Intercept"] = icept
+                else:
+                    terms.append(icept)
         elif p.coef_names:
             b = self.names(f"b{sfx}")
             self.sample_vector(out, b, f"b{sfx}", entries, "real")
-            terms.append(f"{X} @ {b}")
+            if rest:
+                terms.append(f"{X} @ {_take(b, rest, len(p.coef_names))}")
+            for k in moved:
+                locs[p.coef_names[k]] = f"{b}[{k}]"
         self.summary += [f"Intercept{sfx}"] * (p.intercept or self.fam.kind == "ordinal") + [f"b{sfx}"] * bool(p.coef_names)
         if p.offset is not None:
             terms.append(self.arg(f"offset{sfx}", ("offset", p.name), p.offset))
         if len(out) == 1:
             self.sections.remove(out)
-        fold = next((b for b in p.groups if "Intercept" in b.coef_names), None)
-        if fold is not None and p.intercept and not p.coef_names and p.offset is None and self.fam.kind != "ordinal":
-            # intercept-only population part: the intercept is added to the group effects before
-            # their gather, so the row-level predictor is one gathered column (as written by hand)
-            self.folded[fold.number] = self.var[f"Intercept:{p.name}"]
-            terms = []
+        for c, blk in owner.items():
+            self.locs.setdefault(blk.number, {})[c] = locs[c]
         self.pop_terms[p.name] = terms
 
     def thresholds(self, out: list[str]) -> None:
@@ -274,14 +319,24 @@ class _Emitter:
         gt = blk.term
         kind = ("correlated" if gt.correlated else "uncorrelated") if blk.n_coef > 1 else "one coefficient"
         loc = None
-        if blk.number in self.folded:  # the predictor's intercept, at the term's Intercept column
-            cols = ["0.0"] * blk.n_coef
-            cols[blk.coef_names.index("Intercept")] = self.folded[blk.number]
+        if blk.number in self.locs:  # population values of the term's columns (see absorbed)
+            cols = [self.locs[blk.number].get(c, "0.0") for c in blk.coef_names]
             loc = cols[0] if blk.n_coef == 1 else f"jnp.stack([{', '.join(cols)}])"
+            if not loc.isidentifier():  # named once, used where the levels are sampled and gathered
+                name = self.names(f"pop_{blk.label}")
+                self.pending_loc = (name, loc)
+                loc = name
+                self.locs[blk.number] = {c: f"{name}[{k}]" if blk.n_coef > 1 else name
+                                         for k, c in enumerate(blk.coef_names) if c in self.locs[blk.number]}
+                self.loc_table[blk.number] = name
         g = _Group(blk.label, blk.label, f"group-level effects of {_comment(blk.label)}: {_comment(str(gt))}",
                    blk.levels, list(blk.coef_names), gt.correlated and blk.n_coef > 1, self.centering.of(blk),
                    gt.param, self.centering.reason(blk), loc)
         out = self.group_header(g, kind)
+        if self.pending_loc:
+            name, code = self.pending_loc
+            out.append(f"{name} = {code}  # the population values of the term's columns")
+            self.pending_loc = None
         sd = self.names(f"sd_{g.key}")
         entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
         if blk.n_coef == 1:
@@ -367,15 +422,15 @@ class _Emitter:
         z_dist = f"dist.Normal(0.0, 1.0).expand({z_shape}"
 
         def r_value(code: str) -> None:
-            if g.correlated:
+            if "[:, None, :] *" in code:
                 out.append("# z @ L.T written as a broadcast sum: small matrix products do not fuse on CPU, this does")
             out.append(f"{r} = numpyro.deterministic({self.site(r_site)!r}, {code})" if r_site else f"{r} = {code}")
 
         param = Centering.chosen(g.centered)
         if param == "centered" and g.loc is not None:
-            # hierarchical centering: with an intercept-only population part, the level coefficients are
-            # sampled around the population intercept, which then enters the likelihood only through them
-            out.append("# centered around the population intercept: level coefficients = Intercept + r, with their SDs")
+            # hierarchical centering: the level coefficients are sampled around the population values of the
+            # same columns, which then enter the likelihood only through them (no ridge between the two)
+            out.append("# centered around the population values: level coefficients = population + r, with their SDs")
             coef_site = self.site(f"coef_{g.label}", internal=True)
             self.dims[coef_site] = shape
             cvar = self.names(f"coef_{g.key}")
@@ -435,11 +490,13 @@ class _Emitter:
                 col[blk.number] = width
                 tables.append((self.var[f"r:{blk.number}"], 0 if blk.n_coef == 1 else blk.n_coef))
                 width += blk.n_coef
-            intercepts = ["0.0"] * width  # population intercepts folded into their group Intercept column
+            intercepts = ["0.0"] * width  # population values added to the columns of the terms that vary them
             for blk in blocks:
-                if blk.number in self.folded:
-                    intercepts[col[blk.number] + blk.coef_names.index("Intercept")] = self.folded[blk.number]
+                for c, code in self.locs.get(blk.number, {}).items():
+                    intercepts[col[blk.number] + blk.coef_names.index(c)] = code
             folded = any(c != "0.0" for c in intercepts)
+            if len(blocks) == 1 and blocks[0].number in self.loc_table:
+                intercepts = [self.loc_table[blocks[0].number]]  # the term's population values, named once
             single = len(tables) == 1
             if single:
                 table = tables[0][0]
@@ -448,7 +505,7 @@ class _Emitter:
             else:
                 table = f"jnp.concatenate([{', '.join(t if w else f'{t}[:, None]' for t, w in tables)}], axis=1)"
             if folded:
-                add = intercepts[0] if width == 1 else f"jnp.stack([{', '.join(intercepts)}])"
+                add = intercepts[0] if len(intercepts) == 1 else f"jnp.stack([{', '.join(intercepts)}])"
                 table = f"({table} + {add})"
             vec_table = single and tables[0][1] == 0
             what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
@@ -456,7 +513,7 @@ class _Emitter:
                 rows = f"{table}[{g}]"
             else:
                 rows = self.names(f"rg_{label}")
-                out.append(f"# one gather of the effects of {what}" + (", population intercepts included" if folded else ""))
+                out.append(f"# one gather of the effects of {what}" + (", population values included" if folded else ""))
                 out.append(f"{rows} = {table}[{g}]")
             for blk in blocks:
                 a = col[blk.number]

@@ -164,6 +164,9 @@ def model_data(cm: Any, rows: NewRows | None) -> dict[str, np.ndarray]:
             continue
         if src[0] in ("centered", "noncentered"):
             out[arg] = cm.data[arg]
+        elif src[0] == "Xcols":  # the population columns that do not vary by a group term
+            X = np.asarray(rows.arrays[("X", src[1])])
+            out[arg] = (X if len(src[2]) == X.shape[1] else X[:, list(src[2])]).astype(np.asarray(cm.data[arg]).dtype)
         elif src in rows.arrays:
             out[arg] = np.asarray(rows.arrays[src]).astype(np.asarray(cm.data[arg]).dtype)
         else:  # pragma: no cover - every source is built by new_rows

@@ -121,7 +121,10 @@ def test_centered_and_noncentered_log_densities_agree_up_to_jacobian(rhs: str, r
     else:
         r = point["z_g"] * point["sd_g"]
     lp_nc, _ = log_density(nc.model, (), nc.data, point)
-    cpoint = {k: v for k, v in point.items() if k != "z_g"} | {"r_g": r}
+    # centered terms are sampled around the population values of their columns (hierarchical centering)
+    xm = nc.data["X_mean"]
+    pop = jnp.array([0.7 - xm[0] * 0.9, 0.9][:K]) if "x" in nc.design.groups[0].coef_names else jnp.array(0.7)
+    cpoint = {k: v for k, v in point.items() if k != "z_g"} | {"coef_g": r + pop}
     lp_c, _ = log_density(c.model, (), c.data, cpoint)
     # r = z L' diag(sd): p_c(r) = p_nc(z) / |det dr/dz| = p_nc(z) / prod(diag(L) * sd) per level
     diagL = jnp.diag(point["L_g"]) if "L_g" in point else jnp.ones(K)
@@ -150,6 +153,27 @@ def test_hierarchically_centered_density_agrees_up_to_jacobian(rhs: str, rng: np
     lp_c, trace = log_density(c.model, (), c.data, {k: v for k, v in point.items() if k != "z_g"} | {"coef_g": coef})
     diagL = jnp.diag(point["L_g"]) if K > 1 else jnp.ones(K)
     np.testing.assert_allclose(float(lp_c), float(lp_nc - 4 * jnp.sum(jnp.log(diagL * point["sd_g"]))), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(trace["r_g"]["value"]), np.asarray(r), rtol=1e-5, atol=1e-6)
+
+
+def test_hierarchical_centering_with_population_slopes(rng: np.random.Generator) -> None:
+    """y ~ x + z + (1 + x | g), centered: the level coefficients are sampled around (Intercept at the mean of
+    the other predictors, b_x); the density equals the non-centered one up to the Jacobian, and the
+    row-level predictor keeps only z."""
+    df = _tiny(rng).assign(z=rng.normal(size=12))
+    nc = hf.compile("y ~ x + z + (1 + x | g)", df, param="noncentered")
+    c = hf.compile("y ~ x + z + (1 + x | g)", df, param="centered")
+    assert "coef_g = numpyro.sample('coef_g', dist.MultivariateNormal(pop_g," in c.code
+    assert "eta = X @ b[1:2] + " in c.code and "eta = X @ b[1:2] + " in nc.code
+    L = jnp.linalg.cholesky(jnp.array([[1.0, 0.3], [0.3, 1.0]]))
+    point = {"Intercept_c": jnp.array(0.7), "b": jnp.array([0.9, -0.4]), "sd_g": jnp.array([0.5, 1.3]),
+             "L_g": L, "sigma": jnp.array(1.1), "z_g": jnp.asarray(rng.normal(size=(4, 2)))}
+    r = (point["z_g"] @ L.T) * point["sd_g"]
+    xm = nc.data["X_mean"]
+    pop = jnp.array([0.7 - xm[0] * 0.9, 0.9])
+    lp_nc, _ = log_density(nc.model, (), nc.data, point)
+    lp_c, trace = log_density(c.model, (), c.data, {k: v for k, v in point.items() if k != "z_g"} | {"coef_g": r + pop})
+    np.testing.assert_allclose(float(lp_c), float(lp_nc - 4 * jnp.sum(jnp.log(jnp.diag(L) * point["sd_g"]))), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(trace["r_g"]["value"]), np.asarray(r), rtol=1e-5, atol=1e-6)
 
 

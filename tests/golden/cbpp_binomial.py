@@ -21,7 +21,7 @@ def model(X, X_mean, g_herd, trials, y=None, predict=False):
     r_herd = numpyro.deterministic('r_herd', z_herd * sd_herd)
 
     # ---- linear predictors
-    eta = Intercept_c + X @ b + r_herd[g_herd]
+    eta = X @ b + (r_herd + Intercept_c)[g_herd]
 
     # ---- likelihood: binomial(logit)
     if predict:  # fit.predict(): keep each observation's predictors (never while sampling)

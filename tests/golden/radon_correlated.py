@@ -6,7 +6,7 @@ import numpyro
 import numpyro.distributions as dist
 
 
-def model(X, X_mean, g_county, Z_county, y=None, predict=False):
+def model(X_mean, g_county, Z_county, y=None, predict=False):
     """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""
     # ---- population-level effects of mu: 1 + floor
     # predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean
@@ -15,6 +15,7 @@ def model(X, X_mean, g_county, Z_county, y=None, predict=False):
     numpyro.deterministic('Intercept', Intercept_c - X_mean @ b)
 
     # ---- group-level effects of county: (1 + floor | county), 85 levels, correlated, non-centered
+    pop_county = jnp.stack([Intercept_c - X_mean[0] * b[0], b[0]])  # the population values of the term's columns
     sd_county = numpyro.sample('sd_county', dist.HalfNormal(jnp.array([2.13, 5.72])).to_event(1))
     L_county = numpyro.sample('L_county', dist.LKJCholesky(2, 2.0))
     numpyro.deterministic('cor_county', (L_county @ L_county.T)[jnp.tril_indices(2, -1)])
@@ -24,7 +25,7 @@ def model(X, X_mean, g_county, Z_county, y=None, predict=False):
     r_county = numpyro.deterministic('r_county', (z_county[:, None, :] * L_county).sum(-1) * sd_county)
 
     # ---- linear predictors
-    eta = Intercept_c + X @ b + jnp.sum(r_county[g_county] * Z_county, axis=-1)
+    eta = jnp.sum((r_county + pop_county)[g_county] * Z_county, axis=-1)
 
     # ---- distributional parameters
     sigma = numpyro.sample('sigma', dist.Exponential(1.17))
@@ -33,5 +34,5 @@ def model(X, X_mean, g_county, Z_county, y=None, predict=False):
     if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:mu', eta)
         numpyro.deterministic('dpar:sigma', sigma)
-    with numpyro.plate('obs', X.shape[0]):
+    with numpyro.plate('obs', g_county.shape[0]):
         numpyro.sample('y', dist.Normal(eta, sigma), obs=y)

@@ -21,7 +21,7 @@ def model(X, X_mean, g_county, y=None, predict=False):
     r_county = numpyro.deterministic('r_county', z_county * sd_county)
 
     # ---- linear predictors
-    eta = Intercept_c + X @ b + r_county[g_county]
+    eta = X @ b + (r_county + Intercept_c)[g_county]
 
     # ---- distributional parameters
     sigma = numpyro.sample('sigma', dist.Exponential(1.17))

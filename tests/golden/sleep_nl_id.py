@@ -30,10 +30,10 @@ def model(g_Subject, Days, y=None, predict=False):
     r_Subject__b = numpyro.deterministic('r_Subject__b', r_Subject__s[:, 1])
 
     # ---- linear predictors
-    # one gather of the effects of (1 | s | Subject) in a, (1 | s | Subject) in b, population intercepts included
-    rg_Subject = (jnp.stack([r_Subject__a, r_Subject__b], axis=1) + jnp.stack([Intercept_a, Intercept_b]))[g_Subject]
-    a = rg_Subject[:, 0]
-    b = rg_Subject[:, 1]
+    # one gather of the effects of (1 | s | Subject) in a, (1 | s | Subject) in b
+    rg_Subject = jnp.stack([r_Subject__a, r_Subject__b], axis=1)[g_Subject]
+    a = Intercept_a + rg_Subject[:, 0]
+    b = Intercept_b + rg_Subject[:, 1]
 
     # ---- non-linear parameters and the mean
     mu = a + b * Days

@@ -29,7 +29,7 @@ def model(g_Subject, Days, y=None, predict=False):
     r_Subject__b = numpyro.deterministic('r_Subject__b', z_Subject__b * sd_Subject__b)
 
     # ---- linear predictors
-    # one gather of the effects of (1 | Subject) in a, (1 | Subject) in b, population intercepts included
+    # one gather of the effects of (1 | Subject) in a, (1 | Subject) in b, population values included
     rg_Subject = (jnp.stack([r_Subject__a, r_Subject__b], axis=1) + jnp.stack([Intercept_a, Intercept_b]))[g_Subject]
     a = rg_Subject[:, 0]
     b = rg_Subject[:, 1]

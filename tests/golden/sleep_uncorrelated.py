@@ -6,7 +6,7 @@ import numpyro
 import numpyro.distributions as dist
 
 
-def model(X, X_mean, g_Subject, Z_Subject, y=None, predict=False):
+def model(X_mean, g_Subject, Z_Subject, y=None, predict=False):
     """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""
     # ---- population-level effects of mu: 1 + Days
     # predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean
@@ -15,13 +15,14 @@ def model(X, X_mean, g_Subject, Z_Subject, y=None, predict=False):
     numpyro.deterministic('Intercept', Intercept_c - X_mean @ b)
 
     # ---- group-level effects of Subject: (1 + Days || Subject), 18 levels, uncorrelated, non-centered
+    pop_Subject = jnp.stack([Intercept_c - X_mean[0] * b[0], b[0]])  # the population values of the term's columns
     sd_Subject = numpyro.sample('sd_Subject', dist.HalfNormal(jnp.array([140.0, 48.9])).to_event(1))
     # non-centered: standard-normal offsets z, scaled by the SDs
     z_Subject = numpyro.sample('z_Subject', dist.Normal(0.0, 1.0).expand([18, 2]).to_event(2))
     r_Subject = numpyro.deterministic('r_Subject', z_Subject * sd_Subject)
 
     # ---- linear predictors
-    eta = Intercept_c + X @ b + jnp.sum(r_Subject[g_Subject] * Z_Subject, axis=-1)
+    eta = jnp.sum((r_Subject + pop_Subject)[g_Subject] * Z_Subject, axis=-1)
 
     # ---- distributional parameters
     sigma = numpyro.sample('sigma', dist.Exponential(0.0178))
@@ -30,5 +31,5 @@ def model(X, X_mean, g_Subject, Z_Subject, y=None, predict=False):
     if predict:  # fit.predict(): keep each observation's predictors (never while sampling)
         numpyro.deterministic('linpred:mu', eta)
         numpyro.deterministic('dpar:sigma', sigma)
-    with numpyro.plate('obs', X.shape[0]):
+    with numpyro.plate('obs', g_Subject.shape[0]):
         numpyro.sample('y', dist.Normal(eta, sigma), obs=y)
