@@ -138,18 +138,21 @@ def _exec_code(code: str) -> Callable[..., Any]:
     return namespace["model"]
 
 
-def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], seed: int) -> Centering:
-    """The ``auto`` decision: a short mean-field SVI fit of the non-centered model, then the rule."""
-    from . import infer
+def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size: int | None = None) -> Centering:
+    """The ``auto`` decision: each level's information, measured on the non-centered model, then the rule.
+    A measurement that fails falls back to non-centered, with a warning that says so."""
+    from . import pilot
 
     lowered = lower(spec, design, table, parameterize.fixed(design))
-    model = _exec_code(lowered.code)
-    cfg = infer.SVIConfig(steps=4000, lr=0.02, window=250, tol=1e-3, seed=seed, progress=False, init_scale=0.5)
-    res = infer.run_svi(model, lowered.data, lowered.obs_keys, cfg)
-    import numpy as np
-
-    pilot = {k: (np.asarray(v[0]), np.asarray(v[1])) for k, v in infer.guide_params(res.params).items()}
-    return parameterize.choose(design, pilot)
+    try:
+        info = pilot.measure(_exec_code(lowered.code), lowered.data, lowered.obs_keys, design, table, batch_size,
+                             obs=lowered.obs_site)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not stop the fit: the safe choice remains
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        warnings.warn(f"param='auto' could not measure the data's information ({msg}); using non-centered",
+                      UserWarning, stacklevel=4)
+        return parameterize.fixed(design)
+    return parameterize.choose(design, info)
 
 
 def compile(  # noqa: A001 - the natural name of the stage, as in the issue's API
@@ -169,13 +172,15 @@ def compile(  # noqa: A001 - the natural name of the stage, as in the issue's AP
     return compile_spec(spec, data, na=na)
 
 
-def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Centering | None = None) -> CompiledModel:
+def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Centering | None = None,
+                 batch_size: int | None = None) -> CompiledModel:
     """Design, parameters, parameterization and code of a parsed model (``centering`` given: no pilot)."""
     design = build_design(spec, data, na=na)
     spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
     if centering is None:
-        centering = _pilot(design, spec, table, seed=0) if parameterize.needs_decision(design) else parameterize.fixed(design)
+        centering = (_pilot(design, spec, table, batch_size) if parameterize.needs_decision(design)
+                     else parameterize.fixed(design))
     lowered = lower(spec, design, table, centering)
     return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code))
 
