@@ -305,6 +305,28 @@ _SVI_OPTIONS = ("guide", "rank", "steps", "lr", "optimizer", "schedule", "batch_
 _RUN_OPTIONS = ("init", "shard_data", "x64", "log_lik")
 
 
+def _local_sites(cm: CompiledModel) -> tuple[str, ...]:
+    """The latent sites that are tables of group-level effects (judged as a whole, not one by one)."""
+    labels = [b.label for b in cm.design.groups] + [j.label for j in cm.design.joints]
+    return tuple(f"{kind}_{lab}" for lab in labels for kind in ("z", "rc", "coef", "r"))
+
+
+def _start_values(cm: CompiledModel) -> dict[str, Any]:
+    """Every latent site at its prior median (constrained): SVI starts there without sampling anything."""
+    import jax
+
+    from . import pilot
+
+    def latent(key: Any) -> dict[str, Any]:
+        from numpyro import handlers
+
+        tr = handlers.trace(handlers.seed(cm.model, key)).get_trace(**cm.data)
+        return {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+
+    shapes = jax.eval_shape(latent, jax.random.PRNGKey(0))
+    return {k: jax.numpy.asarray(v) for k, v in pilot.prior_point(shapes, cm.params, cm.design).items()}
+
+
 def _options(method: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Split ``fit``'s extra keyword options into NUTS, SVI and run settings; unknown names are an error."""
     known = (*_NUTS_OPTIONS, *_SVI_OPTIONS, *_RUN_OPTIONS)
@@ -390,8 +412,13 @@ def fit(
     svi_cfg.check()
     infer.set_host_devices()
     t0 = time.perf_counter()
-    cm = compile(formula, data, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param, na=na)
+    spec = parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param)
+    # auto's measurement streams the rows batch_size at a time when minibatches are asked for
+    cm = compile_spec(spec, data, na=na, batch_size=svi_cfg.batch_size if method == "svi" else None)
     t1 = time.perf_counter()
+    svi_cfg = replace(svi_cfg, local_sites=_local_sites(cm), init_values=_start_values(cm),
+                      log_sites=tuple(f"sd_{b.label}" for b in cm.design.groups)
+                      + tuple(e.name for e in cm.params if e.support == "positive"))
     notes: list[str] = []
     x64 = run.get("x64")
     risk = float32_risk(cm.design)
@@ -442,21 +469,19 @@ def _infer(
         idata = results.prior_idata(cm, chains * draws, seed)
         return Fit(cm, idata, "prior", [], None, {"sample": time.perf_counter() - t1})
     if method == "svi":
-        res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg)
+        res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg, obs)
         t2 = time.perf_counter()
         post = infer.guide_draws(cm.model, res, cm.data, draws, seed, cm.latent_sites())
         attrs |= {"svi_steps": str(res.steps), "svi_converged": str(res.converged),
                   "svi_final_loss": f"{float(res.losses[-min(len(res.losses), svi_cfg.window):].mean()):.6g}"}
         idata = results.idata_from_draws(cm.model, post, cm.data, cm.coords, cm.dims, attrs, log_lik, obs)
-        msgs = [] if res.converged else [
-            f"SVI stopped at the step cap ({res.steps} steps) before the ELBO settled; raise steps= or lr="
-        ]
+        msgs = [] if res.converged else [infer.svi_warning(res, svi_cfg.window)]
         for m in msgs:
             warnings.warn(m, UserWarning, stacklevel=3)
         return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2}, notes)
     init_params, inv_mass = None, None
     if init == "svi":
-        svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg)
+        svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg, obs)
         init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
     t2 = time.perf_counter()
     if shard_data and multi_process:

@@ -159,28 +159,38 @@ GUIDES = ("normal", "lowrank", "fullrank")
 class SVIConfig:
     """Stochastic variational inference settings.
 
-    Convergence: the mean loss of each window of ``window`` steps is compared
-    with the previous window's; SVI stops when the relative change stays below
-    ``tol`` for ``patience`` windows in a row (PyMC's CheckParametersConvergence
-    does the like on parameters), or at ``steps``.
+    Adam with a learning rate that steps down when progress stalls, and convergence judged on
+    the parameters, not the loss: each window of ``window`` steps averages the guide's
+    parameters (Polyak-Ruppert), and SVI has converged when, at the final learning rate, the
+    window averages of every global parameter moved by less than ``tol`` posterior SDs (the
+    guide's own scale) for two windows in a row. A loss criterion is fooled by slow drift along a
+    ridge (the loss barely changes while the intercept walks) and by minibatch noise; this one is
+    not. (The yardstick is the posterior SD or 1% of the value, whichever is wider.) The learning rate starts at ``lr`` and is divided by 4 each time the parameters settle at
+    it (minibatch noise shrinks with it), ``decays`` times; the returned parameters are the last
+    window's average. Stopping at ``steps`` before that is reported, with what still moved.
     """
 
     guide: str = "normal"
     rank: int | None = None
-    steps: int | None = None  # None: 20000 (full batch, stops when settled), 10000 with minibatches
-    lr: float = 0.01
+    steps: int | None = None  # None: 20000 (full batch), 30000 with minibatches
+    lr: float = 0.02
     optimizer: str = "adam"  # "adam" | "clipped_adam"
-    #: "auto": constant for full batch; cosine decay with minibatches, whose noisy gradients
-    #: otherwise leave the slow directions (group SDs) wandering
-    schedule: str = "auto"  # "auto" | "constant" | "cosine" | "exponential"
+    #: "auto": steps down by 4 whenever the parameters settle (see above); "constant": never
+    schedule: str = "auto"  # "auto" | "constant"
     batch_size: int | None = None
-    tol: float = 1e-4
-    window: int = 500
-    patience: int = 3
+    tol: float = 0.1  # posterior SDs a global parameter's window average may still move
+    window: int = 250
+    decays: int = 3
     seed: int = 0
     draws: int = 1000
     progress: bool = True
     init_scale: float = 0.1
+    #: latent sites of group-level effects (z_, r_, coef_, ...): not judged one by one for convergence
+    local_sites: tuple[str, ...] = ()
+    #: positive sites (SDs, sigma, ...), whose guide is on the log scale
+    log_sites: tuple[str, ...] = ()
+    #: starting values of the latent sites (constrained), e.g. their prior medians; None: NumPyro's median init
+    init_values: Any = None
 
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
@@ -194,10 +204,12 @@ class SVIConfig:
             raise HBMError(f"the learning rate must be positive, got {self.lr}")
         if (self.steps is not None and self.steps < 1) or self.window < 1:
             raise HBMError("steps and window must be at least 1")
+        if not self.tol > 0:
+            raise HBMError(f"tol must be positive (posterior SDs), got {self.tol}")
         if self.optimizer not in ("adam", "clipped_adam"):
             raise HBMError(f"unknown optimizer '{self.optimizer}': use adam or clipped_adam")
-        if self.schedule not in ("auto", "constant", "cosine", "exponential"):
-            raise HBMError(f"unknown schedule '{self.schedule}': use auto, constant, cosine or exponential")
+        if self.schedule not in ("auto", "constant"):
+            raise HBMError(f"unknown schedule '{self.schedule}': use auto (steps down when settled) or constant")
         if self.batch_size is not None:
             if self.batch_size < 1:
                 raise HBMError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -218,12 +230,16 @@ class SVIResult:
     steps: int
     converged: bool
     seconds: float
+    #: when not converged: the global parameters that still moved, in posterior SDs per window
+    moving: dict[str, float] | None = None
+    batch_size: int | None = None
 
 
 def make_guide(model: Any, cfg: SVIConfig) -> Any:
-    from numpyro.infer import autoguide, init_to_median
+    from numpyro.infer import autoguide, init_to_median, init_to_value
 
-    init = init_to_median(num_samples=15)
+    # starting values given (prior medians): nothing to sample and compile for the initialisation
+    init = init_to_value(values=cfg.init_values) if cfg.init_values else init_to_median(num_samples=15)
     if cfg.guide == "normal":
         return autoguide.AutoNormal(model, init_loc_fn=init, init_scale=cfg.init_scale)
     if cfg.guide == "lowrank":
@@ -231,21 +247,37 @@ def make_guide(model: Any, cfg: SVIConfig) -> Any:
     return autoguide.AutoMultivariateNormal(model, init_loc_fn=init, init_scale=cfg.init_scale)
 
 
-def _optimizer(cfg: SVIConfig, steps: int, minibatch: bool) -> Any:
+def _optimizer(cfg: SVIConfig) -> Any:
+    """Adam whose learning rate lives in its state (optax.inject_hyperparams), so the loop can lower it
+    between windows without recompiling anything."""
     import optax
     from numpyro.optim import optax_to_numpyro
 
-    schedule = cfg.schedule if cfg.schedule != "auto" else ("cosine" if minibatch else "constant")
-    if schedule == "cosine":
-        lr: Any = optax.cosine_decay_schedule(cfg.lr, steps, alpha=0.02)
-    elif schedule == "exponential":
-        lr = optax.exponential_decay(cfg.lr, transition_steps=max(steps // 10, 1), decay_rate=0.7)
-    else:
-        lr = cfg.lr
-    opt = optax.adam(lr)
+    opt = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr)
     if cfg.optimizer == "clipped_adam":
         opt = optax.chain(optax.clip_by_global_norm(10.0), opt)
     return optax_to_numpyro(opt)
+
+
+def _set_lr(state: Any, lr: float) -> Any:
+    """The SVI state with Adam's learning rate replaced (the injected hyperparameter)."""
+    import jax.numpy as jnp
+
+    def fix(node: Any) -> Any:
+        if hasattr(node, "hyperparams") and "learning_rate" in node.hyperparams:
+            node.hyperparams["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(node.hyperparams["learning_rate"]).dtype)
+            return True
+        return False
+
+    def walk(node: Any) -> bool:
+        if fix(node):
+            return True
+        if isinstance(node, (tuple, list)):
+            return any(walk(x) for x in node)
+        return False
+
+    walk(state.optim_state)
+    return state
 
 
 class scale_observed:
@@ -272,10 +304,40 @@ class scale_observed:
         return self._handler(*args, **kwargs)
 
 
+def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
+           log_sites: tuple[str, ...] = ()) -> dict[str, float]:
+    """How far each global parameter's window average moved, in units of the guide's scale (its
+    posterior SD): per site, the largest over its elements."""
+    import numpy as np
+
+    out = {}
+    for k, v in cur.items():
+        if k.endswith("_auto_loc"):
+            site = k[: -len("_auto_loc")]
+            if site in local or f"{site}_auto_scale" not in cur:
+                continue
+            # the yardstick: the posterior SD, or 1% of the value when that is wider (at 400K rows a
+            # residual SD's posterior SD is 0.1% of it: minibatch noise never gets that small, and
+            # nothing a user reads changes at that scale)
+            # (a positive parameter's guide lives on the log scale, where 1% is 0.01)
+            floor = 0.01 if site in log_sites else 0.01 * np.abs(np.asarray(v))
+            scale = np.maximum(np.maximum(np.asarray(cur[f"{site}_auto_scale"]), floor), 1e-12)
+            out[site] = float(np.max(np.abs(np.asarray(v) - np.asarray(prev[k])) / scale))
+        elif k == "auto_loc" and "auto_scale" in cur:  # low-rank / full-rank guides: one flat vector
+            scale = np.maximum(np.asarray(cur["auto_scale"]), 1e-12)
+            d = np.abs(np.asarray(v) - np.asarray(prev[k])) / scale
+            out["auto_loc"] = float(np.quantile(d, 0.9))
+        elif k == "auto_loc" and "auto_scale_tril" in cur:
+            scale = np.maximum(np.abs(np.diag(np.asarray(cur["auto_scale_tril"]))), 1e-12)
+            d = np.abs(np.asarray(v) - np.asarray(prev[k])) / scale
+            out["auto_loc"] = float(np.quantile(d, 0.9))
+    return out
+
+
 def run_svi(
-    model: Any, data: dict[str, Any], obs_keys: list[str], cfg: SVIConfig
+    model: Any, data: dict[str, Any], obs_keys: list[str], cfg: SVIConfig, obs_site: str = "y"
 ) -> SVIResult:
-    """Fit an autoguide by SVI, full-batch or on minibatches of observations.
+    """Fit an autoguide by SVI, full-batch or on minibatches of observations (see ``SVIConfig``).
 
     Minibatches are drawn as ``batch_size`` random row indices each step
     (O(batch) work; never a permutation of all rows); every per-observation
@@ -295,7 +357,7 @@ def run_svi(
     batch = cfg.batch_size
     arrays = {k: jnp.asarray(v) for k, v in data.items()}
     if batch is not None and batch < n:
-        fit_model = scale_observed(model, n / batch)
+        fit_model = scale_observed(model, n / batch, (obs_site,))
 
         def batch_args(key: Any, arrs: dict[str, Any]) -> dict[str, Any]:
             idx = jax.random.randint(key, (batch,), 0, n)
@@ -308,24 +370,29 @@ def run_svi(
         def batch_args(key: Any, arrs: dict[str, Any]) -> dict[str, Any]:
             return arrs
 
-    steps = cfg.steps or (10000 if batch is not None else 20000)
+    steps = cfg.steps or (30000 if batch is not None else 20000)
     guide = make_guide(model, cfg)
-    svi = SVI(fit_model, guide, _optimizer(cfg, steps, batch is not None), Trace_ELBO())
+    svi = SVI(fit_model, guide, _optimizer(cfg), Trace_ELBO())
     key = jax.random.PRNGKey(cfg.seed)
     key, k_init, k_b = jax.random.split(key, 3)
     # The data are arguments of the jitted functions, never closed over: arrays sharded
     # over other processes' devices cannot be constants. Jitting the initialisation also
-    # saves time: eagerly, numpyro compiles every primitive of the model one by one
-    # (measured: 18 s for radon, vs about 1 s jitted).
+    # saves time: eagerly, numpyro compiles every primitive of the model one by one.
     state = jax.jit(lambda k, kb, arrs: svi.init(k, **batch_args(kb, arrs)))(k_init, k_b, arrays)
 
     @jax.jit
-    def run_window(state: Any, key: Any, arrs: dict[str, Any]) -> tuple[Any, Any]:
-        def step(st: Any, k: Any) -> tuple[Any, Any]:
-            st, loss = svi.update(st, **batch_args(k, arrs))
-            return st, loss
+    def run_window(state: Any, key: Any, arrs: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """``window`` steps; their losses and the average of the guide's parameters over them."""
+        zero = jax.tree.map(jnp.zeros_like, svi.get_params(state))
 
-        return jax.lax.scan(step, state, jax.random.split(key, cfg.window))
+        def step(carry: Any, k: Any) -> tuple[Any, Any]:
+            st, acc = carry
+            st, loss = svi.update(st, **batch_args(k, arrs))
+            acc = jax.tree.map(jnp.add, acc, svi.get_params(st))
+            return (st, acc), loss
+
+        (state, acc), losses = jax.lax.scan(step, (state, zero), jax.random.split(key, cfg.window))
+        return state, losses, jax.tree.map(lambda a: a / cfg.window, acc)
 
     bar = None
     if cfg.progress:
@@ -333,20 +400,22 @@ def run_svi(
 
         bar = tqdm(total=steps, desc="SVI", unit="step", leave=False)
     losses: list[np.ndarray] = []
-    prev = None
-    calm = 0
+    lr, decays, calm, stalled, best = cfg.lr, 0, 0, 0, float("inf")
     converged = False
+    prev_avg = None
+    avg: dict[str, Any] = {}
+    drift: dict[str, float] = {}
     t0 = time.perf_counter()
     done = 0
     while done < steps:
         key, k = jax.random.split(key)
-        state, chunk = run_window(state, k, arrays)
+        state, chunk, avg = run_window(state, k, arrays)
         chunk = np.asarray(chunk)
-        take = min(cfg.window, steps - done)
-        losses.append(chunk[:take])
-        done += take
+        avg = {name: np.asarray(v) for name, v in avg.items()}
+        losses.append(chunk)
+        done += cfg.window
         mean = float(np.mean(chunk))
-        if not np.isfinite(mean):
+        if not np.isfinite(mean) or not all(np.all(np.isfinite(v)) for v in avg.values()):
             if bar is not None:
                 bar.close()
             raise HBMError(
@@ -354,24 +423,48 @@ def run_svi(
                 "(--lr), scaling the predictors (scale(x)), or more informative priors"
             )
         if bar is not None:
-            bar.update(take)
-            bar.set_postfix(elbo=f"{-mean:.4g}")
-        # settled: the window means changed by less than tol for `patience` windows in a row
-        # (one quiet window is often noise, above all with minibatches)
-        calm = calm + 1 if prev is not None and abs(prev - mean) / max(abs(mean), 1e-12) < cfg.tol else 0
-        if calm >= cfg.patience:
-            converged = True
-            break
-        prev = mean
+            bar.update(cfg.window)
+            bar.set_postfix(elbo=f"{-mean:.4g}", lr=f"{lr:.2g}")
+        if prev_avg is not None:
+            drift = _drift(prev_avg, avg, cfg.local_sites, cfg.log_sites)
+            worst = max(drift.values(), default=0.0)
+            calm = calm + 1 if worst < cfg.tol else 0
+            if worst < 0.9 * best:
+                best, stalled = worst, 0
+            else:
+                stalled += 1
+            last_rate = cfg.schedule == "constant" or decays >= cfg.decays
+            if calm >= 2 and last_rate:
+                converged = True
+                break
+            if not last_rate and (calm >= 2 or stalled >= 4):
+                # settled at this rate, or no longer improving (the noise of the gradient sets the
+                # wobble): a lower rate sheds the noise
+                lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
+                state = _set_lr(state, lr)
+        prev_avg = avg
     if bar is not None:
         bar.close()
-    params = svi.get_params(state)
-    jax.block_until_ready(params)
-    if not converged and done >= steps and (cfg.schedule in ("cosine", "exponential") or (cfg.schedule == "auto" and batch)):
-        # a decaying schedule runs its course; it has settled if the last windows barely moved
-        tail = [float(np.mean(w)) for w in losses[-3:]]
-        converged = len(tail) == 3 and abs(tail[-1] - tail[0]) / max(abs(tail[-1]), 1e-12) < 10 * cfg.tol
-    return SVIResult(guide, params, np.concatenate(losses), done, converged, time.perf_counter() - t0)
+    params = {k: jnp.asarray(v) for k, v in avg.items()}  # the last window's average (Polyak-Ruppert)
+    moving = None
+    if not converged:
+        moving = dict(sorted(((k, v) for k, v in drift.items() if v >= cfg.tol), key=lambda kv: -kv[1])[:5])
+    return SVIResult(guide, params, np.concatenate(losses), done, converged, time.perf_counter() - t0, moving,
+                     batch)
+
+
+def svi_warning(res: SVIResult, window: int) -> str:
+    """Why SVI is not to be trusted when it stopped before converging: what moved, the likely cause, the fix."""
+    moving = res.moving or {}
+    shown = ", ".join(f"{k} ({v:.2g} SD)" for k, v in list(moving.items())[:3]) or "the parameters"
+    cause = ("minibatch noise, or a slow drift along a ridge between group effects and population values"
+             if res.batch_size else "a slow drift along a ridge between group effects and population values")
+    return (
+        f"SVI did not converge in {res.steps} steps: {shown} still moved by that many posterior SDs per {window} "
+        f"steps; likely cause: {cause}; the estimates may be biased. Fix: more steps (steps=, --steps), "
+        "param='auto' or 'centered' for well-informed groups"
+        + (", or a larger batch_size" if res.batch_size else "") + "; or NUTS"
+    )
 
 
 def guide_params(params: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -225,6 +225,29 @@ class Truncated(dist.Distribution):
         lower = 0.0 if self.low is None else cdf(self.base, self.low - step)
         return self.base.log_prob(y) - log_clipped(upper - lower)
 ''',
+    "CorrelatedNormal": '''
+class CorrelatedNormal(dist.Distribution):
+    """n rows, each multivariate normal with mean loc and covariance T T' (T = diag(sd) L, shared by all
+    rows): one K x K inverse for all rows (NumPyro's batched MultivariateNormal solves n small systems,
+    about 6x slower on CPU)."""
+
+    support = dist.constraints.independent(dist.constraints.real, 2)
+
+    def __init__(self, loc, scale_tril, n):
+        self.loc, self.scale_tril, self.n = loc, scale_tril, n
+        super().__init__(batch_shape=(), event_shape=(n, scale_tril.shape[-1]))
+
+    def sample(self, key, sample_shape=()):
+        z = jax.random.normal(key, tuple(sample_shape) + self.event_shape)
+        return self.loc + z @ self.scale_tril.T
+
+    def log_prob(self, value):
+        K = self.scale_tril.shape[-1]
+        inv = jax.scipy.linalg.solve_triangular(self.scale_tril, jnp.eye(K), lower=True)
+        w = (value - self.loc) @ inv.T
+        log_det = jnp.sum(jnp.log(jnp.diag(self.scale_tril)))
+        return -0.5 * jnp.sum(w**2, axis=(-2, -1)) - self.n * (log_det + 0.5 * K * jnp.log(2 * jnp.pi))
+''',
     "OrderedIID": '''
 class OrderedIID(dist.Distribution):
     """Independent priors restricted to increasing values (Stan's ordered vector

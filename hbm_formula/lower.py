@@ -409,7 +409,9 @@ class _Emitter:
             self.dims[f"cor_{g.label}"] = [f"{g.label}__cor"]
             out.append(f"numpyro.deterministic({self.site('cor_' + g.label)!r}, ({L} @ {L}.T)[jnp.tril_indices({K}, -1)])")
             self.summary.append(f"cor_{g.label}")
-            centered_dist = f"dist.MultivariateNormal({{loc}}, scale_tril={sd}[:, None] * {L}).expand([{{n}}]).to_event(1)"
+            centered_dist = f"CorrelatedNormal({{loc}}, {sd}[:, None] * {L}, {{n}})"
+            if Centering.chosen(g.centered) != "noncentered":
+                self.use("CorrelatedNormal")
             scaled = f"({{z}}[:, None, :] * {L}).sum(-1) * {sd}"
             how = "scaled by the SDs and correlated by L"
         else:

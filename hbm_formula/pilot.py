@@ -161,10 +161,13 @@ def prior_point(shapes: dict[str, Any], table: list[Any], design: Any) -> dict[s
             out[site] = np.eye(shape[0], dtype=np.float32)
         elif site == "Intercept" and len(shape) == 1:  # ordinal thresholds: increasing
             out[site] = np.linspace(-1.0, 1.0, shape[0]).astype(np.float32)
-        elif site.startswith("sd_") and len(shape) == 1:
+        elif site.startswith("sd_"):  # one SD per coefficient, named sd_<g>__<coef> in the table
             entries = [e for e in table if e.name.startswith(site + "__")]
-            vals = [prior_median(e.prior) for e in entries] if len(entries) == shape[0] else [1.0] * shape[0]
-            out[site] = np.asarray(vals, dtype=np.float32)
+            size = int(np.prod(shape)) if shape else 1
+            vals = [prior_median(e.prior) for e in entries] if len(entries) == size else [1.0] * size
+            out[site] = np.asarray(vals, dtype=np.float32).reshape(shape)
+        elif site in ("sigma", "shape", "phi", "nu") or getattr(by_name.get(site), "support", "") == "positive":
+            out[site] = np.ones(shape, dtype=np.float32)  # pragma: no cover - positive sites are in the table
         else:  # coefficient vectors, z, r, coefficient tables: 0
             out[site] = np.zeros(shape, dtype=np.float32)
     return out

@@ -163,7 +163,7 @@ def test_hierarchical_centering_with_population_slopes(rng: np.random.Generator)
     df = _tiny(rng).assign(z=rng.normal(size=12))
     nc = hf.compile("y ~ x + z + (1 + x | g)", df, param="noncentered")
     c = hf.compile("y ~ x + z + (1 + x | g)", df, param="centered")
-    assert "coef_g = numpyro.sample('coef_g', dist.MultivariateNormal(pop_g," in c.code
+    assert "coef_g = numpyro.sample('coef_g', CorrelatedNormal(pop_g," in c.code
     assert "eta = X @ b[1:2] + " in c.code and "eta = X @ b[1:2] + " in nc.code
     L = jnp.linalg.cholesky(jnp.array([[1.0, 0.3], [0.3, 1.0]]))
     point = {"Intercept_c": jnp.array(0.7), "b": jnp.array([0.9, -0.4]), "sd_g": jnp.array([0.5, 1.3]),

@@ -207,7 +207,7 @@ def test_id_links_the_mean_and_sigma_and_recovers_their_correlation(rng: np.rand
 def test_joint_block_can_be_centered_and_auto(rng: np.random.Generator) -> None:
     df, _ = simulate_4pl(rng, G=8, D=30)
     cm = hf.compile(FOUR_PL_ID, df, param="centered")
-    assert "r_compound__p = numpyro.sample('r_compound__p', dist.MultivariateNormal(jnp.zeros(4)" in cm.code
+    assert "r_compound__p = numpyro.sample('r_compound__p', CorrelatedNormal(jnp.zeros(4)" in cm.code
     fit = hf.fit(FOUR_PL_ID, df, param="centered", chains=1, warmup=20, draws=10, seed=0, progress=False)
     assert fit.idata.posterior["r_compound__hill"].shape[-1] == 8
     auto = hf.compile(FOUR_PL_ID, df, param="auto")

@@ -16,7 +16,7 @@ def test_auto_centers_well_informed_groups(rng: np.random.Generator) -> None:
     row = cm.parameterization().loc["g"]
     assert row["chosen"] == "centered" and row["centered_levels"] == 12
     assert "# auto: 12 of 12 levels centered" in cm.code
-    assert "coef_g = numpyro.sample('coef_g', dist.MultivariateNormal(pop_g," in cm.code
+    assert "coef_g = numpyro.sample('coef_g', CorrelatedNormal(pop_g," in cm.code
 
 
 def test_auto_keeps_radon_noncentered(radon: pd.DataFrame) -> None:
