@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+#: rounds of the quick mode (each one pass over the rows, no recompilation)
+ITERATIONS = 4
+
 
 @dataclass(frozen=True)
 class Information:
@@ -55,8 +58,10 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         tr = handlers.trace(handlers.seed(model, key)).get_trace(**arrays)
         return {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
 
-    def loglik(tables: dict[str, Any], point: dict[str, Any], arrays: dict[str, Any], mask: Any) -> Any:
-        tr = handlers.trace(handlers.substitute(scale_observed(model, mask), data=point | tables)).get_trace(**arrays)
+    def loglik(tables: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], arrays: dict[str, Any],
+               mask: Any) -> Any:
+        values = point | tables | {k: jnp.exp(v) for k, v in aux.items()}
+        tr = handlers.trace(handlers.substitute(scale_observed(model, mask), data=values)).get_trace(**arrays)
         site = tr[obs]
         lp = site["fn"].log_prob(site["value"])
         return jnp.sum(lp * (site["scale"] if site["scale"] is not None else 1.0))
@@ -73,44 +78,79 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             t[i, :, c] = 1.0
 
     @jax.jit
-    def one_chunk(point: dict[str, Any], arrays: dict[str, Any], mask: Any, stacked: dict[str, Any]) -> tuple[Any, Any]:
-        tab0 = {s: jnp.zeros(shape) for s, shape in shapes.items()}
-        f = lambda tb: loglik(tb, point, arrays, mask)  # noqa: E731
-        grad = jax.grad(f)(tab0)
-        hvps = jax.vmap(lambda v: jax.jvp(jax.grad(f), (tab0,), (v,))[1])(stacked)
-        return grad, hvps
+    def one_chunk(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], arrays: dict[str, Any], mask: Any,
+                  stacked: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        f = lambda tb: loglik(tb, aux, point, arrays, mask)  # noqa: E731
+        grad = jax.grad(f)(tab)
+        hvps = jax.vmap(lambda v: jax.jvp(jax.grad(f), (tab,), (v,))[1])(stacked)
+        if not aux:  # no scalar distributional parameter (Poisson, Bernoulli, ...)
+            return grad, hvps, {}, {}
+        fa = lambda a: loglik(tab, a, point, arrays, mask)  # noqa: E731
+        return grad, hvps, jax.grad(fa)(aux), jax.hessian(fa)(aux)
+
+    def evaluate(tab: dict[str, np.ndarray], aux: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict]:
+        """Gradient and Hessian-diagonal columns of the log-likelihood at the effect tables ``tab``, and its
+        gradient and curvature in the log of each scalar distributional parameter."""
+        sums: list[dict[str, Any]] = [{}, {}, {}, {}]
+        for r0 in range(0, n, chunk):
+            r1 = min(r0 + chunk, n)
+            arrays = {k: (_pad(np.asarray(v[r0:r1]), chunk) if k in obs_keys else v) for k, v in data.items()}
+            mask = np.zeros(chunk, dtype=np.float32)
+            mask[: r1 - r0] = 1.0
+            out = one_chunk(tab, aux, point, arrays, mask, stacked)
+            out = (*out[:3], {k: v[k] for k, v in out[3].items()})  # the Hessian's diagonal in aux
+            for acc, part in zip(sums, out, strict=True):
+                for k, v in part.items():
+                    acc[k] = acc.get(k, 0.0) + np.asarray(v, dtype=float)
+        return sums[0], sums[1], sums[2], sums[3]
 
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
     shapes_of = jax.eval_shape(latent_shapes, jax.random.PRNGKey(0), {k: v[:chunk] if k in obs_keys else v
                                                                       for k, v in data.items()})
     point = {k: jnp.asarray(v) for k, v in prior_point(shapes_of, table, design).items()}
-    grad_sum: dict[str, np.ndarray] | None = None
-    hvp_sum: dict[str, np.ndarray] | None = None
-    for r0 in range(0, n, chunk):
-        r1 = min(r0 + chunk, n)
-        arrays = {k: (_pad(np.asarray(v[r0:r1]), chunk) if k in obs_keys else v) for k, v in data.items()}
-        mask = np.zeros(chunk, dtype=np.float32)
-        mask[: r1 - r0] = 1.0
-        g, h = one_chunk(point, arrays, mask, stacked)
-        g = {k: np.asarray(v, dtype=float) for k, v in g.items()}
-        h = {k: np.asarray(v, dtype=float) for k, v in h.items()}
-        grad_sum = g if grad_sum is None else {k: grad_sum[k] + g[k] for k in g}
-        hvp_sum = h if hvp_sum is None else {k: hvp_sum[k] + h[k] for k in h}
-    assert grad_sum is not None and hvp_sum is not None
-    info, effects, sds, ses = {}, {}, {}, {}
-    for i, (number, c) in enumerate(tangents):
-        blk = next(b for b in blocks if b.number == number)
-        site = sites[number]
-        h = hvp_sum[site][i]
-        g = grad_sum[site]
-        col_h = h if blk.n_coef == 1 else h[:, c]
-        col_g = g if blk.n_coef == 1 else g[:, c]
-        info.setdefault(number, np.zeros((len(blk.levels), blk.n_coef)))[:, c] = np.maximum(-col_h, 0.0)
-        effects.setdefault(number, np.zeros((len(blk.levels), blk.n_coef)))[:, c] = np.divide(
-            col_g, -col_h, out=np.zeros_like(col_g), where=-col_h > 0)
-    for number, prec in info.items():
-        sd, se = zip(*(_moments(effects[number][:, c], prec[:, c]) for c in range(prec.shape[1])), strict=True)
-        sds[number], ses[number] = np.array(sd), np.array(se)
+    tab = {s: np.zeros(shape, dtype=np.float32) for s, shape in shapes.items()}
+    # scalar distributional parameters (sigma, shape, phi, ...) move with the effects: at its prior median a
+    # residual SD also holds the group-to-group variation, which would understate every level's information
+    positive = {e.name for e in table if e.support == "positive" and e.cls == e.name}
+    aux = {k: np.log(np.asarray(point[k], dtype=np.float32)) for k in positive if k in point and np.ndim(point[k]) == 0}
+    info: dict[int, np.ndarray] = {}
+    effects: dict[int, np.ndarray] = {}
+    sds: dict[int, np.ndarray] = {}
+    ses: dict[int, np.ndarray] = {}
+    for sweep in range(ITERATIONS):
+        # a quick mode: Newton steps level by level, each level's estimate shrunk toward the mean of
+        # the levels as the normal-normal model does (empirical Bayes), so the information is taken
+        # where the effects are, not at the prior medians (a Poisson intercept prior sits at 0). One
+        # term at a time (Gauss-Seidel): nested or crossed terms must not both claim the same deviations.
+        if aux:
+            _, _, ga, ha = evaluate(tab, aux)
+            aux = {k: (v + np.clip(ga[k] / max(abs(ha[k]), 1e-12), -2.0, 2.0)).astype(np.float32) for k, v in aux.items()}
+        for blk in blocks:
+            grad_sum, hvp_sum, _, _ = evaluate(tab, aux)
+            site = sites[blk.number]
+            prec_b = np.zeros((len(blk.levels), blk.n_coef))
+            est_b = np.zeros((len(blk.levels), blk.n_coef))
+            for i, (number, c) in enumerate(tangents):
+                if number != blk.number:
+                    continue
+                h, g = hvp_sum[site][i], grad_sum[site]
+                col_h = h if blk.n_coef == 1 else h[:, c]
+                col_g = g if blk.n_coef == 1 else g[:, c]
+                cur = tab[site] if blk.n_coef == 1 else tab[site][:, c]
+                # |curvature|: away from the mode (a non-linear curve at its starting values) the Hessian can
+                # be indefinite; its magnitude still measures how sharply the data pin the effect, and
+                # g / |h| steps uphill (saddle-free Newton, Dauphin et al. 2014)
+                prec_b[:, c] = np.abs(col_h)
+                est_b[:, c] = cur + np.divide(col_g, prec_b[:, c], out=np.zeros_like(col_g), where=prec_b[:, c] > 0)
+            sd, se, means = zip(*(_moments(est_b[:, c], prec_b[:, c]) for c in range(blk.n_coef)), strict=True)
+            info[blk.number], effects[blk.number] = prec_b, est_b
+            sds[blk.number], ses[blk.number] = np.array(sd), np.array(se)
+            sd2 = np.square(np.nan_to_num(sds[blk.number]))
+            # no shrinkage on the first sweep: from a poor start the spread of the estimates is not yet
+            # known, and shrinking by a too-small SD would hold the effects at zero for good
+            shrink = prec_b * sd2 / (1.0 + prec_b * sd2) if sweep else np.ones_like(prec_b)
+            new = np.array(means)[None, :] + shrink * (est_b - np.array(means)[None, :])
+            tab[site] = (new[:, 0] if blk.n_coef == 1 else new).astype(np.float32)
     return Information(info, effects, sds, ses, n)
 
 
@@ -179,12 +219,12 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)], axis=0)
 
 
-def _moments(est: np.ndarray, info: np.ndarray) -> tuple[float, float]:
-    """DerSimonian-Laird estimate of the SD of level effects from one-step estimates with variances 1/I,
-    and the standard error of its log from the normal-normal model's Fisher information."""
+def _moments(est: np.ndarray, info: np.ndarray) -> tuple[float, float, float]:
+    """DerSimonian-Laird estimate of the SD of level effects from estimates with variances 1/I, the
+    standard error of its log from the normal-normal model's Fisher information, and their mean."""
     ok = np.isfinite(est) & (info > 0)
     if ok.sum() < 2:
-        return float("nan"), float("inf")
+        return float("nan"), float("inf"), 0.0
     w = info[ok]
     x = est[ok]
     mean = np.sum(w * x) / np.sum(w)
@@ -195,4 +235,4 @@ def _moments(est: np.ndarray, info: np.ndarray) -> tuple[float, float]:
     tau2 = max(tau2, (0.01 * np.std(x)) ** 2, 1e-12)
     kappa = info[ok] * tau2 / (1.0 + info[ok] * tau2)
     se = 1.0 / np.sqrt(2.0 * np.sum(kappa**2) + 1e-12)
-    return float(np.sqrt(tau2)), float(se)
+    return float(np.sqrt(tau2)), float(se), float(mean)
