@@ -437,6 +437,8 @@ def run_class(
         post = nuts_posteriors(cm, ys, sites, seed=seed + 1, **kwargs)
     elif method == "svi":
         post = svi_posteriors(cm, ys, sites, seed=seed + 1, **kwargs)
+        if kwargs.get("guide", "normal") != "normal":
+            method = f"svi-{kwargs['guide']}"
     else:
         raise ValueError(f"unknown method {method!r}")
     L = post.diagnostics["L"]
@@ -502,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=1000, help="NUTS draws per chain, before thinning")
     ap.add_argument("--thin", type=int, default=10)
     ap.add_argument("--svi-steps", type=int, default=20000)
+    ap.add_argument("--svi-guide", choices=["normal", "lowrank", "fullrank"], default="normal",
+                    help="normal (mean-field, hbm_formula's default); others are stored as svi-<guide>")
     ap.add_argument("--nuts-batch", type=int, default=50)
     ap.add_argument("--svi-batch", type=int, default=100)
     args = ap.parse_args(argv)
@@ -517,15 +521,19 @@ def main(argv: list[str] | None = None) -> int:
         with open(path) as f:
             report = json.load(f)
     report.setdefault("results", {})
-    report["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jax": jax.__version__,
-                      "numpyro": numpyro.__version__, "cores": os.cpu_count(), "argv": sys.argv[1:],
-                      "settings": vars(args)}
+    runs = report.setdefault("runs", [])
+    if "meta" in report:  # older layout: one run
+        runs.insert(0, report.pop("meta"))
+    runs.append({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jax": jax.__version__,
+                 "numpyro": numpyro.__version__, "cores": os.cpu_count(), "argv": sys.argv[1:],
+                 "settings": vars(args)})
     for name in args.classes:
         cls = CLASSES[name]
         for method in methods:
             kw = ({"warmup": args.warmup, "draws": args.draws, "thin": args.thin, "batch": args.nuts_batch}
-                  if method == "nuts" else {"steps": args.svi_steps, "batch": args.svi_batch})
+                  if method == "nuts" else {"steps": args.svi_steps, "batch": args.svi_batch, "guide": args.svi_guide})
             res = run_class(cls, method, sims=args.sims, bins=args.bins, seed=args.seed, **kw)
+            method = res.method
             report["results"][f"{name}/{method}"] = res.to_json() | {"formula": cls.formula,
                                                                        "priors": cls.priors}
             plot_ranks(res, os.path.join(args.out, f"sbc_{name}_{method}.png"))
