@@ -351,16 +351,35 @@ def svi_posteriors(
         wins.append(w)
     post = {k: np.concatenate([b[k] for b in post_b]) for k in sites}
     w = np.concatenate(wins)  # (S, windows)
-    rel = np.abs(np.diff(w[:, -4:], axis=1)) / np.maximum(np.abs(w[:, -3:]), 1e-12)
-    settled = (rel < cfg.tol).all(1)
+    stop = _hbm_stop_window(w, cfg.tol, cfg.patience)
+    rel = np.abs(np.diff(w, axis=1)) / np.maximum(np.abs(w[:, 1:]), 1e-12)
     diag = {
         "steps": steps, "lr": lr, "guide": guide, "L": draws,
-        "sims_settled_by_hbm_rule": int(settled.sum()),
+        # hbm_formula.infer.run_svi stops once the relative change of consecutive window
+        # means stays below tol for `patience` windows; here: would it ever, and when
+        "sims_settled_by_hbm_rule": int((stop > 0).sum()),
+        "hbm_rule_stop_step_median": float(np.median(stop[stop > 0]) * window) if (stop > 0).any() else None,
         "nonfinite_loss_sims": int((~np.isfinite(w[:, -1])).sum()),
         "median_last_window_rel_change": float(np.median(rel[:, -1])),
+        "median_window_rel_change_second_half": float(np.median(rel[:, rel.shape[1] // 2:])),
         "xla_compile_seconds": compile_s,
     }
     return Posterior(post, diag, time.perf_counter() - t0)
+
+
+def _hbm_stop_window(w: np.ndarray, tol: float, patience: int) -> np.ndarray:
+    """hbm_formula's SVI stopping rule applied to window means ``w`` (S, windows): the
+    number of windows after which it stops (0: never), as ``run_svi`` counts them."""
+    out = np.zeros(w.shape[0], int)
+    for i, row in enumerate(w):
+        calm, prev = 0, None
+        for j, mean in enumerate(row):
+            calm = calm + 1 if prev is not None and abs(prev - mean) / max(abs(mean), 1e-12) < tol else 0
+            if calm >= patience:
+                out[i] = j + 1
+                break
+            prev = mean
+    return out
 
 
 # ---------------------------------------------------------------- ranks and tests
