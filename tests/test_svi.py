@@ -1,5 +1,7 @@
 """SVI (full batch and minibatch), SVI-initialised NUTS, and their bad input."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,3 +92,59 @@ def test_diverging_svi_stops_with_a_clear_message(rng: np.random.Generator) -> N
     with pytest.raises(hf.HBMError, match="SVI diverged.*scal"):
         hf.fit("y ~ x", df, family="poisson", method="svi", lr=50.0, priors={"b": "normal(0, 1e6)"},
                progress=False)
+
+
+# ---------------------------------------------------------------- convergence is judged, and said
+def _lmm(rng: np.random.Generator, n: int = 6000, G: int = 60) -> pd.DataFrame:
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    y = 2.0 + rng.normal(0, 0.5, G)[g] + (-0.7 + rng.normal(0, 0.3, G)[g]) * x + rng.normal(0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def test_an_under_budgeted_svi_run_says_so(rng: np.random.Generator) -> None:
+    df = _lmm(rng)
+    with pytest.warns(UserWarning, match=r"SVI did not converge in 500 steps: .* still moved .*likely cause"):
+        fit = hf.fit("y ~ x + (1 + x | g)", df, method="svi", steps=500, batch_size=512, progress=False)
+    assert not fit.raw.converged and fit.warnings and fit.raw.moving
+
+
+def test_a_converged_svi_run_is_quiet_and_right(rng: np.random.Generator) -> None:
+    df = _lmm(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit = hf.fit("y ~ x + (1 + x | g)", df, method="svi", batch_size=512, param="auto", progress=False)
+    assert fit.raw.converged and fit.warnings == []
+    post = fit.idata.posterior
+    assert abs(float(post["Intercept"].mean()) - 2.0) < 0.2 and abs(float(post["b"].mean()) + 0.7) < 0.15
+
+
+def test_auto_measures_the_rows_batch_size_at_a_time(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The information behind param='auto' is summed over chunks of batch_size rows: never more rows at once."""
+    from hbm_formula import pilot
+
+    seen: list[int] = []
+    original = pilot._pad
+
+    def counting(a: np.ndarray, size: int) -> np.ndarray:
+        seen.append(a.shape[0])
+        return original(a, size)
+
+    monkeypatch.setattr(pilot, "_pad", counting)
+    df = _lmm(rng, n=3000, G=30)
+    hf.fit("y ~ x + (1 + x | g)", df, method="svi", batch_size=256, param="auto", steps=500, progress=False)
+    assert seen and max(seen) <= 256
+    assert sum(seen) % 3000 == 0  # every row, in passes of at most 256
+
+
+def test_auto_falls_back_to_noncentered_when_it_cannot_measure(monkeypatch: pytest.MonkeyPatch,
+                                                               rng: np.random.Generator) -> None:
+    from hbm_formula import pilot
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise FloatingPointError("the log-likelihood is NaN at the starting values")
+
+    monkeypatch.setattr(pilot, "measure", broken)
+    with pytest.warns(UserWarning, match="could not measure.*NaN.*using non-centered"):
+        cm = hf.compile("y ~ x + (1 | g)", _lmm(rng, 300, 10), param="auto")
+    assert cm.parameterization().loc["g", "chosen"] == "noncentered"
