@@ -463,11 +463,14 @@ class _Emitter:
             nci = self.arg(f"noncentered_{g.key}", ("noncentered", g.label), np.flatnonzero(~g.centered).astype(np.int32),
                            per_obs=False)
             rc, z = self.names(f"rc_{g.key}"), self.names(f"z_{g.key}")
-            out.append(f"# partially centered: {n_c} levels centered (rc), {J - n_c} non-centered (z, {how})")
-            out.append(f"{rc} = numpyro.sample({rc_site!r}, {centered_dist.format(n=n_c, loc=zero)})")
+            around = g.loc or zero  # the centered levels, like a centered term, around the population values
+            out.append(f"# partially centered: {n_c} levels centered (rc, their coefficients), {J - n_c} non-centered "
+                       f"(z, {how})")
+            out.append(f"{rc} = numpyro.sample({rc_site!r}, {centered_dist.format(n=n_c, loc=around)})")
             out.append(f"{z} = numpyro.sample({z_site!r}, {z_dist.format(n=J - n_c)})")
             zeros = f"jnp.zeros({J})" if vec else f"jnp.zeros(({J}, {K}))"
-            r_value(f"{zeros}.at[{ci}].set({rc}).at[{nci}].set({scaled.format(z=z)})")
+            rc_dev = rc if around == zero else f"({rc} - {around})"
+            r_value(f"{zeros}.at[{ci}].set({rc_dev}).at[{nci}].set({scaled.format(z=z)})")
         return r
 
     # -------------------------------------------------------------- linear predictors
