@@ -187,22 +187,36 @@ def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Center
 
 @dataclass
 class Fit:
-    """A fitted model: the compiled model, the InferenceData and diagnostics."""
+    """A fitted model: the compiled model, the draws (``idata``) and diagnostics."""
 
     model: CompiledModel
-    idata: Any
+    #: the draws: an InferenceData, or the arrays it is made of until ``idata`` is first read
+    result: Any
     method: str
     warnings: list[str] = field(default_factory=list)
-    raw: Any = None  # the NumPyro MCMC object
+    raw: Any = None  # the sampler's or SVI's own result
     timings: dict[str, float] = field(default_factory=dict)
     #: what the fit chose for the user that they should know (e.g. double precision), not problems
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def idata(self) -> Any:
+        """The ``arviz.InferenceData`` (built on first use: importing ArviZ takes a second and a half)."""
+        from .results import Draws
+
+        if isinstance(self.result, Draws):
+            self.result = self.result.to_idata()
+        return self.result
+
+    @idata.setter
+    def idata(self, value: Any) -> None:
+        self.result = value
 
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
         """The table of the CLI; for a prior-only fit, of the prior draws."""
         from .results import summary
 
-        return summary(self.idata, self.model.summary_vars, hdi_prob)
+        return summary(self.result, self.model.summary_vars, hdi_prob)
 
     def prior_predictive(self, draws: int = 1000, seed: int = 0) -> Any:
         """Add ``prior`` and ``prior_predictive`` groups (draws from the prior) to ``idata``."""
@@ -444,6 +458,8 @@ def _infer(
     """Inference on a compiled model, then InferenceData and diagnostics."""
     import time
 
+    import numpy as np
+
     from . import infer, results
 
     t1 = time.perf_counter()
@@ -504,16 +520,18 @@ def _infer(
             raise HBMError(f"NUTS found no starting point: {cause or 'the log density is not finite anywhere it tried'}"
                            ) from None
         t3 = time.perf_counter()
-        idata = results.idata_from_mcmc(mcmc, cm.model, cm.data, cm.coords, cm.dims, attrs, log_lik, obs)
+        idata = results.idata_from_chains(mcmc.samples, mcmc.extra, cm.model, cm.data, cm.coords, cm.dims, attrs,
+                                          log_lik, obs)
     t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
-    div = idata.sample_stats.get("diverging", None)
-    if div is not None and float(div.mean()) > 0.25:  # most of the run is unreliable: look for the cause
+    div = results.Draws.from_idata(idata).groups if not isinstance(idata, results.Draws) else idata.groups
+    div = div.get("sample_stats", {}).get("diverging")
+    if div is not None and float(np.mean(div)) > 0.25:  # most of the run is unreliable: look for the cause
         from .diagnose import gradient_report
 
         cause = gradient_report(cm)
         if cause:
-            msgs.insert(0, f"{float(div.mean()):.0%} of transitions diverged because {cause}")
+            msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged because {cause}")
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
     return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3}, notes)

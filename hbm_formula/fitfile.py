@@ -87,7 +87,7 @@ def save(fit: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``fit`` (InferenceData plus the model description and its data) atomically."""
     import xarray as xr
 
-    from .results import _arviz, save_netcdf
+    from .results import save_netcdf
 
     cm = fit.model
     frame = cm.design.frame
@@ -110,9 +110,13 @@ def save(fit: Any, path: str | os.PathLike[str]) -> Path:
         f"{_PREFIX}notes": json.dumps(list(fit.notes)),
     }
     ds = xr.Dataset({k: (("hbm_row",), v) for k, v in variables.items()}, attrs=attrs)
-    groups = {g: fit.idata[g] for g in fit.idata.groups() if g != "constant_data"}
-    idata = _arviz().InferenceData(**groups, constant_data=ds)
-    return save_netcdf(idata, path)
+    from .results import Draws
+
+    if isinstance(fit.result, Draws):  # not yet an InferenceData: written without importing ArviZ
+        sets = fit.result.datasets()
+    else:
+        sets = {g: fit.result[g] for g in fit.result.groups() if g != "constant_data"}
+    return save_netcdf({**sets, "constant_data": ds}, path)
 
 
 def load(path: str | os.PathLike[str]) -> Any:
