@@ -8,6 +8,7 @@ formulaic's evaluator later is printed from an IR this module has checked.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -316,6 +317,14 @@ def _left_spine(node: Tree | Token, kinds: frozenset[str]) -> tuple[Tree | Token
     return node, steps
 
 
+def _number(tok: Token, text: str, cls: type[FormulaError] = FormulaError) -> float:
+    """A NUMBER token as a float; ``1e999`` reads as inf, which no later step could use."""
+    v = float(tok)
+    if not math.isfinite(v):
+        raise cls(f"the number {tok} is too large: it must be a finite number", text, tok.start_pos, tok.end_pos)
+    return v
+
+
 @dataclass
 class _Terms:
     """Intermediate result of formula algebra on a sum."""
@@ -458,7 +467,7 @@ class _Builder:
     def _arith_leaf(self, node: Tree, allowed: frozenset[str], where: str, strings: bool) -> Expr:
         d = node.data
         if d == "a_num":
-            return Num(float(node.children[0]), span=_span(node))
+            return Num(_number(node.children[0], self.text), span=_span(node))
         if d == "a_str":
             if not strings:
                 raise self.err("string literals are only allowed inside contrast codings such as C(x, Treatment('b'))", node)
@@ -789,7 +798,7 @@ def _parse_param(text: str, name: str | None) -> tuple[str | None, Linear, tuple
             key = str(c.children[0])
             if key not in ("lb", "ub"):
                 raise FormulaError(f"unknown bound '{key}': use lb = ... or ub = ...", text, *_span(c.children[0]))  # type: ignore[misc]
-            val = _pnum(c.children[2])
+            val = _pnum(c.children[2], text)
             if key == "lb":
                 lo = val
             else:
@@ -813,9 +822,9 @@ def parse_prior(text: str) -> PriorDist:
                 if a.data == "pposarg":
                     if kwargs:
                         raise PriorError("positional argument after keyword argument", text, *_span(a))  # type: ignore[misc]
-                    args.append(_pnum(a.children[0]))
+                    args.append(_pnum(a.children[0], text, PriorError))
                 else:
-                    kwargs.append((str(a.children[0]), _pnum(a.children[2])))
+                    kwargs.append((str(a.children[0]), _pnum(a.children[2], text, PriorError)))
     return PriorDist(name, tuple(args), tuple(kwargs), span=(0, len(text)))
 
 
@@ -829,9 +838,9 @@ def _named_prior(name: str, text: object) -> PriorDist:
         raise PriorError(f"prior for '{name}': {err.message}", err.text, err.start, err.end) from None
 
 
-def _pnum(node: Tree) -> float:
+def _pnum(node: Tree, text: str, cls: type[FormulaError] = FormulaError) -> float:
     toks = [t for t in node.children if isinstance(t, Token)]
-    v = float(toks[-1])
+    v = _number(toks[-1], text, cls)
     return -v if toks[0].type == "MINUS" else v
 
 
