@@ -95,6 +95,8 @@ MAX_POWER = 100
 MAX_OPERATORS = 200
 #: pairs of terms examined while expanding interactions, summed over one formula
 MAX_COMBINATIONS = 250_000
+#: parameter formulas of one model: further lines of a multi-line formula plus ``dpars=`` and ``nl=`` entries
+MAX_PARAMETERS = 200
 
 
 def _what(cls: type[FormulaError]) -> str:
@@ -867,9 +869,12 @@ def parse(
         if not isinstance(formula, str):
             raise FormulaError(f"expected a formula string, got {type(formula).__name__}")
         _check_length(formula)  # all lines together: each is parsed (some twice)
+        nl = _formula_map("nl", nl)
+        dpars = _formula_map("dpars", dpars)
         lines = [ln for ln in formula.splitlines() if ln.strip()]
         if not lines:
             raise FormulaError("the formula is empty", formula, 0, 1)
+        _check_parameter_count(formula, len(lines) - 1 + len(nl) + len(dpars))
         texts: dict[str, str] = {}
         for ln in lines[1:]:
             pname = _param_name(ln)
@@ -911,15 +916,59 @@ def parse(
         fam_link = link or (family.link if isinstance(family, Family) else None)
         spec = replace(spec, family=resolve_family(str(fam_name), fam_link))
     if priors:
-        items = priors.items() if isinstance(priors, Mapping) else priors
-        spec = replace(spec, priors=spec.priors + tuple(Prior(str(k), _named_prior(str(k), v)) for k, v in items))
+        spec = replace(
+            spec, priors=spec.priors + tuple(Prior(str(k), _named_prior(str(k), v)) for k, v in _prior_items(priors))
+        )
     if param is not None:
         spec = with_param(spec, param)
     return spec
 
 
-def _named_formula(name: str, text: str) -> str:
+def _formula_map(what: str, value: object) -> Mapping[str, str]:
+    """``dpars=`` / ``nl=``: parameter name → formula text, or nothing."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FormulaError(f"{what}= must map parameter names to formula strings, got {type(value).__name__}")
+    return value
+
+
+def _check_parameter_count(formula: str, n: int) -> None:
+    """MAX_PARAMETERS, before any parameter formula is parsed: each costs a parse
+    (Lark takes some 40 µs for even the shortest), and lines are cheap to write."""
+    if n <= MAX_PARAMETERS:
+        return
+    msg = f"too many parameter formulas: the limit is {MAX_PARAMETERS} in one model"
+    starts = []  # where each non-blank line starts
+    pos = 0
+    for ln in formula.splitlines(keepends=True):
+        if ln.strip():
+            starts.append(pos)
+        pos += len(ln)
+    if len(starts) > MAX_PARAMETERS + 1:  # the first line is the model formula
+        start = starts[MAX_PARAMETERS + 1]
+        end = start + len(formula[start:].splitlines()[0])
+        raise FormulaError(msg, formula, start, end)
+    raise FormulaError(msg)
+
+
+def _prior_items(priors: object) -> list[tuple[object, object]]:
+    """``priors=``: a mapping, or pairs, of parameter name → prior text."""
+    if isinstance(priors, Mapping):
+        return list(priors.items())
+    if isinstance(priors, Iterable) and not isinstance(priors, str | bytes):
+        items = list(priors)
+        if all(isinstance(it, tuple | list) and len(it) == 2 for it in items):
+            return [(k, v) for k, v in items]
+    raise PriorError(
+        f"priors= must map parameter names to prior strings such as 'normal(0, 1)', got {type(priors).__name__}"
+    )
+
+
+def _named_formula(name: str, text: object) -> str:
     """A parameter formula given by name (``dpars={"sigma": "x"}``) may omit ``sigma ~``."""
+    if not isinstance(text, str):
+        raise FormulaError(f"the formula for '{name}' must be a string, got {type(text).__name__}")
     return text if "~" in text else f"{name} ~ {text}"
 
 
@@ -962,10 +1011,16 @@ def _is_dpar_name(name: str) -> bool:
 def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:
     """Set the parameterization of group terms: one value for all, or a map
     from grouping factor (``"county"``, ``"a:b"``) to value."""
+    if not isinstance(spec, ModelSpec):
+        raise FormulaError(f"with_param() takes a ModelSpec, got {type(spec).__name__}")
     if isinstance(param, str):
         mapping: dict[str, str] = {"*": param}
-    else:
+    elif isinstance(param, Mapping):
         mapping = dict(param)
+    else:
+        raise FormulaError(
+            f"param must be a parameterization or map grouping factors to one, got {type(param).__name__}"
+        )
     for v in mapping.values():
         if v not in PARAMETERIZATIONS:
             raise FormulaError(f"unknown parameterization '{v}': use one of {', '.join(PARAMETERIZATIONS)}")
