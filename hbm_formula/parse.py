@@ -175,6 +175,7 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected '~' between the response and the terms": ["y x", "y + x z"],
     "a formula has a single '~'": ["y ~ ~ x", "y ~ x ~ z"],
+    "the power of a term must be a positive whole number, e.g. (a + b)^2": ["y ~ x^-1", "y ~ (a + b)^c", "y ~ x^(2)"],
     "an operator needs a term on its right": ["y ~ x +", "y ~ x -", "y ~ x *", "y ~ x:"],
     "two operators in a row: an operator needs a term on both sides": [
         "y ~ x ++ z",
