@@ -82,9 +82,10 @@ MAX_LENGTH = 20_000
 MAX_TOKENS = 10_000
 #: nesting of parentheses: grouping, group terms and function calls; checked before Lark parses
 MAX_DEPTH = 64
-#: names, numbers and calls written as terms in one formula, duplicates included (``x + x`` is 2)
+#: terms joined by ``+`` or ``-`` in one formula as written, duplicates included (``x + x`` is 2)
 MAX_TERMS_WRITTEN = 2_000
-#: population terms plus group terms of one formula (or part of one) after expanding ``*``, ``/``, ``^``
+#: terms of the expanded formula (after ``*``, ``/``, ``^`` and ``|`` nesting), as its canonical text
+#: prints them: population terms, offsets, and each group term with its own terms
 MAX_TERMS = 1_000
 #: factors in one interaction term (``a:b:c`` has 3) or in one grouping factor (``g1:g2``)
 MAX_INTERACTION = 10
@@ -338,6 +339,7 @@ class _Terms:
     groups: list[GroupTerm] = field(default_factory=list)
     offsets: list[Expr] = field(default_factory=list)
     number: tuple[int, tuple[int, int] | None] | None = None  # a bare 0/1 literal
+    group_size: int = 0  # the group terms and all their terms, kept as groups grow
 
     def extend(self, other: _Terms) -> None:
         """Add the terms of ``other`` not already here (a term is its set of factors)."""
@@ -346,8 +348,8 @@ class _Terms:
 
     @property
     def size(self) -> int:
-        """What MAX_TERMS limits: population terms plus group terms."""
-        return len(self.terms) + len(self.groups)
+        """What MAX_TERMS limits: the terms the expanded formula prints."""
+        return len(self.terms) + len(self.offsets) + self.group_size
 
 
 class _Builder:
@@ -360,7 +362,7 @@ class _Builder:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.written = 0  # terms written so far, against MAX_TERMS_WRITTEN
+        self.written = 1  # terms joined by '+' or '-' so far, against MAX_TERMS_WRITTEN
         self.combinations = 0  # pairs of terms examined so far, against MAX_COMBINATIONS
         self.in_expr = False  # inside an expression whose operators are counted already
 
@@ -496,6 +498,8 @@ class _Builder:
             acc = self.sum(first, in_group)
             for st in steps:
                 left, op, right = st.children
+                if st.data in ("add", "sub"):
+                    self._written(right)
                 if st.data == "add":
                     acc = self._union(acc, self.sum(right, in_group), right)
                 elif st.data == "sub":
@@ -509,7 +513,6 @@ class _Builder:
             right = self.sum(node.children[1], in_group)
             return self._difference(_Terms(), right, node.children[1])
         if d == "number":
-            self._written(node)
             tok = node.children[0]
             v = float(tok)
             if v not in (0.0, 1.0):
@@ -517,11 +520,9 @@ class _Builder:
             out = _Terms(intercept=v == 1.0, number=(int(v), _span(tok)))
             return out
         if d == "var":
-            self._written(node)
             v = self.var(node)
             return _Terms(terms={frozenset({str(v)}): Term((v,), span=v.span)})
         if d == "call":
-            self._written(node)
             c = self.call(node, TERM_FUNCTIONS, "in a formula term")
             if c.fn == "offset":
                 if in_group:
@@ -533,23 +534,26 @@ class _Builder:
         if d in ("group", "ugroup", "idgroup"):
             if in_group:
                 raise self.err("group terms cannot be nested inside another group term", node)
-            return _Terms(groups=self.group(node))
+            groups = self.group(node)
+            out = _Terms(groups=groups, group_size=sum(1 + len(g.terms) for g in groups))
+            self._check_size(out, node)  # (x1 + ... + x600 | a/b) prints its 600 terms twice
+            return out
         if d == "power":
             base = self._plain(self.sum(node.children[0], in_group), node.children[0], "^")
             return self._power(base, node.children[2])
         raise self.err("unexpected element in formula", node)  # pragma: no cover
 
-    def _written(self, node: Tree) -> None:
+    def _written(self, node: Tree | Token) -> None:
         self.written += 1
         if self.written > MAX_TERMS_WRITTEN:
             raise self.err(
-                f"too many terms written: the limit is {MAX_TERMS_WRITTEN:,} names, numbers and calls in one formula",
+                f"too many terms written: the limit is {MAX_TERMS_WRITTEN:,} terms joined by '+' or '-' in one formula",
                 node,
             )
 
     def _check_size(self, t: _Terms, node: Tree | Token) -> None:
         if t.size > MAX_TERMS:
-            raise self.err(f"too many terms: the limit is {MAX_TERMS:,} terms after expanding '*', '/' and '^'", node)
+            raise self.err(f"too many terms: the limit is {MAX_TERMS:,} terms in the expanded formula", node)
 
     def _plain(self, t: _Terms, node: Tree | Token, op: str) -> _Terms:
         """An operand of ``:``, ``*``, ``/`` or ``^``: population terms only (no intercept literals or groups)."""
@@ -640,6 +644,7 @@ class _Builder:
             a.intercept = b.intercept
         a.extend(b)
         a.groups += b.groups
+        a.group_size += b.group_size
         a.offsets += b.offsets
         a.number = None
         self._check_size(a, node)
@@ -910,6 +915,7 @@ def parse(
         if is_nl:
             _check_nl(main, nlpars, texts, lines[0])
         spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()), nlbounds=tuple(bounds))
+        _check_printed(str(spec), formula)
     if family is not None or link is not None or not isinstance(formula, ModelSpec):
         from .families import resolve_family  # a pure table: no data, no jax
 
@@ -923,6 +929,19 @@ def parse(
     if param is not None:
         spec = with_param(spec, param)
     return spec
+
+
+def _check_printed(printed: str, text: str) -> None:
+    """The canonical text of an accepted formula must be accepted too, so that
+    ``parse(str(spec))`` always works (fits store it). Expansion makes it longer
+    than the input -- ``a*b*c`` prints ``a + b + a:b + ...``, ``(x | a/b)`` prints
+    ``x`` twice -- and printing can add parentheses (``x^-x`` → ``x ** (-x)``)."""
+    try:
+        _check_length(printed)  # as parse() checks them: the length of all lines, the rest line by line
+        for line in printed.splitlines():
+            _check_tokens(line)
+    except FormulaError as err:
+        raise FormulaError(f"the expanded formula is too big: {err.message}", text) from None
 
 
 def _formula_map(what: str, value: object) -> Mapping[str, str]:
