@@ -79,7 +79,7 @@ NL_FUNCTIONS = frozenset(
 #: characters in one formula (all lines), parameter formula or prior; checked first
 MAX_LENGTH = 20_000
 #: tokens (names, numbers, operators, parentheses) in one text; checked before Lark parses
-MAX_TOKENS = 10_000
+MAX_TOKENS = 5_000
 #: nesting of parentheses: grouping, group terms and function calls; checked before Lark parses
 MAX_DEPTH = 64
 #: terms joined by ``+`` or ``-`` in one formula as written, duplicates included (``x + x`` is 2)

@@ -284,11 +284,12 @@ def _at(text: str, marker: str) -> int:
     return text.rindex(marker)
 
 
-_X_CHAIN = "y ~ " + "+".join(["x"] * 5000)  # 2 + 9,999 symbols
+_X_CHAIN = "y ~ " + "+".join(["x"] * 2500)  # 2 + 4,999 symbols
 _I_PLUS = "y ~ I(" + "+".join(["x"] * 202) + ")"  # 201 operators
 _NL_PLUS = "y ~ " + "+".join(["b"] * 202)
 _STAR10 = "y ~ " + "*".join("abcdefghij")  # 2^10 - 1 = 1,023 terms
 _COLON11 = "y ~ " + ":".join("abcdefghijk")
+_GROUPS = "y ~ (" + _sum(500) + " | g) + (" + _sum(500) + " | h)"
 _STAR11 = "y ~ a:b:c:d:e:f * g:h:i:j:k"
 _POWER11 = "y ~ (a:b:c:d:e + f:g:h:i:j + k)^3"
 _PARAMS = "y ~ b*x\n" + "\n".join(["b ~ 1"] * 201)
@@ -300,7 +301,7 @@ LIMITS = [
     ("length-prior", parse_prior, "normal(0, 1" + " " * 20_000 + ")",
      "the prior is too long: 20,012 characters; the limit is 20,000", 20_000),
     ("symbols", hf.parse, _X_CHAIN,
-     "the formula is too long: the limit is 10,000 symbols (names, numbers, operators, parentheses)", len(_X_CHAIN) - 1),
+     "the formula is too long: the limit is 5,000 symbols (names, numbers, operators, parentheses)", len(_X_CHAIN) - 1),
     ("depth-parens", hf.parse, "y ~ " + "(" * 65 + "x" + ")" * 65,
      "parentheses nested too deeply: the limit is 64 levels of parentheses and calls", 4 + 64),
     ("depth-calls", hf.parse, "y ~ " + "log(" * 65 + "x" + ")" * 65,
@@ -315,8 +316,8 @@ LIMITS = [
      "too many terms: the limit is 1,000 terms in the expanded formula", _at(_sum(1001), "x1000") + 4),
     ("terms-star", hf.parse, _STAR10,
      "too many terms: the limit is 1,000 terms in the expanded formula", _at(_STAR10, "*j")),
-    ("terms-groups", hf.parse, "y ~ " + " + ".join(["(1 | g)"] * 1001),
-     "too many terms: the limit is 1,000 terms in the expanded formula", 4 + 1000 * 10),
+    ("terms-groups", hf.parse, _GROUPS,  # each group term and its 500 terms: 2 x 501
+     "too many terms: the limit is 1,000 terms in the expanded formula", _at(_GROUPS, "(")),
     ("terms-nested-group", hf.parse, "y ~ (" + _sum(600) + " | a/b)",
      "too many terms: the limit is 1,000 terms in the expanded formula", 4),  # (x0 + ... | a) and (... | a:b)
     ("interaction", hf.parse, _COLON11,
