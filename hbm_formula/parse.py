@@ -95,7 +95,7 @@ MAX_POWER = 100
 #: one function argument, a non-linear formula; bounds the depth of the expression tree
 MAX_OPERATORS = 200
 #: pairs of terms examined while expanding interactions, summed over one formula
-MAX_COMBINATIONS = 250_000
+MAX_COMBINATIONS = 100_000
 #: parameter formulas of one model: further lines of a multi-line formula plus ``dpars=`` and ``nl=`` entries
 MAX_PARAMETERS = 200
 

@@ -346,7 +346,7 @@ LIMITS = [
     ("operators-power-chain", hf.parse, "y ~ log(" + "^".join(["x"] * 202) + ")",
      "expression too long: the limit is 200 operators in one expression", 8 + 2 * 200 + 1),
     ("combinations", hf.parse, "y ~ (a*b*c*d*e*f*g*h*i):(j*k*l*m*n*o*p*q*r)",
-     "interactions expand too much: the limit is 250,000 pairs of terms combined in one formula", 23),
+     "interactions expand too much: the limit is 100,000 pairs of terms combined in one formula", 23),
     ("parameters", hf.parse, _PARAMS,
      "too many parameter formulas: the limit is 200 in one model", len("y ~ b*x\n") + 200 * len("b ~ 1\n")),
     ("finite-prior", parse_prior, "normal(0, 1e999)", "the number 1e999 is too large: it must be a finite number", 10),
