@@ -53,6 +53,88 @@ LOGICAL_NAMES = _fn.LOGICAL_NAMES
 Table = Mapping[str, _fn.Fn]
 
 
+# ---------------------------------------------------------------- limits
+# Generous for any formula a person (or a script listing columns) writes, and
+# small enough that every input is accepted or rejected in a fraction of a
+# second and that no step -- Lark, the tree walk, printing or lowering the IR --
+# recurses deeper than Python allows. Each has its own one-line error.
+#: characters in one formula (all lines), parameter formula or prior; checked first
+MAX_LENGTH = 20_000
+#: tokens (names, numbers, operators, parentheses) in one text; checked before Lark parses
+MAX_TOKENS = 5_000
+#: nesting of parentheses: grouping, group terms and function calls; checked before Lark parses
+MAX_DEPTH = 64
+#: terms joined by ``+`` or ``-`` in one formula as written, duplicates included (``x + x`` is 2)
+MAX_TERMS_WRITTEN = 2_000
+#: terms of the expanded formula (after ``*``, ``/``, ``^`` and ``|`` nesting), as its canonical text
+#: prints them: population terms, offsets, and each group term with its own terms
+MAX_TERMS = 1_000
+#: factors in one interaction term (``a:b:c`` has 3) or in one grouping factor (``g1:g2``)
+MAX_INTERACTION = 10
+#: the power n in ``(a + b)^n``
+MAX_POWER = 100
+#: operators (``+ - * / ** ^``, unary minus included) in one arithmetic expression: the response,
+#: one function argument, a non-linear formula; bounds the depth of the expression tree
+MAX_OPERATORS = 200
+#: pairs of terms examined while expanding interactions, summed over one formula
+MAX_COMBINATIONS = 100_000
+#: parameter formulas of one model: further lines of a multi-line formula plus ``dpars=`` and ``nl=`` entries
+MAX_PARAMETERS = 200
+
+
+def _what(cls: type[FormulaError]) -> str:
+    return "prior" if issubclass(cls, PriorError) else "formula"
+
+
+def _check_length(text: str, cls: type[FormulaError] = FormulaError) -> None:
+    """Before anything else looks at the text: every later cost grows with its length."""
+    if len(text) > MAX_LENGTH:
+        raise cls(
+            f"the {_what(cls)} is too long: {len(text):,} characters; the limit is {MAX_LENGTH:,}",
+            text,
+            MAX_LENGTH,
+            MAX_LENGTH + 1,
+        )
+
+
+# one token, as the lexer reads them: quoted names and strings (which may hold
+# parentheses), names, numbers, two-character operators, any other character
+_TOKENS = re.compile(
+    r"`[^`\n\r]+`|'[^'\n\r]*'|\"[^\"\n\r]*\"|[A-Za-z_][A-Za-z0-9_]*"
+    r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|\*\*|\|\||\S"
+)
+
+
+def _check_tokens(text: str, cls: type[FormulaError] = FormulaError) -> None:
+    """Symbols and nesting depth, in one regex scan of the raw text.
+
+    Lark's time grows with the number of tokens (about 10 µs each), and the
+    recursive parts of the walk -- parentheses and calls -- with the depth; both
+    are bounded here, before Lark starts.
+    """
+    depth = 0
+    for i, m in enumerate(_TOKENS.finditer(text)):
+        if i == MAX_TOKENS:
+            raise cls(
+                f"the {_what(cls)} is too long: the limit is {MAX_TOKENS:,} symbols (names, numbers, operators, parentheses)",
+                text,
+                m.start(),
+                m.end(),
+            )
+        tok = m.group()
+        if tok == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise cls(
+                    f"parentheses nested too deeply: the limit is {MAX_DEPTH} levels of parentheses and calls",
+                    text,
+                    m.start(),
+                    m.end(),
+                )
+        elif tok == ")":
+            depth = max(depth - 1, 0)
+
+
 @functools.cache
 def _parser() -> Lark:
     return Lark.open_from_package(
@@ -76,6 +158,7 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     ],
     "expected '~' between the response and the terms": ["y x", "y + x z"],
     "a formula has a single '~'": ["y ~ ~ x", "y ~ x ~ z"],
+    "the power of a term must be a positive whole number, e.g. (a + b)^2": ["y ~ x^-1", "y ~ (a + b)^c", "y ~ x^(2)"],
     "an operator needs a term on its right": ["y ~ x +", "y ~ x -", "y ~ x *", "y ~ x:"],
     "two operators in a row: an operator needs a term on both sides": [
         "y ~ x ++ z",
@@ -175,6 +258,8 @@ def _parse_tree(text: str, start: str, cls: type[FormulaError] = FormulaError) -
         raise cls(f"expected a formula string, got {type(text).__name__}")
     if not text.strip():
         raise cls("the formula is empty", text, 0, 1)
+    _check_length(text, cls)
+    _check_tokens(text, cls)
     try:
         return _parser().parse(text, start=start)
     except UnexpectedInput as err:
@@ -191,29 +276,77 @@ def _span(node: Tree | Token) -> tuple[int, int] | None:
     return (meta.start_pos, meta.end_pos)
 
 
+#: the node kinds of each left-deep chain Lark builds for ``x1 + x2 + ...``, ``a * b / c``, ``a:b:c``
+_CHAINS: dict[str, frozenset[str]] = {
+    kind: kinds
+    for kinds in (frozenset({"add", "sub"}), frozenset({"star", "nest"}), frozenset({"colon"}))
+    for kind in kinds
+}
+#: the chain of a grouping factor, ``a/b:c``
+_GROUP_CHAIN = frozenset({"ginter", "gnest"})
+_ARITH_OPS = {"a_add": "+", "a_sub": "-", "a_mul": "*", "a_div": "/", "a_pow": "**"}
+#: tokens counted against MAX_OPERATORS in an arithmetic expression
+_OPERATOR_TOKENS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "POW", "CARET"})
+
+
+def _left_spine(node: Tree | Token, kinds: frozenset[str]) -> tuple[Tree | Token, list[Tree]]:
+    """``((x0 op x1) op x2) ...`` → ``x0`` and the chain's nodes, innermost first.
+
+    Lark builds a sum of n terms as a tree n levels deep; walking its left
+    spine in a loop lets the caller fold it without any recursion.
+    """
+    steps: list[Tree] = []
+    while isinstance(node, Tree) and node.data in kinds:
+        steps.append(node)
+        node = node.children[0]
+    steps.reverse()
+    return node, steps
+
+
+def _number(tok: Token, text: str, cls: type[FormulaError] = FormulaError) -> float:
+    """A NUMBER token as a float; ``1e999`` reads as inf, which no later step could use."""
+    v = float(tok)
+    if not math.isfinite(v):
+        raise cls(f"the number {tok} is too large: it must be a finite number", text, tok.start_pos, tok.end_pos)
+    return v
+
+
 @dataclass
 class _Terms:
     """Intermediate result of formula algebra on a sum."""
 
     intercept: bool | None = None  # None: not said (default applies)
-    terms: list[Term] = field(default_factory=list)
+    #: population terms by ``Term.key`` (computed once per term), in order of first appearance
+    terms: dict[frozenset[str], Term] = field(default_factory=dict)
     groups: list[GroupTerm] = field(default_factory=list)
     offsets: list[Expr] = field(default_factory=list)
     number: tuple[int, tuple[int, int] | None] | None = None  # a bare 0/1 literal
+    group_size: int = 0  # the group terms and all their terms, kept as groups grow
 
-    def add_terms(self, terms: Iterable[Term]) -> None:
-        keys = {t.key for t in self.terms}
-        for t in terms:
-            if t.key not in keys:
-                self.terms.append(t)
-                keys.add(t.key)
+    def extend(self, other: _Terms) -> None:
+        """Add the terms of ``other`` not already here (a term is its set of factors)."""
+        for key, term in other.terms.items():
+            self.terms.setdefault(key, term)
+
+    @property
+    def size(self) -> int:
+        """What MAX_TERMS limits: the terms the expanded formula prints."""
+        return len(self.terms) + len(self.offsets) + self.group_size
 
 
 class _Builder:
-    """Walks a parse tree of ``text`` into IR nodes, checking as it goes."""
+    """Walks a parse tree of ``text`` into IR nodes, checking as it goes.
+
+    Long chains (sums, products, arithmetic) are walked in loops; only
+    parentheses, group terms and calls recurse, and ``_check_tokens`` has
+    bounded those before the walk starts.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
+        self.written = 1  # terms joined by '+' or '-' so far, against MAX_TERMS_WRITTEN
+        self.combinations = 0  # pairs of terms examined so far, against MAX_COMBINATIONS
+        self.in_expr = False  # inside an expression whose operators are counted already
 
     def err(self, msg: str, node: Tree | Token | tuple[int, int] | None) -> FormulaError:
         span = node if isinstance(node, tuple) or node is None else _span(node)
@@ -297,11 +430,69 @@ class _Builder:
         raise self.err(f"the second argument of C() is a contrast coding: {names}, e.g. C(x, Treatment('b'))", node)
 
     def arith(self, node: Tree | Token, allowed: Table, where: str, strings: bool = False) -> Expr:
+        """An arithmetic expression; its operators are counted first (MAX_OPERATORS)
+        unless it is an argument inside an expression counted already."""
         if isinstance(node, Token):  # pragma: no cover - grammar wraps tokens
             raise self.err("unexpected token", node)
+        if self.in_expr:
+            return self._arith(node, allowed, where, strings)
+        self._count_operators(node)
+        self.in_expr = True
+        try:
+            return self._arith(node, allowed, where, strings)
+        finally:
+            self.in_expr = False
+
+    def _count_operators(self, node: Tree) -> None:
+        """MAX_OPERATORS, before converting: the IR of an expression is a binary
+        tree as deep as its longest chain, and printing or lowering it recurses."""
+        ops: list[Token] = []
+        todo = [node]
+        while todo:
+            for ch in todo.pop().children:
+                if isinstance(ch, Tree):
+                    todo.append(ch)
+                elif ch.type in _OPERATOR_TOKENS:
+                    ops.append(ch)
+        if len(ops) > MAX_OPERATORS:
+            ops.sort(key=lambda t: t.start_pos)
+            raise self.err(
+                f"expression too long: the limit is {MAX_OPERATORS} operators in one expression", ops[MAX_OPERATORS]
+            )
+
+    def _arith(self, node: Tree, allowed: Table, where: str, strings: bool) -> Expr:
+        """Post-order conversion with an explicit stack, so ``a + b + ...``, ``- - x``
+        and ``x^x^...`` chains cost no recursion; operands are converted left to
+        right, so the first error in the text is the one reported."""
+        out: list[Expr] = []
+        todo: list[tuple[Tree, bool, bool]] = [(node, strings, False)]  # (node, strings allowed, operands done)
+        while todo:
+            n, s, done = todo.pop()
+            d = n.data
+            if d == "a_paren":
+                todo.append((n.children[1], s, False))
+            elif d == "a_neg":
+                if done:
+                    out.append(Neg(out.pop(), span=_span(n)))
+                else:
+                    todo += [(n, s, True), (n.children[1], False, False)]
+            elif d in _ARITH_OPS:
+                if done:
+                    right = out.pop()
+                    left = out.pop()
+                    if d == "a_div" and isinstance(right, Num) and right.value == 0:
+                        raise self.err("division by zero", n.children[2])
+                    out.append(BinOp(_ARITH_OPS[d], left, right, span=_span(n)))  # type: ignore[arg-type]
+                else:
+                    todo += [(n, s, True), (n.children[2], False, False), (n.children[0], False, False)]
+            else:
+                out.append(self._arith_leaf(n, allowed, where, s))
+        return out[0]
+
+    def _arith_leaf(self, node: Tree, allowed: Table, where: str, strings: bool) -> Expr:
         d = node.data
         if d == "a_num":
-            return Num(_finite(node.children[0], self), span=_span(node))
+            return Num(_number(node.children[0], self.text), span=_span(node))
         if d == "a_str":
             if not strings:
                 raise self.err("string literals are only allowed inside contrast codings such as C(x, Treatment('b'))", node)
@@ -311,32 +502,33 @@ class _Builder:
             return self.var(node)
         if d == "call":
             # contrast codings such as Treatment('b') may hold strings
-            c = self.call(node, allowed, where)
-            return c
-        if d == "a_paren":
-            return self.arith(node.children[1], allowed, where, strings)
-        if d == "a_neg":
-            return Neg(self.arith(node.children[1], allowed, where), span=_span(node))
-        ops = {"a_add": "+", "a_sub": "-", "a_mul": "*", "a_div": "/", "a_pow": "**"}
-        if d in ops:
-            left = self.arith(node.children[0], allowed, where)
-            right = self.arith(node.children[2], allowed, where)
-            if d == "a_div" and isinstance(right, Num) and right.value == 0:
-                raise self.err("division by zero", node.children[2])
-            return BinOp(ops[d], left, right, span=_span(node))  # type: ignore[arg-type]
+            return self.call(node, allowed, where)
         raise self.err(f"unexpected {d}", node)  # pragma: no cover
 
     # ---- formula algebra ---------------------------------------------------------
     def sum(self, node: Tree | Token, in_group: bool = False) -> _Terms:
+        """Formula algebra on a sum. A chain (``x1 + x2 + ...``, ``a * b / c``,
+        ``a:b:c``) is folded left to right in a loop, each step on the result so
+        far, as R reads it; only parentheses, group terms and calls recurse."""
+        while isinstance(node, Tree) and node.data == "paren":
+            node = node.children[1]
         d = node.data if isinstance(node, Tree) else None
-        if d == "add":
-            left = self.sum(node.children[0], in_group)
-            right = self.sum(node.children[2], in_group)
-            return self._union(left, right)
-        if d == "sub":
-            left = self.sum(node.children[0], in_group)
-            right = self.sum(node.children[2], in_group)
-            return self._difference(left, right, node.children[2])
+        if d in _CHAINS:
+            first, steps = _left_spine(node, _CHAINS[d])
+            acc = self.sum(first, in_group)
+            for st in steps:
+                left, op, right = st.children
+                if st.data in ("add", "sub"):
+                    self._written(right)
+                if st.data == "add":
+                    acc = self._union(acc, self.sum(right, in_group), right)
+                elif st.data == "sub":
+                    acc = self._difference(acc, self.sum(right, in_group), right)
+                else:
+                    a = self._plain(acc, left, str(op))
+                    b = self._plain(self.sum(right, in_group), right, str(op))
+                    acc = self._nest(a, b, op) if st.data == "nest" else self._product(a, b, op, st.data == "star")
+            return acc
         if d == "neg":
             right = self.sum(node.children[1], in_group)
             return self._difference(_Terms(), right, node.children[1])
@@ -349,7 +541,7 @@ class _Builder:
             return out
         if d == "var":
             v = self.var(node)
-            return _Terms(terms=[Term((v,), span=v.span)])
+            return _Terms(terms={frozenset({str(v)}): Term((v,), span=v.span)})
         if d == "call":
             c = self.call(node, TERM_FUNCTIONS, "in a formula term")
             if c.fn == "offset":
@@ -358,25 +550,33 @@ class _Builder:
                 if len(c.args) != 1 or c.kwargs:
                     raise self.err("offset() takes exactly one argument", node)
                 return _Terms(offsets=[c.args[0]])
-            return _Terms(terms=[Term((c,), span=c.span)])
-        if d == "paren":
-            return self.sum(node.children[1], in_group)
+            return _Terms(terms={frozenset({str(c)}): Term((c,), span=c.span)})
         if d in ("group", "ugroup", "idgroup"):
             if in_group:
                 raise self.err("group terms cannot be nested inside another group term", node)
-            return _Terms(groups=self.group(node))
-        if d == "colon":
-            return self._product(node, in_group, keep_main=False)
-        if d == "star":
-            return self._product(node, in_group, keep_main=True)
-        if d == "nest":
-            return self._nest(node, in_group)
+            groups = self.group(node)
+            out = _Terms(groups=groups, group_size=sum(1 + len(g.terms) for g in groups))
+            self._check_size(out, node)  # (x1 + ... + x600 | a/b) prints its 600 terms twice
+            return out
         if d == "power":
-            return self._power(node, in_group)
+            base = self._plain(self.sum(node.children[0], in_group), node.children[0], "^")
+            return self._power(base, node.children[2])
         raise self.err("unexpected element in formula", node)  # pragma: no cover
 
-    def _plain(self, t: _Terms, node: Tree | Token, op: str) -> list[Term]:
-        """The terms of an operand of ``:``, ``*``, ``/`` or ``^`` (no intercept literals or groups)."""
+    def _written(self, node: Tree | Token) -> None:
+        self.written += 1
+        if self.written > MAX_TERMS_WRITTEN:
+            raise self.err(
+                f"too many terms written: the limit is {MAX_TERMS_WRITTEN:,} terms joined by '+' or '-' in one formula",
+                node,
+            )
+
+    def _check_size(self, t: _Terms, node: Tree | Token) -> None:
+        if t.size > MAX_TERMS:
+            raise self.err(f"too many terms: the limit is {MAX_TERMS:,} terms in the expanded formula", node)
+
+    def _plain(self, t: _Terms, node: Tree | Token, op: str) -> _Terms:
+        """An operand of ``:``, ``*``, ``/`` or ``^``: population terms only (no intercept literals or groups)."""
         if t.groups:
             raise self.err(f"group terms cannot be combined with '{op}'", node)
         if t.offsets:
@@ -385,66 +585,102 @@ class _Builder:
             raise self.err(f"a number cannot be part of an interaction ('{op}'); use column names", t.number[1] or node)
         if not t.terms:
             raise self.err(f"'{op}' needs terms on both sides", node)
-        return t.terms
+        return t
 
-    def _product(self, node: Tree, in_group: bool, keep_main: bool) -> _Terms:
-        op = ":" if not keep_main else "*"
-        a = self._plain(self.sum(node.children[0], in_group), node.children[0], op)
-        b = self._plain(self.sum(node.children[2], in_group), node.children[2], op)
+    def _product(self, a: _Terms, b: _Terms, op: Token, keep_main: bool) -> _Terms:
+        """``a:b``, or ``a*b`` = ``a + b + a:b`` when ``keep_main``."""
         out = _Terms()
         if keep_main:
-            out.add_terms(a)
-            out.add_terms(b)
-        out.add_terms(_cross(a, b))
+            out.extend(a)
+            out.extend(b)
+            self._check_size(out, op)
+        self._cross(out, a, b, op)
         return out
 
-    def _nest(self, node: Tree, in_group: bool) -> _Terms:
-        a = self._plain(self.sum(node.children[0], in_group), node.children[0], "/")
-        b = self._plain(self.sum(node.children[2], in_group), node.children[2], "/")
+    def _nest(self, a: _Terms, b: _Terms, op: Token) -> _Terms:
+        """``a/b`` = ``a + (all factors of a):b``."""
         out = _Terms()
-        out.add_terms(a)
-        all_a: list[Expr] = []
-        for t in a:
+        out.extend(a)
+        factors: dict[str, Expr] = {}
+        for t in a.terms.values():
             for f in t.factors:
-                if str(f) not in {str(x) for x in all_a}:
-                    all_a.append(f)
-        out.add_terms(_cross([Term(tuple(all_a))], b))
+                factors.setdefault(str(f), f)
+        self._cross(out, _Terms(terms={frozenset(factors): Term(tuple(factors.values()))}), b, op)
         return out
 
-    def _power(self, node: Tree, in_group: bool) -> _Terms:
-        base = self._plain(self.sum(node.children[0], in_group), node.children[0], "^")
-        tok = node.children[2]
+    def _power(self, base: _Terms, tok: Token) -> _Terms:
+        """``(a + b + ...)^n``: the interactions of up to n terms of the base.
+
+        Step k crosses the distinct terms of step k-1 with the base, dropping
+        duplicates as it goes (the first of each is kept, so the result is the
+        one crossing without dropping would give); once a step adds nothing,
+        no later step can, so ``(a + b)^20`` takes two steps of 3 terms.
+        """
         n = float(tok)
         if not n.is_integer() or n < 1:
             raise self.err("the power of a term must be a positive whole number, e.g. (a + b)^2", tok)
+        if n > MAX_POWER:
+            raise self.err(f"the power of a term is too large: the limit is {MAX_POWER}", tok)
         out = _Terms()
-        out.add_terms(base)
-        cur = list(base)
+        out.extend(base)
+        cur = base
         for _ in range(int(n) - 1):
-            cur = _cross(cur, base)
-            out.add_terms(cur)
+            nxt = _Terms()
+            self._cross(nxt, cur, base, tok)
+            if len(nxt.terms) == len(cur.terms):  # nxt holds cur: the same terms
+                break
+            out.extend(nxt)
+            self._check_size(out, tok)
+            cur = nxt
         return out
 
-    def _union(self, a: _Terms, b: _Terms) -> _Terms:
-        out = _Terms(intercept=a.intercept)
+    def _cross(self, out: _Terms, a: _Terms, b: _Terms, op: Token) -> None:
+        """Add each ``x:y`` (x of ``a``, y of ``b``, in that order) not already in ``out``.
+
+        The pairs are counted against MAX_COMBINATIONS before any is formed; each
+        new term is checked against MAX_INTERACTION and ``out`` against MAX_TERMS
+        as it grows, so no expansion runs past a limit.
+        """
+        self.combinations += len(a.terms) * len(b.terms)
+        if self.combinations > MAX_COMBINATIONS:
+            raise self.err(
+                f"interactions expand too much: the limit is {MAX_COMBINATIONS:,} pairs of terms combined in one formula",
+                op,
+            )
+        for kx, x in a.terms.items():
+            for ky, y in b.terms.items():
+                key = kx | ky
+                if key in out.terms:
+                    continue
+                if len(key) > MAX_INTERACTION:
+                    raise self.err(f"interaction of too many factors: the limit is {MAX_INTERACTION} in one term", op)
+                out.terms[key] = Term(x.factors + tuple(f for f in y.factors if str(f) not in kx))
+                if out.size > MAX_TERMS:
+                    self._check_size(out, op)
+
+    def _union(self, a: _Terms, b: _Terms, node: Tree | Token) -> _Terms:
+        """``a + b``, in place on ``a`` (a fresh result of the walk): a long sum costs linear time."""
         if b.intercept is not None:
-            out.intercept = b.intercept
-        out.add_terms(a.terms)
-        out.add_terms(b.terms)
-        out.groups = a.groups + b.groups
-        out.offsets = a.offsets + b.offsets
-        return out
+            a.intercept = b.intercept
+        a.extend(b)
+        a.groups += b.groups
+        a.group_size += b.group_size
+        a.offsets += b.offsets
+        a.number = None
+        self._check_size(a, node)
+        return a
 
     def _difference(self, a: _Terms, b: _Terms, node: Tree | Token) -> _Terms:
-        out = _Terms(intercept=a.intercept, groups=list(a.groups), offsets=list(a.offsets))
+        """``a - b``, in place on ``a``."""
         if b.groups or b.offsets:
             raise self.err("only population terms and the intercept can be removed with '-'", node)
         if b.number is not None:
             # "- 1" removes the intercept, "- 0" adds it back (as in R)
-            out.intercept = b.number[0] == 0
-        drop = {t.key for t in b.terms}
-        out.add_terms(t for t in a.terms if t.key not in drop)
-        return out
+            a.intercept = b.number[0] == 0
+        for key in b.terms:
+            a.terms.pop(key, None)
+        a.number = None
+        return a
 
     # ---- group terms ---------------------------------------------------------------
     def group(self, node: Tree) -> list[GroupTerm]:
@@ -467,7 +703,7 @@ class _Builder:
             out.append(
                 GroupTerm(
                     intercept=intercept,
-                    terms=tuple(lhs.terms),
+                    terms=tuple(lhs.terms.values()),
                     group=grp,
                     correlated=correlated,
                     id=gid,
@@ -477,15 +713,19 @@ class _Builder:
         return out
 
     def gfactors(self, node: Tree) -> list[tuple[str, ...]]:
-        """``a`` → [(a,)]; ``a:b`` → [(a, b)]; ``a/b/c`` → [(a,), (a, b), (a, b, c)]."""
-        if node.data == "gvar":
-            return [(self.name(node.children[0]),)]
-        left = self.gfactors(node.children[0])
-        right = self.name(node.children[2].children[0])
-        last = left[-1]
-        if node.data == "ginter":
-            return left[:-1] + [last + (right,)]
-        return left + [last + (right,)]
+        """``a`` → [(a,)]; ``a:b`` → [(a, b)]; ``a/b/c`` → [(a,), (a, b), (a, b, c)], folded in a loop."""
+        first, steps = _left_spine(node, _GROUP_CHAIN)
+        out = [(self.name(first.children[0]),)]
+        for st in steps:
+            _, op, right = st.children
+            last = out[-1] + (self.name(right.children[0]),)
+            if len(last) > MAX_INTERACTION:
+                raise self.err(f"grouping factor of too many columns: the limit is {MAX_INTERACTION}", op)
+            if st.data == "ginter":
+                out[-1] = last
+            else:
+                out.append(last)
+        return out
 
     def linear(self, node: Tree) -> Linear:
         t = self.sum(node)
@@ -494,7 +734,7 @@ class _Builder:
             raise self.err("the model has no terms: '0' or '-1' alone removes everything", node)
         return Linear(
             intercept=intercept,
-            terms=tuple(t.terms),
+            terms=tuple(t.terms.values()),
             group_terms=tuple(t.groups),
             offsets=tuple(t.offsets),
             span=_span(node),
@@ -530,20 +770,6 @@ class _Builder:
         if isinstance(expr, Call) and expr.fn == "cbind" and any(a.fn == "trials" for a in adds):
             raise self.err("use either cbind(successes, failures) or y | trials(n), not both", node)
         return Response(expr, tuple(adds), se_sigma, span=_span(node))
-
-
-def _cross(a: list[Term], b: list[Term]) -> list[Term]:
-    out: list[Term] = []
-    for x in a:
-        for y in b:
-            factors = list(x.factors)
-            keys = {str(f) for f in factors}
-            for f in y.factors:
-                if str(f) not in keys:
-                    factors.append(f)
-                    keys.add(str(f))
-            out.append(Term(tuple(factors)))
-    return out
 
 
 # ---------------------------------------------------------------- public API
@@ -638,19 +864,10 @@ def _named_prior(name: str, text: object) -> PriorDist:
         raise PriorError(f"prior for '{name}': {err.message}", err.text, err.start, err.end) from None
 
 
-def _pnum(node: Tree, text: str = "", cls: type[FormulaError] = FormulaError) -> float:
+def _pnum(node: Tree, text: str, cls: type[FormulaError] = FormulaError) -> float:
     toks = [t for t in node.children if isinstance(t, Token)]
-    v = float(toks[-1])
-    if not math.isfinite(v):
-        raise cls(f"'{toks[-1]}' is not a finite number", text or None, toks[-1].start_pos, toks[-1].end_pos)
+    v = _number(toks[-1], text, cls)
     return -v if toks[0].type == "MINUS" else v
-
-
-def _finite(tok: Token, b: _Builder) -> float:
-    v = float(tok)
-    if not math.isfinite(v):
-        raise b.err(f"'{tok}' is not a finite number", tok)
-    return v
 
 
 def parse(
@@ -675,9 +892,13 @@ def parse(
     else:
         if not isinstance(formula, str):
             raise FormulaError(f"expected a formula string, got {type(formula).__name__}")
+        _check_length(formula)  # all lines together: each is parsed (some twice)
+        nl = _formula_map("nl", nl)
+        dpars = _formula_map("dpars", dpars)
         lines = [ln for ln in formula.splitlines() if ln.strip()]
         if not lines:
             raise FormulaError("the formula is empty", formula, 0, 1)
+        _check_parameter_count(formula, len(lines) - 1 + len(nl) + len(dpars))
         texts: dict[str, str] = {}
         for ln in lines[1:]:
             pname = _param_name(ln)
@@ -716,20 +937,78 @@ def parse(
             _check_nl(main, nlpars, texts, lines[0])
         _check_response_not_predictor(main, lines[0])
         spec = ModelSpec(main, tuple(dpar_map.items()), tuple(nlpars.items()), nlbounds=tuple(bounds))
+        _check_printed(str(spec), formula)
     if family is not None or link is not None or not isinstance(formula, ModelSpec):
         fam_name = family.name if isinstance(family, Family) else (family or spec.family.name)
         fam_link = link or (family.link if isinstance(family, Family) else None)
         spec = replace(spec, family=resolve_family(str(fam_name), fam_link))
     if priors:
-        items = priors.items() if isinstance(priors, Mapping) else priors
-        spec = replace(spec, priors=spec.priors + tuple(Prior(str(k), _named_prior(str(k), v)) for k, v in items))
+        spec = replace(
+            spec, priors=spec.priors + tuple(Prior(str(k), _named_prior(str(k), v)) for k, v in _prior_items(priors))
+        )
     if param is not None:
         spec = with_param(spec, param)
     return spec
 
 
-def _named_formula(name: str, text: str) -> str:
+def _check_printed(printed: str, text: str) -> None:
+    """The canonical text of an accepted formula must be accepted too, so that
+    ``parse(str(spec))`` always works (fits store it). Expansion makes it longer
+    than the input -- ``a*b*c`` prints ``a + b + a:b + ...``, ``(x | a/b)`` prints
+    ``x`` twice -- and printing can add parentheses (``x^-x`` → ``x ** (-x)``)."""
+    try:
+        _check_length(printed)  # as parse() checks them: the length of all lines, the rest line by line
+        for line in printed.splitlines():
+            _check_tokens(line)
+    except FormulaError as err:
+        raise FormulaError(f"the expanded formula is too big: {err.message}", text) from None
+
+
+def _formula_map(what: str, value: object) -> Mapping[str, str]:
+    """``dpars=`` / ``nl=``: parameter name → formula text, or nothing."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FormulaError(f"{what}= must map parameter names to formula strings, got {type(value).__name__}")
+    return value
+
+
+def _check_parameter_count(formula: str, n: int) -> None:
+    """MAX_PARAMETERS, before any parameter formula is parsed: each costs a parse
+    (Lark takes some 40 µs for even the shortest), and lines are cheap to write."""
+    if n <= MAX_PARAMETERS:
+        return
+    msg = f"too many parameter formulas: the limit is {MAX_PARAMETERS} in one model"
+    starts = []  # where each non-blank line starts
+    pos = 0
+    for ln in formula.splitlines(keepends=True):
+        if ln.strip():
+            starts.append(pos)
+        pos += len(ln)
+    if len(starts) > MAX_PARAMETERS + 1:  # the first line is the model formula
+        start = starts[MAX_PARAMETERS + 1]
+        end = start + len(formula[start:].splitlines()[0])
+        raise FormulaError(msg, formula, start, end)
+    raise FormulaError(msg)
+
+
+def _prior_items(priors: object) -> list[tuple[object, object]]:
+    """``priors=``: a mapping, or pairs, of parameter name → prior text."""
+    if isinstance(priors, Mapping):
+        return list(priors.items())
+    if isinstance(priors, Iterable) and not isinstance(priors, str | bytes):
+        items = list(priors)
+        if all(isinstance(it, tuple | list) and len(it) == 2 for it in items):
+            return [(k, v) for k, v in items]
+    raise PriorError(
+        f"priors= must map parameter names to prior strings such as 'normal(0, 1)', got {type(priors).__name__}"
+    )
+
+
+def _named_formula(name: str, text: object) -> str:
     """A parameter formula given by name (``dpars={"sigma": "x"}``) may omit ``sigma ~``."""
+    if not isinstance(text, str):
+        raise FormulaError(f"the formula for '{name}' must be a string, got {type(text).__name__}")
     return text if "~" in text else f"{name} ~ {text}"
 
 
@@ -824,10 +1103,16 @@ def _is_dpar_name(name: str) -> bool:
 def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:
     """Set the parameterization of group terms: one value for all, or a map
     from grouping factor (``"county"``, ``"a:b"``) to value."""
+    if not isinstance(spec, ModelSpec):
+        raise FormulaError(f"with_param() takes a ModelSpec, got {type(spec).__name__}")
     if isinstance(param, str):
         mapping: dict[str, str] = {"*": param}
-    else:
+    elif isinstance(param, Mapping):
         mapping = dict(param)
+    else:
+        raise FormulaError(
+            f"param must be a parameterization or map grouping factors to one, got {type(param).__name__}"
+        )
     for v in mapping.values():
         if v not in PARAMETERIZATIONS:
             raise FormulaError(f"unknown parameterization '{v}': use one of {', '.join(PARAMETERIZATIONS)}")

@@ -5,7 +5,7 @@ from conftest import corpus
 
 import hbm_formula as hf
 from hbm_formula.ir import BinOp, Call, Formula, GroupTerm, Linear, Num, Term, Var
-from hbm_formula.parse import parse_formula, parse_prior
+from hbm_formula.parse import parse_formula, parse_nl_formula, parse_prior
 
 
 def T(*names: str) -> Term:
@@ -87,7 +87,12 @@ def test_star_expands_to_main_effects_and_interaction() -> None:
 
 def test_power_expands_to_all_pairs() -> None:
     assert lin("y ~ (a + b + c)^2").terms == (
-        T("a"), T("b"), T("c"), T("a", "b"), T("a", "c"), T("b", "c"),
+        T("a"),
+        T("b"),
+        T("c"),
+        T("a", "b"),
+        T("a", "c"),
+        T("b", "c"),
     )
 
 
@@ -264,3 +269,150 @@ def test_grammar_is_found_from_the_installed_package() -> None:
 
     assert resources.files("hbm_formula.grammar").joinpath("formula.lark").is_file()
     assert resources.files("hbm_formula.example_data").joinpath("radon.csv").is_file()
+
+
+# ---------------------------------------------------------------- limits
+# One row per limit (and a few shapes of each): the text, the entry point, the
+# exact message and where the caret must point. The texts are built at the
+# limit plus one, so each row also checks the limit's value.
+def _sum(n: int, name: str = "x") -> str:
+    return " + ".join(f"{name}{i}" for i in range(n))
+
+
+def _at(text: str, marker: str) -> int:
+    """Where the caret must point: the last occurrence of ``marker``."""
+    return text.rindex(marker)
+
+
+_X_CHAIN = "y ~ " + "+".join(["x"] * 2500)  # 2 + 4,999 symbols
+_I_PLUS = "y ~ I(" + "+".join(["x"] * 202) + ")"  # 201 operators
+_NL_PLUS = "y ~ " + "+".join(["b"] * 202)
+_STAR10 = "y ~ " + "*".join("abcdefghij")  # 2^10 - 1 = 1,023 terms
+_COLON11 = "y ~ " + ":".join("abcdefghijk")
+_GROUPS = "y ~ (" + _sum(500) + " | g) + (" + _sum(500) + " | h)"
+_STAR11 = "y ~ a:b:c:d:e:f * g:h:i:j:k"
+_POWER11 = "y ~ (a:b:c:d:e + f:g:h:i:j + k)^3"
+_PARAMS = "y ~ b*x\n" + "\n".join(["b ~ 1"] * 201)
+
+# fmt: off
+LIMITS = [
+    ("length", hf.parse, "y ~ x" + " + x" * 5000,
+     "the formula is too long: 20,005 characters; the limit is 20,000", 20_000),
+    ("length-prior", parse_prior, "normal(0, 1" + " " * 20_000 + ")",
+     "the prior is too long: 20,012 characters; the limit is 20,000", 20_000),
+    ("symbols", hf.parse, _X_CHAIN,
+     "the formula is too long: the limit is 5,000 symbols (names, numbers, operators, parentheses)", len(_X_CHAIN) - 1),
+    ("depth-parens", hf.parse, "y ~ " + "(" * 65 + "x" + ")" * 65,
+     "parentheses nested too deeply: the limit is 64 levels of parentheses and calls", 4 + 64),
+    ("depth-calls", hf.parse, "y ~ " + "log(" * 65 + "x" + ")" * 65,
+     "parentheses nested too deeply: the limit is 64 levels of parentheses and calls", 4 + 64 * 4 + 3),
+    ("depth-nl", parse_nl_formula, "y ~ " + "exp(" * 70 + "b" + ")" * 70,
+     "parentheses nested too deeply: the limit is 64 levels of parentheses and calls", 4 + 64 * 4 + 3),
+    ("depth-quoted-parens-do-not-count", hf.parse, "y ~ `" + "(" * 100 + "` + " + "(" * 65 + "x" + ")" * 65,
+     "parentheses nested too deeply: the limit is 64 levels of parentheses and calls", 4 + 102 + 3 + 64),
+    ("terms-written", hf.parse, "y ~ " + " + ".join(["x"] * 2001),
+     "too many terms written: the limit is 2,000 terms joined by '+' or '-' in one formula", 4 + 2000 * 4),
+    ("terms", hf.parse, "y ~ " + _sum(1001),
+     "too many terms: the limit is 1,000 terms in the expanded formula", _at(_sum(1001), "x1000") + 4),
+    ("terms-star", hf.parse, _STAR10,
+     "too many terms: the limit is 1,000 terms in the expanded formula", _at(_STAR10, "*j")),
+    ("terms-groups", hf.parse, _GROUPS,  # each group term and its 500 terms: 2 x 501
+     "too many terms: the limit is 1,000 terms in the expanded formula", _at(_GROUPS, "(")),
+    ("terms-nested-group", hf.parse, "y ~ (" + _sum(600) + " | a/b)",
+     "too many terms: the limit is 1,000 terms in the expanded formula", 4),  # (x0 + ... | a) and (... | a:b)
+    ("interaction", hf.parse, _COLON11,
+     "interaction of too many factors: the limit is 10 in one term", _at(_COLON11, ":k")),
+    ("interaction-star", hf.parse, _STAR11,
+     "interaction of too many factors: the limit is 10 in one term", _at(_STAR11, "*")),
+    ("interaction-power", hf.parse, _POWER11,
+     "interaction of too many factors: the limit is 10 in one term", _at(_POWER11, "^") + 1),
+    ("interaction-grouping", hf.parse, "y ~ (1 | a:b:c:d:e:f:g:h:i:j:k)",
+     "grouping factor of too many columns: the limit is 10", 28),
+    ("interaction-nesting", hf.parse, "y ~ (1 | a/b/c/d/e/f/g/h/i/j/k)",
+     "grouping factor of too many columns: the limit is 10", 28),
+    ("power", hf.parse, "y ~ (a + b)^101", "the power of a term is too large: the limit is 100", 12),
+    ("power-1e300", hf.parse, "y ~ x^1e300", "the power of a term is too large: the limit is 100", 6),
+    ("power-1e9", hf.parse, "y ~ (a+b)^1e9", "the power of a term is too large: the limit is 100", 10),
+    ("power-inf", hf.parse, "y ~ x^1e999", "the power of a term must be a positive whole number, e.g. (a + b)^2", 6),
+    ("power-half", hf.parse, "y ~ x^0.5", "the power of a term must be a positive whole number, e.g. (a + b)^2", 6),
+    ("power-negative", hf.parse, "y ~ x^-1",
+     "the power of a term must be a positive whole number, e.g. (a + b)^2: found '-'", 6),
+    ("operators", hf.parse, _I_PLUS,
+     "expression too long: the limit is 200 operators in one expression", 6 + 2 * 200 + 1),
+    ("operators-nl", parse_nl_formula, _NL_PLUS,
+     "expression too long: the limit is 200 operators in one expression", 4 + 2 * 200 + 1),
+    ("operators-unary-minus", hf.parse, "y ~ I(" + "-" * 201 + "x)",
+     "expression too long: the limit is 200 operators in one expression", 6 + 200),
+    ("operators-power-chain", hf.parse, "y ~ log(" + "^".join(["x"] * 202) + ")",
+     "expression too long: the limit is 200 operators in one expression", 8 + 2 * 200 + 1),
+    ("combinations", hf.parse, "y ~ (a*b*c*d*e*f*g*h*i):(j*k*l*m*n*o*p*q*r)",
+     "interactions expand too much: the limit is 100,000 pairs of terms combined in one formula", 23),
+    ("parameters", hf.parse, _PARAMS,
+     "too many parameter formulas: the limit is 200 in one model", len("y ~ b*x\n") + 200 * len("b ~ 1\n")),
+    ("finite-prior", parse_prior, "normal(0, 1e999)", "the number 1e999 is too large: it must be a finite number", 10),
+    ("finite-bound", hf.parse, "y ~ b*x\nb ~ 1, lb = -1e400",
+     "the number 1e400 is too large: it must be a finite number", 13),
+    ("finite-expression", hf.parse, "y ~ I(x * 1e999)", "the number 1e999 is too large: it must be a finite number", 10),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("entry,text,message,start", [row[1:] for row in LIMITS], ids=[row[0] for row in LIMITS])
+def test_limit_message_and_caret(entry, text: str, message: str, start: int) -> None:
+    with pytest.raises(hf.FormulaError) as info:
+        entry(text)
+    err = info.value
+    assert err.message == message
+    assert err.start == start, str(err)[:200]
+    caret_line = str(err).splitlines()[2]
+    assert caret_line.index("^") - 2 == start  # the caret sits under the reported position
+    if entry is parse_prior:
+        assert isinstance(err, hf.PriorError)
+
+
+@pytest.mark.parametrize(
+    "formula,n_terms",
+    [
+        ("y ~ " + _sum(1000), 1000),  # MAX_TERMS terms: accepted
+        ("y ~ " + " + ".join(["x"] * 2000), 1),  # MAX_TERMS_WRITTEN, all one term
+        ("y ~ " + "(" * 64 + "x" + ")" * 64, 1),  # MAX_DEPTH levels
+        ("y ~ " + "log(" * 63 + "(1 + x)" + ")" * 63, 1),
+        ("y ~ (a + b)^20", 3),  # a, b, a:b: deduplicated at each step
+        ("y ~ (a + b)^100", 3),  # MAX_POWER
+        ("y ~ (a+b+c+d+e+f+g+h)^8", 255),
+        ("y ~ (a+b+c+d+e+f+g+h+i)^9", 511),
+        ("y ~ " + "*".join("abcdefghi"), 511),
+        ("y ~ " + ":".join("abcdefghij"), 1),  # MAX_INTERACTION factors
+        ("y ~ I(" + "+".join(["x"] * 201) + ")", 1),  # MAX_OPERATORS operators
+    ],
+)
+def test_at_the_limits_formulas_still_parse(formula: str, n_terms: int) -> None:
+    spec = hf.parse(formula)
+    assert len(spec.formula.rhs.terms) == n_terms
+    assert hf.parse(str(spec)) == spec
+
+
+def _old_power(base: tuple[Term, ...], n: int) -> tuple[Term, ...]:
+    """The expansion as written before the limits: cross without dropping duplicates, n - 1 times."""
+
+    def cross(x: Term, y: Term) -> Term:
+        seen = {str(f) for f in x.factors}
+        return Term(x.factors + tuple(f for f in y.factors if str(f) not in seen))
+
+    out: dict[frozenset[str], Term] = {}
+    cur = list(base)
+    for step in range(n):
+        if step:
+            cur = [cross(x, y) for x in cur for y in base]
+        for t in cur:
+            out.setdefault(t.key, t)
+    return tuple(out.values())
+
+
+@pytest.mark.parametrize(
+    "base", ["a + b", "a + b + c", "a:b + c", "b:a + a:c + c", "a + a:b + b", "a*b + c:d", "d + c + b + a"]
+)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+def test_power_with_early_stop_keeps_the_terms_and_their_order(base: str, n: int) -> None:
+    # Term equality compares factors in order: the same terms, each written the same way, in the same order
+    assert lin(f"y ~ ({base})^{n}").terms == _old_power(lin(f"y ~ {base}").terms, n)
