@@ -33,8 +33,9 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def quote_name(name: str) -> str:
-    """Print a column name, backtick-quoted when it is not a plain identifier."""
-    if _IDENT.match(name) and not keyword.iskeyword(name):
+    """Print a column name, backtick-quoted when it is not a plain identifier (or starts
+    with ``__``, which the parser takes only in backticks)."""
+    if _IDENT.match(name) and not keyword.iskeyword(name) and not name.startswith("__"):
         return name
     return f"`{name}`"
 
