@@ -26,6 +26,9 @@ import numpy as np
 
 #: rounds of the quick mode (each one pass over the rows, no recompilation)
 ITERATIONS = 4
+#: Newton steps on the log of each scalar distributional parameter per sweep (a residual SD that starts far
+#: off, at its prior median, needs two to follow the effects; with one it lags a sweep behind)
+AUX_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -122,33 +125,47 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         # the levels as the normal-normal model does (empirical Bayes), so the information is taken
         # where the effects are, not at the prior medians (a Poisson intercept prior sits at 0). One
         # term at a time (Gauss-Seidel): nested or crossed terms must not both claim the same deviations.
-        if aux:
+        for _ in range(AUX_STEPS if aux else 0):
             _, _, ga, ha = evaluate(tab, aux)
             aux = {k: (v + np.clip(ga[k] / max(abs(ha[k]), 1e-12), -2.0, 2.0)).astype(np.float32) for k, v in aux.items()}
         for blk in blocks:
             grad_sum, hvp_sum, _, _ = evaluate(tab, aux)
             site = sites[blk.number]
-            prec_b = np.zeros((len(blk.levels), blk.n_coef))
-            est_b = np.zeros((len(blk.levels), blk.n_coef))
+            k = blk.n_coef
+            # each level's k x k block of the Hessian: the hvp along coefficient c's tangent is column c of
+            # every level's block (a row belongs to one level of a term, so levels do not mix)
+            hess = np.zeros((len(blk.levels), k, k))
             for i, (number, c) in enumerate(tangents):
-                if number != blk.number:
-                    continue
-                h, g = hvp_sum[site][i], grad_sum[site]
-                col_h = h if blk.n_coef == 1 else h[:, c]
-                col_g = g if blk.n_coef == 1 else g[:, c]
-                cur = tab[site] if blk.n_coef == 1 else tab[site][:, c]
-                # |curvature|: away from the mode (a non-linear curve at its starting values) the Hessian can
-                # be indefinite; its magnitude still measures how sharply the data pin the effect, and
-                # g / |h| steps uphill (saddle-free Newton, Dauphin et al. 2014)
-                prec_b[:, c] = np.abs(col_h)
-                est_b[:, c] = cur + np.divide(col_g, prec_b[:, c], out=np.zeros_like(col_g), where=prec_b[:, c] > 0)
-            sd, se, means = zip(*(_moments(est_b[:, c], prec_b[:, c]) for c in range(blk.n_coef)), strict=True)
+                if number == blk.number:
+                    h = hvp_sum[site][i]
+                    hess[:, :, c] = h[:, None] if k == 1 else h
+            g = grad_sum[site].reshape(len(blk.levels), k)
+            cur = tab[site].reshape(len(blk.levels), k).astype(float)
+            # |curvature|: away from the mode (a non-linear curve at its starting values) the Hessian can
+            # be indefinite; its magnitude still measures how sharply the data pin the effect, and
+            # g / |h| steps uphill (saddle-free Newton, Dauphin et al. 2014)
+            prec_b = np.abs(np.diagonal(hess, axis1=1, axis2=2)).copy()
+            step = np.divide(g, prec_b, out=np.zeros_like(g), where=prec_b > 0)
+            marg = prec_b.copy()  # each coefficient's precision with the level's other coefficients unknown
+            if k > 1:
+                # a joint Newton step per level where its block is negative definite: with correlated
+                # coefficients (a slope on an uncentred covariate) coordinate steps crawl; the joint one
+                # lands on the level's conditional mode at once for a Gaussian, and the marginal precision
+                # 1 / (H^-1)_cc is what the moment estimate of the SD needs
+                neg = -0.5 * (hess + np.swapaxes(hess, 1, 2))
+                ok = np.all(np.linalg.eigvalsh(neg) > 1e-12, axis=1)
+                if ok.any():
+                    inv = np.linalg.inv(neg[ok])
+                    step[ok] = np.einsum("jab,jb->ja", inv, g[ok])
+                    marg[ok] = 1.0 / np.diagonal(inv, axis1=1, axis2=2)
+            est_b = cur + step
+            sd, se, means = zip(*(_moments(est_b[:, c], marg[:, c]) for c in range(k)), strict=True)
             info[blk.number], effects[blk.number] = prec_b, est_b
             sds[blk.number], ses[blk.number] = np.array(sd), np.array(se)
             sd2 = np.square(np.nan_to_num(sds[blk.number]))
             # no shrinkage on the first sweep: from a poor start the spread of the estimates is not yet
             # known, and shrinking by a too-small SD would hold the effects at zero for good
-            shrink = prec_b * sd2 / (1.0 + prec_b * sd2) if sweep else np.ones_like(prec_b)
+            shrink = marg * sd2 / (1.0 + marg * sd2) if sweep else np.ones_like(marg)
             new = np.array(means)[None, :] + shrink * (est_b - np.array(means)[None, :])
             tab[site] = (new[:, 0] if blk.n_coef == 1 else new).astype(np.float32)
     return Information(info, effects, sds, ses, n)
