@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Never
+from typing import Any, NoReturn
 
 from .errors import DataError, HBMError
 
@@ -134,7 +134,7 @@ def _prior_arg(text: str) -> tuple[str, str]:
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line (no usage block) and exit code 2."""
 
-    def error(self, message: str) -> Never:
+    def error(self, message: str) -> NoReturn:
         print(f"hbmfit: error: {message} (see hbmfit --help)", file=sys.stderr)
         raise SystemExit(2)
 
