@@ -498,6 +498,8 @@ def bench_ess(args, log):
 
 E2E_METHODS = [
     # key, label, worker kind, cache mode, needs bambi
+    ("cli_cold", "hbmfit --no-out, cold (empty compilation cache)", "cli", "cold", False),
+    ("cli_warm", "hbmfit --no-out, warm (compilation cache filled)", "cli", "warm", False),
     ("hf_cold", "hbm_formula, cold (HBM_FORMULA_CACHE=0)", "hf", "cold", False),
     ("hf_warm", "hbm_formula, warm (compilation cache filled)", "hf", "warm", False),
     ("hand_cold", "NumPyro hand-written, cold", "hand", "cold", False),
@@ -517,6 +519,8 @@ def _child_env(extra):
 
 
 def _run_worker(python, kind, name, seed, args, env_extra, priors):
+    if kind == "cli":
+        return _run_cli(python, name, seed, args, env_extra)
     cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--dataset", name, "--seed", str(seed),
            "--warmup", str(args.warmup), "--draws", str(args.draws), "--priors", json.dumps(priors)]
     env = _child_env(env_extra)
@@ -536,6 +540,37 @@ def _run_worker(python, kind, name, seed, args, env_extra, priors):
     res["phases"] = {"imports_s": res["imports_s"], "fit_s": res["t_sampled"] - res["t_imported"],
                      "to_idata_s": res["t_ready"] - res["t_sampled"]}
     return res
+
+
+def _run_cli(python, name, seed, args, env_extra):
+    """The program as a user runs it: ``hbmfit DATA FORMULA --no-out`` with its defaults (progress shown on
+    stderr, a pipe here), timed from spawn to exit; the min bulk ESS is read from the printed summary."""
+    ds = DATASETS[name]
+    env = _child_env(env_extra)
+    if env.get("HBM_FORMULA_CACHE") == "fresh":
+        env["HBM_FORMULA_CACHE"] = tempfile.mkdtemp(prefix="hbm_cold_")
+    hbmfit = str(Path(python).parent / "hbmfit")
+    cmd = [hbmfit, str(DATA / ds["csv"]), ds["formula"], "--no-out", "--seed", str(seed),
+           "--warmup", str(args.warmup), "--draws", str(args.draws)]
+    t_spawn = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    t_exit = time.time()
+    if proc.returncode != 0:
+        raise RuntimeError(f"hbmfit on {name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    ess, worst = float("inf"), None
+    lines = proc.stdout.splitlines()
+    header = next(ln for ln in lines if "ess_bulk" in ln).split()
+    col = header.index("ess_bulk") + 1  # rows start with the parameter's name
+    for ln in lines[lines.index(next(ln for ln in lines if "ess_bulk" in ln)) + 1:]:
+        parts = ln.split()
+        if len(parts) != len(header) + 1 or parts[0].split("[")[0] not in ("Intercept", "b", f"sd_{ds['g']}", "sigma"):
+            continue
+        if float(parts[col]) < ess:
+            ess, worst = float(parts[col]), parts[0]
+    e2e = t_exit - t_spawn
+    return {"kind": "cli", "dataset": name, "seed": seed, "e2e_s": e2e, "process_wall_s": e2e, "imports_s": float("nan"),
+            "min_bulk_ess": ess, "min_ess_param": worst, "stderr_lines": len(proc.stderr.splitlines()),
+            "phases": {"imports_s": float("nan"), "fit_s": e2e, "to_idata_s": 0.0}}
 
 
 def _probe(python, code):
@@ -584,6 +619,8 @@ def bench_e2e(args, log, priors_by_ds):
                 env = {}
                 if kind == "hf":
                     env["HBM_FORMULA_CACHE"] = "0" if cache == "cold" else str(tmp / f"hf_{name}")
+                elif kind == "cli":  # cold: a new empty cache directory for every run (as a first-time user)
+                    env["HBM_FORMULA_CACHE"] = str(tmp / f"cli_{name}") if cache == "warm" else "fresh"
                 elif kind == "hand" and cache == "warm":
                     env["BENCH_JAX_CACHE"] = str(tmp / f"hand_{name}")
                 elif peer:
@@ -597,7 +634,7 @@ def bench_e2e(args, log, priors_by_ds):
                     log(f"[{name}] {label}: cache-filling run {fill['e2e_s']:.1f}s (not in the median)")
             # repetitions interleaved over the methods, so that a noisy minute hits all of them alike
             for rep in range(args.reps):
-                for key, label, kind, cache, peer in methods:
+                for key, label, kind, _cache, _peer in methods:
                     load = os.getloadavg()[0]
                     r = _run_worker(python, kind, name, args.seed + rep, args, envs[key], priors_by_ds[name])
                     r["loadavg_1m"] = load
@@ -632,23 +669,9 @@ def _worker(a):
 
         _quiet_warnings()
         result["t_imported"] = time.time()
-        # Instrumentation only: NUTS returns before the chains finish (JAX dispatches asynchronously) and
-        # hf.fit's timings["sample"] would stop there; wait for the draws here to timestamp the end of
-        # sampling. The total is unchanged: building the InferenceData has to wait for them anyway.
-        import jax
-        from hbm_formula import infer
-
-        run_nuts = infer.run_nuts
-
-        def run_nuts_blocking(*args, **kwargs):
-            mcmc = run_nuts(*args, **kwargs)
-            jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
-            result["t_sampled"] = time.time()
-            return mcmc
-
-        infer.run_nuts = run_nuts_blocking
         df = pd.read_csv(DATA / ds["csv"])
         fit = hf.fit(ds["formula"], df, chains=CHAINS, warmup=a.warmup, draws=a.draws, seed=a.seed, progress=False)
+        result["t_sampled"] = time.time()  # the draws are on the host when fit returns (chunked driver)
         idata = fit.idata
         result["t_ready"] = time.time()
         result["hf_timings"] = fit.timings
@@ -727,7 +750,7 @@ def _worker(a):
 
 def _fmt_table(rows, header):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]])
 
 
@@ -770,7 +793,8 @@ def report(results):
         out.append(f"(b) end to end, formula -> InferenceData in a fresh process (median of {results['settings']['reps']}), seconds")
         keys = [k for k, *_ in E2E_METHODS if any(k in e2e["datasets"][n] for n in names)]
         labels = {k: lab for k, lab, *_ in E2E_METHODS}
-        header = ["method", *[f"{n} s" for n in names], *[f"{n} vs hf cold" for n in names]]
+        ref = "bambi_nutpie" if all("bambi_nutpie" in e2e["datasets"][n] for n in names) else "hf_cold"
+        header = ["method", *[f"{n} s" for n in names], *[f"{n} / {ref}" for n in names]]
         rows = []
         for k in keys:
             row = [labels[k]]
@@ -778,7 +802,7 @@ def report(results):
                 v = e2e["datasets"][n].get(k)
                 row.append(f"{v['median_e2e_s']:.1f}" if v else "-")
             for n in names:
-                v, base = e2e["datasets"][n].get(k), e2e["datasets"][n].get("hf_cold")
+                v, base = e2e["datasets"][n].get(k), e2e["datasets"][n].get(ref)
                 row.append(f"{v['median_e2e_s'] / base['median_e2e_s']:.2f}" if v and base else "-")
             rows.append(row)
         out.append(_fmt_table(rows, header))

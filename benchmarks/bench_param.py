@@ -62,8 +62,9 @@ def load(case: str):
 
 def one(case: str, param: str, warmup: int, draws: int, seed: int = 0) -> dict:
     import arviz as az
-    import hbm_formula as hf
     import numpy as np
+
+    import hbm_formula as hf
 
     formula, df, _ = load(case)
     t0 = time.perf_counter()

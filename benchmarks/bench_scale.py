@@ -49,9 +49,9 @@ def rel_err(means: dict) -> dict:
 # ------------------------------------------------------------------ workers (run in fresh processes)
 def worker_svi_mb(rows: int, groups: int, steps: int) -> dict:
     t_start = time.perf_counter()
+    import fourpl_data
     import numpy as np
 
-    import fourpl_data
     import hbm_formula as hf
 
     df = fourpl_data.make_4pl(rows, groups)
@@ -69,13 +69,13 @@ def worker_svi_mb(rows: int, groups: int, steps: int) -> dict:
 
 
 def worker_hand_svi(rows: int, groups: int, steps: int) -> dict:
+    import common
+    import fourpl_data
     import jax
     import numpy as np
     import numpyro
     from numpyro.infer import SVI, Trace_ELBO, autoguide
 
-    import common
-    import fourpl_data
     import hbm_formula as hf
 
     df = fourpl_data.make_4pl(rows, groups)
@@ -94,11 +94,9 @@ def worker_hand_svi(rows: int, groups: int, steps: int) -> dict:
 
 
 def worker_pymc(rows: int, groups: int, steps: int) -> dict:
-    import numpy as np
+    import fourpl_data
     import pandas as pd
     import pymc as pm
-
-    import fourpl_data
 
     df = fourpl_data.make_4pl(rows, groups)
     g, levels = pd.factorize(df["compound"], sort=True)
@@ -166,6 +164,7 @@ def ms_per_step(rows: int, groups: int, short: int, long: int) -> dict:
     from dataclasses import replace
 
     import fourpl_data
+
     import hbm_formula as hf
     from hbm_formula import infer
 
@@ -187,6 +186,7 @@ def ms_per_step(rows: int, groups: int, short: int, long: int) -> dict:
 def grad_at(rows: int, groups: int, calls: int, repeats: int) -> dict:
     import common
     import fourpl_data
+
     import hbm_formula as hf
 
     cm = hf.compile(fourpl_data.FORMULA, fourpl_data.make_4pl(rows, groups))
@@ -200,6 +200,7 @@ def nuts_short(rows: int, groups: int, warmup: int, draws: int, param: str = "no
                chains: int = 1) -> dict:
     import common
     import fourpl_data
+
     import hbm_formula as hf
 
     df = fourpl_data.make_4pl(rows, groups)

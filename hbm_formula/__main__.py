@@ -1,7 +1,5 @@
 """``python -m hbm_formula`` is ``hbmfit``."""
 
-import sys
+from .cli import console_main
 
-from .cli import main
-
-sys.exit(main())
+console_main()
