@@ -127,15 +127,17 @@ EXTRA_FIELDS = ("diverging", "accept_prob", "num_steps", "energy", "potential_en
 
 
 class Progress:
-    """Progress between compiled chunks: a bar on a terminal, one short line per chunk in a log."""
+    """Progress between compiled chunks: a bar on a terminal; in a log (stderr not a terminal) one short
+    line each time another tenth of the work is done, never bar redraws."""
 
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
+    def __init__(self, total: int, label: str, enabled: bool, unit: str = "iterations per chain") -> None:
         import time
 
-        self.total, self.label, self.done = total, label, 0
+        self.total, self.label, self.unit, self.done = total, label, unit, 0
         self.t0 = time.perf_counter()
         self.bar = None
         self.enabled = enabled
+        self.shown = 0  # tenths reported so far (log mode)
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
@@ -150,9 +152,12 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(phase)
             self.bar.update(n)
-        else:
+            return
+        tenths = min(10, 10 * self.done // max(self.total, 1))
+        if tenths > self.shown:
+            self.shown = tenths
             pct = 100 * self.done / self.total
-            print(f"{self.label}: {self.done}/{self.total} iterations per chain ({pct:.0f}%, {phase}), "
+            print(f"{self.label}: {self.done}/{self.total} {self.unit} ({pct:.0f}%, {phase}), "
                   f"{time.perf_counter() - self.t0:.1f} s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -507,11 +512,7 @@ def run_svi(
         (state, acc), losses = jax.lax.scan(step, (state, zero), jax.random.split(key, cfg.window))
         return state, losses, jax.tree.map(lambda a: a / cfg.window, acc)
 
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="SVI", unit="step", leave=False)
+    bar = Progress(steps, "SVI", cfg.progress, unit="steps at most")
     losses: list[np.ndarray] = []
     lr, decays, calm, stalled, best = cfg.lr, 0, 0, 0, float("inf")
     converged = False
@@ -529,15 +530,12 @@ def run_svi(
         done += cfg.window
         mean = float(np.mean(chunk))
         if not np.isfinite(mean) or not all(np.all(np.isfinite(v)) for v in avg.values()):
-            if bar is not None:
-                bar.close()
+            bar.close()
             raise HBMError(
                 f"SVI diverged (the ELBO became NaN/inf after {done} steps): try a smaller learning rate "
                 "(--lr), scaling the predictors (scale(x)), or more informative priors"
             )
-        if bar is not None:
-            bar.update(cfg.window)
-            bar.set_postfix(elbo=f"{-mean:.4g}", lr=f"{lr:.2g}")
+        bar.update(cfg.window, f"ELBO {-mean:.4g}, lr {lr:.2g}")
         if prev_avg is not None:
             drift = _drift(prev_avg, avg, cfg.local_sites, cfg.log_sites)
             worst = max(drift.values(), default=0.0)
@@ -556,8 +554,7 @@ def run_svi(
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
                 state = _set_lr(state, lr)
         prev_avg = avg
-    if bar is not None:
-        bar.close()
+    bar.close()
     params = {k: jnp.asarray(v) for k, v in avg.items()}  # the last window's average (Polyak-Ruppert)
     moving = None
     if not converged:

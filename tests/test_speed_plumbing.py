@@ -1,0 +1,85 @@
+"""The plumbing behind time-to-first-posterior (issue 14): progress between compiled chunks (no
+host callbacks in the program, one line per tenth in a log), a persistent compilation cache that a
+second process hits, and imports that leave ArviZ and matplotlib alone until they are needed.
+Timings themselves are measured in benchmarks/, never here."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hbm_formula as hf
+from hbm_formula import infer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_nuts_progress_is_one_line_per_chunk_in_a_log(grouped: pd.DataFrame, capsys: pytest.CaptureFixture) -> None:
+    """stderr is not a terminal under pytest: short lines between compiled chunks, no bar redraws."""
+    warmup, draws = 3 * infer.CHUNK // 2, 3 * infer.CHUNK // 2
+    hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=warmup, draws=draws, seed=1, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("NUTS: ")]
+    done = [int(m.group(1)) for m in (re.match(r"NUTS: (\d+)/(\d+) iterations per chain", ln) for ln in lines) if m]
+    total = warmup + draws
+    assert len(done) == len(lines) >= 2
+    assert done == sorted(done) and done[-1] == total
+    # each report is at a chunk boundary (or the end): progress is shown between compiled calls
+    assert all(d % infer.CHUNK == 0 or d == total for d in done)
+    assert "warmup" in lines[0] and "sampling" in lines[-1]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a short run: its R-hat is not the point
+def test_progress_off_prints_nothing(grouped: pd.DataFrame, capsys: pytest.CaptureFixture) -> None:
+    hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=100, draws=100, seed=1, progress=False)
+    assert "NUTS" not in capsys.readouterr().err
+
+
+def test_progress_lines_are_at_most_one_per_tenth(capsys: pytest.CaptureFixture) -> None:
+    bar = infer.Progress(1000, "SVI", True, unit="steps at most")
+    for _ in range(40):
+        bar.update(25, "ELBO 1")
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split()[1] for ln in lines] == [f"{k}/1000" for k in range(100, 1001, 100)]
+
+
+_FIT = """
+import sys
+import pandas as pd
+import hbm_formula as hf
+df = pd.read_csv(sys.argv[1])
+hf.fit("Reaction ~ Days + (Days | Subject)", df, chains=2, warmup=100, draws=100, seed=0, progress=False)
+"""
+
+
+def test_second_fit_in_a_new_process_hits_the_compilation_cache(tmp_path: Path) -> None:
+    """The sampler is written to the persistent cache (no host callbacks keep it out), and a second
+    process fitting the same structure compiles nothing new: the cache directory gains no entries."""
+    cache = tmp_path / "jax-cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("HBM_FORMULA_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env["HBM_FORMULA_CACHE"] = str(cache)
+    cmd = [sys.executable, "-c", _FIT, str(ROOT / "examples" / "data" / "sleepstudy.csv")]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    first = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert first, "the first fit wrote nothing to the compilation cache"
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    second = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    new = set(second) - set(first)
+    # JAX records cache hits as "-atime" companions of the entries; no new executable may appear
+    assert not {n for n in new if not n.endswith("-atime")}, new
+
+
+def test_import_leaves_arviz_and_matplotlib_alone() -> None:
+    code = (
+        "import sys, hbm_formula, hbm_formula.cli\n"
+        "heavy = [m for m in ('arviz', 'matplotlib', 'xarray', 'scipy.stats') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == ""
