@@ -20,6 +20,7 @@ The default run checks a few thousand examples; ``-m slow`` runs many more.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 from pathlib import Path
 
@@ -193,6 +194,36 @@ def test_cli_arguments(alarms, s: str, tmp_path_factory: pytest.TempPathFactory)
     ):
         code = cli.main(argv)
         assert code in (0, 2), (argv, code)
+    check_silent(alarms)
+
+
+@pytest.fixture(scope="module")
+def small_fit(alarms):  # noqa: ARG001 - the alarms are on while the fit is made
+    return hf.fit("y ~ x + f + (1 | g)", frame(), chains=1, warmup=100, draws=50, progress=False)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(s=hostile, labels=st.lists(hostile, min_size=1, max_size=3))
+def test_post_fit_text_inputs(alarms, small_fit, s: str, labels: list[str]) -> None:
+    """After the fit, every text a user gives -- a hypothesis, re_formula, kind, new_levels, new group
+    labels and factor levels in newdata -- is data too. (Each prediction compiles: few examples.)"""
+    text = one_line(s)
+    for call in (
+        lambda: small_fit.hypothesis(text),
+        lambda: small_fit.hypothesis(f"x - {text} > 0"),
+        lambda: small_fit.predict(re_formula=f"~{text}", ndraws=5),
+        lambda: small_fit.predict(kind=text, ndraws=5),
+        lambda: small_fit.predict(new_levels=text, ndraws=5),
+        lambda: small_fit.conditional_effects(text),
+        lambda: small_fit.ranef(text),
+    ):
+        with contextlib.suppress(hf.HBMError):
+            call()
+    new = pd.DataFrame({"x": [0.1] * len(labels), "f": ["a"] * len(labels), "g": labels})
+    for policy in ("gaussian", "population"):
+        small_fit.predict(new, new_levels=policy, ndraws=5)
+    with contextlib.suppress(hf.HBMError):
+        small_fit.predict(new.assign(f=labels), ndraws=5)
     check_silent(alarms)
 
 
