@@ -1,17 +1,22 @@
 """How informative each level's data are: the measurement behind ``param="auto"``.
 
 For a group effect r_jc (level j, coefficient c) the data's precision I_jc is the
-curvature of the log-likelihood in r_jc: -d²ℓ/dr_jc². It is computed exactly, in
-one pass over the rows, with automatic differentiation of the generated model
-itself: the model's ``r_<g>`` sites are substituted by a variable table, every
-other parameter by a rough central value (its prior median: the default priors
-are centred on the data), and one Hessian-vector product per coefficient gives
-the diagonal (levels of one term share no rows, so the product with that
-coefficient's column of ones is exactly its diagonal). The gradient there gives a
-one-step estimate of every level's effect, r̂_jc = s_jc / I_jc, and the spread of
-those estimates beyond their own noise gives the group SD (DerSimonian & Laird
-1986's moment estimator). That is all the ``auto`` rule needs (Papaspiliopoulos,
-Roberts & Sköld 2007): a level's posterior variance of z is 1 / (1 + I_jc sd²).
+curvature of the log-likelihood in r_jc: -d²ℓ/dr_jc². It is computed exactly with
+automatic differentiation of the generated model itself: the model's ``r_<g>``
+sites are substituted by a variable table, the population parameters by their
+prior medians (the default priors are centred on the data), and one
+Hessian-vector product per coefficient gives each level's block of the Hessian
+(levels of one term share no rows, so the product with that coefficient's column
+of ones is exactly that column of every level's block). It is taken at a quick
+mode, not at the starting point: ``ITERATIONS`` sweeps of Newton steps, term by
+term (Gauss-Seidel), one level's coefficients jointly, each level's estimate
+shrunk toward the mean of the levels as the normal-normal model does (empirical
+Bayes), with Newton steps on the log of the scalar distributional parameters
+(sigma, shape, ...) in between. The spread of the levels' estimates beyond their
+own noise gives the group SD and the standard error of its log (DerSimonian &
+Laird 1986's moment estimator). That is all the ``auto`` rule needs
+(Papaspiliopoulos, Roberts & Sköld 2007): a level's posterior variance of z is
+1 / (1 + I_jc sd²).
 
 It replaces a pilot SVI fit: no optimisation, one compiled function, rows
 processed ``batch_size`` at a time when minibatches are asked for.
