@@ -448,6 +448,7 @@ def fit(
         out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
     out.timings["compile"] = t1 - t0
     out.notes.extend(notes)
+    infer.release_compiled()
     return out
 
 

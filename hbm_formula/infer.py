@@ -51,6 +51,35 @@ def set_host_devices(n: int | None = None) -> bool:
     return True
 
 
+#: JAX keeps the compiled programs of a process in in-memory caches, some keyed on functions that
+#: stay alive, so a finished fit's programs are never freed; each holds memory maps (about 1,000
+#: per fit), and at Linux's limit (vm.max_map_count, 65,530 by default) the next compilation fails
+#: ("LLVM compilation error: Cannot allocate memory"), after some 60 fits in one process. Past
+#: this share of the limit, the caches are cleared (the persistent cache on disk is kept).
+MAP_SHARE = 0.25
+
+
+def release_compiled(force: bool = False) -> bool:
+    """Clear JAX's in-memory compilation caches when the process's memory maps near the OS limit
+    (after a fit or a prediction; see MAP_SHARE). Returns whether it cleared them."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            n = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):  # not Linux: no such limit to meet
+        return False
+    if not force and n < MAP_SHARE * limit:
+        return False
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
 def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache: a refit of the same model structure
     skips XLA compilation. ``HBM_FORMULA_CACHE=0`` turns it off."""

@@ -247,6 +247,9 @@ def predict_draws(cm: Any, idata: Any, newdata: Any = None, kind: str = "respons
             parts.append(np.asarray(run(p, chunk, keys))[: s1 - s0, : r1 - r0])
         block = np.concatenate(parts, axis=0)
         results.append(reduce(block) if reduce is not None else block)
+    from .infer import release_compiled
+
+    release_compiled()
     if reduce is not None:
         return pd.concat(results, ignore_index=True) if isinstance(results[0], pd.DataFrame) else np.concatenate(results), rows, np.arange(S)
     return np.concatenate(results, axis=1), rows, np.arange(S)

@@ -83,3 +83,26 @@ def test_import_leaves_arviz_and_matplotlib_alone() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == ""
+
+
+def _maps() -> int:
+    with open("/proc/self/maps", "rb") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="memory maps are counted on Linux")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_many_fits_in_one_process_do_not_pile_up_compiled_programs(grouped: pd.DataFrame,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """JAX's in-memory caches keep every fit's programs (about 1,000 memory maps each), which crashes a
+    process after ~60 fits at Linux's map limit; past MAP_SHARE of the limit they are released."""
+    def fits() -> int:
+        start = _maps()
+        for seed in range(3):
+            hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=50, draws=50, seed=seed, progress=False)
+        return _maps() - start
+
+    monkeypatch.setattr(infer, "MAP_SHARE", 1.0)  # never released: the maps pile up
+    assert fits() > 600
+    monkeypatch.setattr(infer, "MAP_SHARE", 0.0)  # released after every fit
+    assert fits() < 200
