@@ -33,7 +33,9 @@ import pandas as pd  # noqa: E402
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples", "data")
 POPVAR = re.compile(r"^(Intercept.*|b|b_.*|sd_.*|cor_.*|sigma|shape)$")
 TUNE = ["radon", "sleepstudy", "mixed_gauss", "poisson_rich", "slopes_rich", "logistic_rich", "fourpl"]
-CHECK = ["logistic_mixed", "crossed_small", "poisson_poor", "nested", "slopes_poor", "crossed_rich"]
+CHECK = ["logistic_mixed", "crossed_small", "poisson_poor", "nested", "slopes_poor", "crossed_rich",
+         # added after poisson_poor exposed an unconverged quick mode (fixed): cases never run before the fix
+         "poisson_mixed", "bernoulli_poor"]
 
 
 def case(name: str, seed: int) -> tuple[str, pd.DataFrame, dict]:
@@ -79,6 +81,17 @@ def case(name: str, seed: int) -> tuple[str, pd.DataFrame, dict]:
         x = rng.normal(size=g.size)
         mu = np.exp(0.5 + 0.3 * x + rng.normal(0, 0.4, 100)[g])
         return "y ~ x + (1 | g)", pd.DataFrame({"y": rng.poisson(mu), "x": x, "g": g}), {"family": "poisson"}
+    if name == "poisson_mixed":  # 30 groups with 200 rows and 30 with 2
+        g = np.concatenate([np.repeat(np.arange(30), 200), 30 + np.repeat(np.arange(30), 2)])
+        x = rng.normal(size=g.size)
+        mu = np.exp(0.2 + 0.4 * x + rng.normal(0, 0.5, 60)[g])
+        return "y ~ x + (1 | g)", pd.DataFrame({"y": rng.poisson(mu), "x": x, "g": g}), {"family": "poisson"}
+    if name == "bernoulli_poor":  # 200 groups with 5 rows each
+        g = np.repeat(np.arange(200), 5)
+        x = rng.normal(size=g.size)
+        eta = 0.3 - 0.6 * x + rng.normal(0, 1.0, 200)[g]
+        return "y ~ x + (1 | g)", pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": g}), \
+            {"family": "bernoulli"}
     if name == "nested":  # pupils in classes in schools
         school = np.repeat(np.arange(20), 50)
         klass = np.repeat(np.arange(100), 10)
