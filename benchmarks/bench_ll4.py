@@ -41,15 +41,15 @@ e ~ 1 + (1 | compound), lb = 0"""
 def run(size: str, calls: int, repeats: int) -> dict:
     df = fourpl_data.make_size(size)
     df["dose"] = np.exp(df["log_dose"])
-    lib = hf.compile(LL4, df)
+    lib = hf.compile(LL4, df, param="noncentered")
     # the written-out curve gets the library's default priors, by name
     table = lib.priors_table()
     pri = {name: row["prior"] for name, row in table.iterrows() if not name.startswith("cor")}
     # the sign of b as LL4 chose it from the data (drc's convention: b < 0 for a rising LL curve)
     lo, hi = np.quantile(df["dose"], [0.1, 0.9])
     rising = df.loc[df.dose >= hi, "resp"].mean() > df.loc[df.dose <= lo, "resp"].mean()
-    expr = hf.compile(EXPRESSION.format(bound="ub = 0" if rising else "lb = 0"), df, priors=pri)
-    fourpl = hf.compile(fourpl_data.FORMULA, df)
+    expr = hf.compile(EXPRESSION.format(bound="ub = 0" if rising else "lb = 0"), df, priors=pri, param="noncentered")
+    fourpl = hf.compile(fourpl_data.FORMULA, df, param="noncentered")
     hand = common.make_hand_4pl(common.prior_objects(fourpl))
     t = common.time_grads_interleaved({"LL4": (lib.model, dict(lib.data)), "expression": (expr.model, dict(expr.data)),
                                        "hand": (hand, common.hand_data(df))}, calls, repeats)

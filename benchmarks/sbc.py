@@ -78,7 +78,10 @@ class SBCClass:
     def compile(self) -> Any:
         import hbm_formula as hf
 
-        cm = hf.compile(self.formula, self.frame(), family=self.family, nl=self.nl, priors=self.priors)
+        # one program for every simulated data set: auto would decide from the placeholder response, so the
+        # group terms are non-centered, as every figure of the SBC table was measured
+        cm = hf.compile(self.formula, self.frame(), family=self.family, nl=self.nl, priors=self.priors,
+                        param="noncentered")
         table = cm.priors_table()
         not_set = [p for p, src in table["source"].items() if not src.startswith("user")]
         if not_set:  # a default prior would be scaled by the placeholder response

@@ -10,6 +10,7 @@ Exit codes: 0 success, 2 bad input (formula, prior, data, arguments),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", action="append", type=_prior_arg, default=[], metavar="NAME=PRIOR",
                    help="override a prior, e.g. --prior 'sigma=exponential(1)' (repeatable)")
     p.add_argument("--param", default=None, metavar="P",
-                   help="group-term parameterization: noncentered (default), centered, auto, or GROUP=P,...")
+                   help="group-term parameterization: auto (default: decided per level from the data), noncentered, centered, or GROUP=P,...")
     p.add_argument("--out", default=None, help="netCDF file for the posterior (default: <data>.fit.nc)")
     p.add_argument("--no-out", action="store_true", help="do not write the posterior")
     p.add_argument("--emit-code", default=None, metavar="FILE", help="write the generated NumPyro model to FILE")
@@ -376,12 +377,22 @@ def run_subcommand(name: str, args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 200):
             print(compare(fits).to_string())
     else:
-        fit = load(args.fit)
+        from .postfit import PLOTS
+
+        kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
+        for kind in kinds:
+            if kind not in PLOTS:
+                raise HBMError(f"unknown plot kind '{kind}': use one or more of {', '.join(PLOTS)}")
         folder = Path(args.out)
-        if not folder.is_dir():
-            raise HBMError(f"--out must be an existing folder for the PNG files, got {folder}")
+        if folder.exists() and not folder.is_dir():
+            raise HBMError(f"--out must be a folder for the PNG files; {folder} is a file")
+        fit = load(args.fit)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HBMError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
         factors = {b.term.group_label for b in fit.model.design.groups} | {b.label for b in fit.model.design.groups}
-        for kind in [k.strip() for k in args.kind.split(",") if k.strip()]:
+        for kind in kinds:
             path = folder / f"{Path(args.fit).stem}_{kind}.png"
             var = args.var if (kind == "effects") == (args.var not in factors) else None  # --var goes where it fits
             fit.plot(kind, var=var, path=str(path))
@@ -422,6 +433,9 @@ def _guarded(work: Any, debug: bool) -> int:
     except KeyboardInterrupt:
         print("hbmfit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (| head): nothing is wrong, stop quietly
+        _quiet_stdout()
+        return 0
     except Exception as exc:  # noqa: BLE001 - no traceback for users unless --debug
         if debug:
             raise
@@ -433,9 +447,19 @@ def console_main() -> None:  # pragma: no cover - the process exits
     """The ``hbmfit`` program: :func:`main`, then exit at once. Every output is written and closed by then;
     what would follow is the interpreter's teardown of JAX and XLA (about 0.8 s), which nothing needs."""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    with contextlib.suppress(BrokenPipeError):
+        sys.stderr.flush()
     os._exit(code)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so no later flush raises again (Python's advice)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

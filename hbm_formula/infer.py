@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import HBMError
+from .errors import HBMError, whole_number
 
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
@@ -111,12 +111,11 @@ class NUTSConfig:
     progress: bool = True
 
     def check(self) -> None:
-        if self.chains < 1:
-            raise HBMError(f"chains must be at least 1, got {self.chains}")
-        if self.draws < 1:
-            raise HBMError(f"draws must be at least 1, got {self.draws}")
-        if self.warmup < 0:
-            raise HBMError(f"warmup must be non-negative, got {self.warmup}")
+        whole_number("chains", self.chains, 1)
+        whole_number("draws", self.draws, 1)
+        whole_number("warmup", self.warmup, 0)
+        whole_number("seed", self.seed, 0)
+        whole_number("max_tree_depth", self.max_tree_depth, 1)
         if not 0 < self.target_accept < 1:
             raise HBMError(f"target_accept must be between 0 and 1, got {self.target_accept}")
         if self.chain_method not in ("auto", "parallel", "vectorized", "sequential"):
@@ -342,6 +341,13 @@ class SVIConfig:
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
             raise HBMError(f"unknown guide '{self.guide}'; guides: {', '.join(GUIDES)}")
+        if self.rank is not None:
+            whole_number("rank", self.rank, 1)
+        if self.steps is not None:
+            whole_number("steps", self.steps, 1)
+        if self.batch_size is not None:
+            whole_number("batch_size", self.batch_size, 1)
+        whole_number("draws", self.draws, 1)
         if self.rank is not None and (self.rank < 1 or self.guide != "lowrank"):
             raise HBMError(
                 f"rank must be at least 1, got {self.rank}" if self.rank < 1
@@ -601,7 +607,7 @@ def svi_warning(res: SVIResult, window: int) -> str:
     return (
         f"SVI did not converge in {res.steps} steps: {shown} still moved by that many posterior SDs per {window} "
         f"steps; likely cause: {cause}; the estimates may be biased. Fix: more steps (steps=, --steps), "
-        "param='auto' or 'centered' for well-informed groups"
+        "param='centered' for groups with many rows each"
         + (", or a larger batch_size" if res.batch_size else "") + "; or NUTS"
     )
 

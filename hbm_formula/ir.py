@@ -251,7 +251,7 @@ class GroupTerm:
     group: tuple[str, ...]
     correlated: bool = True
     id: str | None = None
-    param: Parameterization = "noncentered"
+    param: Parameterization = "auto"
     span: Span = field(default=None, compare=False, repr=False)
 
     @property

@@ -110,7 +110,10 @@ def frame(extra: dict[str, object] | None = None) -> pd.DataFrame:
 
 
 def attempt(formula: str, df: pd.DataFrame, **kw: object) -> None:
-    """Compile; an HBMError is a fine answer. Any model that compiles is checked statically and traced."""
+    """Compile; an HBMError is a fine answer. Any model that compiles is checked statically and traced.
+    Group terms non-centered unless asked: ``auto`` would compile its pilot for every new name (slow; the
+    pilot runs the same generated code)."""
+    kw.setdefault("param", "noncentered")
     try:
         cm = hf.compile(formula, df, **kw)
     except hf.HBMError:

@@ -22,9 +22,9 @@ UPDATE = os.environ.get("HBM_UPDATE_GOLDEN") == "1"
 CASES = {
     "radon_correlated": ("log_radon ~ floor + (1 + floor | county)", "radon", {}),
     "radon_intercept": ("log_radon ~ floor + uranium + (1 | county)", "radon", {}),
-    "sleep_uncorrelated": ("Reaction ~ Days + (Days || Subject)", "sleepstudy", {}),
+    "sleep_uncorrelated": ("Reaction ~ Days + (Days || Subject)", "sleepstudy", {"param": "noncentered"}),
     "sleep_centered": ("Reaction ~ Days + (Days | Subject)", "sleepstudy", {"param": "centered"}),
-    "cbpp_binomial": ("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "cbpp", {"family": "binomial"}),
+    "cbpp_binomial": ("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", "cbpp", {"family": "binomial", "param": "noncentered"}),
     "sleep_nl_id": (
         "Reaction ~ a + b * Days\na ~ 1 + (1 |s| Subject)\nb ~ 1 + (1 |s| Subject)",
         "sleepstudy",
@@ -33,7 +33,7 @@ CASES = {
     "sleep_nl_two_gathers": (
         "Reaction ~ a + b * Days\na ~ 1 + (1 | Subject)\nb ~ 1 + (1 | Subject)",
         "sleepstudy",
-        {"priors": {"Intercept_a": "normal(250, 50)", "Intercept_b": "normal(10, 10)"}},
+        {"priors": {"Intercept_a": "normal(250, 50)", "Intercept_b": "normal(10, 10)"}, "param": "noncentered"},
     ),
     "radon_priors": (
         "log_radon ~ floor + (1 | county)",

@@ -164,7 +164,8 @@ def test_terms_sharing_an_id_form_one_correlated_block(rng: np.random.Generator)
     assert len(cm.coords["compound__p__cor"]) == 6
     # one gather of the (8, 4) matrix of effects, population intercepts included
     assert cm.code.count("[g_compound]") == 1 and list(cm.data).count("g_compound") == 1
-    fit = hf.fit(FOUR_PL_ID, df, chains=1, warmup=20, draws=10, seed=0, progress=False)
+    # shapes only: a short run with shallow trees (20 warmup steps leave a step size that builds 1,024-step trees)
+    fit = hf.fit(FOUR_PL_ID, df, chains=1, warmup=20, draws=10, seed=0, progress=False, max_tree_depth=4)
     post = fit.idata.posterior
     assert post["cor_compound__p"].shape[-1] == 6 and post["r_compound__top"].shape[-1] == 8
     assert list(post["r_compound__top"].coords["compound__p"].values) == [str(i) for i in range(8)]
@@ -176,7 +177,7 @@ def test_joint_block_density_equals_independent_terms_at_identity_correlation(rn
     import numpyro.distributions as dist
 
     df, _ = simulate_4pl(rng, G=6, D=8)
-    ind, joint = hf.compile(FOUR_PL, df), hf.compile(FOUR_PL_ID, df)
+    ind, joint = hf.compile(FOUR_PL, df, param="noncentered"), hf.compile(FOUR_PL_ID, df, param="noncentered")
     names = ["bottom", "top", "log_ec50", "hill"]
     z = rng.normal(size=(6, 4))
     common = {f"Intercept_{n}": jnp.array(v) for n, v in zip(names, [0.1, 1.0, 0.4, 0.3], strict=True)}

@@ -208,7 +208,7 @@ def test_multiline_formula_declares_distributional_parameter() -> None:
 
 def test_param_setting_by_group() -> None:
     spec = hf.parse("y ~ (1 | a) + (1 | b)", param={"a": "centered"})
-    assert [g.param for g in spec.formula.rhs.group_terms] == ["centered", "noncentered"]
+    assert [g.param for g in spec.formula.rhs.group_terms] == ["centered", "auto"]  # auto: the default
     with pytest.raises(hf.FormulaError, match="grouping factor 'c'"):
         hf.parse("y ~ (1 | a)", param={"c": "centered"})
     with pytest.raises(hf.FormulaError, match="unknown parameterization"):

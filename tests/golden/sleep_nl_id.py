@@ -3,9 +3,33 @@
 #   a ~ 1 + (1 | s | Subject)
 #   b ~ 1 + (1 | s | Subject)
 # family: gaussian(identity); 180 observations
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+
+
+class CorrelatedNormal(dist.Distribution):
+    """n rows, each multivariate normal with mean loc and covariance T T' (T = diag(sd) L, shared by all
+    rows): one K x K inverse for all rows (NumPyro's batched MultivariateNormal solves n small systems,
+    about 6x slower on CPU)."""
+
+    support = dist.constraints.independent(dist.constraints.real, 2)
+
+    def __init__(self, loc, scale_tril, n):
+        self.loc, self.scale_tril, self.n = loc, scale_tril, n
+        super().__init__(batch_shape=(), event_shape=(n, scale_tril.shape[-1]))
+
+    def sample(self, key, sample_shape=()):
+        z = jax.random.normal(key, tuple(sample_shape) + self.event_shape)
+        return self.loc + z @ self.scale_tril.T
+
+    def log_prob(self, value):
+        K = self.scale_tril.shape[-1]
+        inv = jax.scipy.linalg.solve_triangular(self.scale_tril, jnp.eye(K), lower=True)
+        w = (value - self.loc) @ inv.T
+        log_det = jnp.sum(jnp.log(jnp.diag(self.scale_tril)))
+        return -0.5 * jnp.sum(w**2, axis=(-2, -1)) - self.n * (log_det + 0.5 * K * jnp.log(2 * jnp.pi))
 
 
 def model(g_Subject, Days, y=None, predict=False):
@@ -16,16 +40,15 @@ def model(g_Subject, Days, y=None, predict=False):
     # ---- population-level effects of b: 1
     Intercept_b = numpyro.sample('Intercept_b', dist.Normal(10.0, 10.0))
 
-    # ---- group-level effects linked by ID 's': (1 | s | Subject) in a, (1 | s | Subject) in b, 18 levels, correlated, non-centered
+    # ---- group-level effects linked by ID 's': (1 | s | Subject) in a, (1 | s | Subject) in b, 18 levels, correlated, centered
+    # auto: 18 of 18 levels centered: their data pin the effects down (posterior variance of z < 0.2, i.e. data precision x sd^2 > 4, at a low plausible group SD (16.1, 3.98))
     sd_Subject__a = numpyro.sample('sd_Subject__a', dist.HalfNormal(50.0))
     sd_Subject__b = numpyro.sample('sd_Subject__b', dist.HalfNormal(10.0))
     sd_Subject__s = jnp.hstack([sd_Subject__a, sd_Subject__b])
     L_Subject__s = numpyro.sample('L_Subject__s', dist.LKJCholesky(2, 2.0))
     numpyro.deterministic('cor_Subject__s', (L_Subject__s @ L_Subject__s.T)[jnp.tril_indices(2, -1)])
-    # non-centered: standard-normal offsets z, scaled by the SDs and correlated by L
-    z_Subject__s = numpyro.sample('z_Subject__s', dist.Normal(0.0, 1.0).expand([18, 2]).to_event(2))
-    # z @ L.T written as a broadcast sum: small matrix products do not fuse on CPU, this does
-    r_Subject__s = (z_Subject__s[:, None, :] * L_Subject__s).sum(-1) * sd_Subject__s
+    # centered: group effects sampled directly around zero with their SDs
+    r_Subject__s = numpyro.sample('r_Subject__s', CorrelatedNormal(jnp.zeros(2), sd_Subject__s[:, None] * L_Subject__s, 18))
     r_Subject__a = numpyro.deterministic('r_Subject__a', r_Subject__s[:, 0])
     r_Subject__b = numpyro.deterministic('r_Subject__b', r_Subject__s[:, 1])
 
