@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from . import parameterize
-from .design import Design, build_design, float32_risk
+from .design import Design, build_design, float32_risk, prior_range_risk
 from .errors import HBMError
 from .ir import ModelSpec
 from .lower import Lowered, lower
@@ -435,7 +435,7 @@ def fit(
                       + tuple(e.name for e in cm.params if e.support == "positive"))
     notes: list[str] = []
     x64 = run.get("x64")
-    risk = float32_risk(cm.design)
+    risk = float32_risk(cm.design) or prior_range_risk(cm.params)
     if x64 is None and risk is not None:
         x64 = True
         notes.append(f"computed in double precision (float64): {risk}; x64=False forces float32")

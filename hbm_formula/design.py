@@ -240,6 +240,47 @@ def grouping_columns(spec: ModelSpec) -> list[str]:
     return out
 
 
+def categorical_uses(spec: ModelSpec) -> set[str]:
+    """Columns the model reads as categories whatever their dtype: inside ``C()`` or as grouping factors."""
+    out = set(grouping_columns(spec))
+
+    def walk(e: Expr) -> None:
+        if isinstance(e, Call):
+            if e.fn == "C" and isinstance(e.args[0], Var):
+                out.add(e.args[0].name)
+            for a in e.args:
+                walk(a)
+        elif hasattr(e, "left"):
+            walk(e.left)  # type: ignore[union-attr]
+            walk(e.right)  # type: ignore[union-attr]
+
+    for _, lin in spec.predictors():
+        for t in (*lin.terms, *(t for g in lin.group_terms for t in g.terms)):
+            for f in t.factors:
+                walk(f)
+    return out
+
+
+def response_only_columns(spec: ModelSpec) -> set[str]:
+    """Columns read only by the response side (the response, trials, censoring, bounds, weights)."""
+    lhs = set(data_vars(spec.formula.response.expr))
+    for a in spec.formula.response.addterms:
+        for arg in (*a.args, *(v for _, v in a.kwargs)):
+            lhs.update(data_vars(arg))
+    rhs: set[str] = set()
+    if not isinstance(spec.formula.rhs, Linear):
+        rhs.update(v.name for v in data_vars(spec.formula.rhs))
+    for _, lin in spec.predictors():
+        for t in (*lin.terms, *(t for g in lin.group_terms for t in g.terms)):
+            for f in t.factors:
+                rhs.update(v.name for v in data_vars(f))
+        for o in lin.offsets:
+            rhs.update(v.name for v in data_vars(o))
+        for g in lin.group_terms:
+            rhs.update(g.group)
+    return {v.name for v in lhs} - rhs
+
+
 def text_columns(spec: ModelSpec) -> list[str]:
     """Grouping columns used only as grouping factors (or inside ``C()``): files give them as text,
     so labels such as ``01`` and ``1`` stay distinct levels."""
@@ -422,6 +463,13 @@ def _dose_defaults(spec: ModelSpec, df: pd.DataFrame, y: np.ndarray) -> tuple[Mo
         if call.fn not in DOSE_MODELS:
             continue
         model = DOSE_MODELS[call.fn]
+        nlnames = {n for n, _ in spec.nlpars}
+        for v in data_vars(call.args[0]):
+            if v.name in nlnames:
+                raise FormulaError(f"{call.fn}(): the dose, its first argument, must be a data column; "
+                                   f"'{v.name}' is a parameter of the model")
+            if v.name not in df.columns:
+                raise unknown_column(v.name, df.columns)
         names = {role: a.name for role, a in zip(model.params, call.args[1:], strict=True) if isinstance(a, Var)}
         found = defaults(model, names, evaluate(call.args[0], df), y)
         for name, b in found.bounds.items():
@@ -453,7 +501,29 @@ def float32_risk(design: Design) -> str | None:
     sd = float(np.std(y)) if y.size > 1 else 0.0
     if not fam.discrete and sd > 0 and big / sd > 1e5:
         return f"values up to {big:.3g} vary by only {sd:.3g}: float32 keeps about 7 digits"
+    # magnitudes float32 cannot hold (beyond about 3e38, and squares of anything beyond 1e19)
+    arrays = [("the response", y)] + [(f"the predictors of {p.name}", p.X) for p in design.predictors.values()]
+    arrays += [(f"the predictors of ({b.label})", b.Z) for b in design.groups if getattr(b, "Z", None) is not None]
+    for what, a in arrays:
+        a = np.asarray(a, dtype=float)
+        if a.size and float(np.max(np.abs(a))) > 1e15:
+            return f"{what} reach {float(np.max(np.abs(a))):.3g}, beyond what float32 computes with"
     return None
+
+
+def prior_range_risk(entries: Iterable[Any]) -> str | None:
+    """Why single precision cannot hold a prior's constants (``normal(0, 1e39)``), or None; constants that
+    even double precision cannot use are an error naming the parameter."""
+    risk = None
+    for e in entries:
+        for v in (*e.prior.args, *(v for _, v in e.prior.kwargs)):
+            a = abs(float(v))
+            if a > 1e300 or 0 < a < 1e-300:
+                raise DataError(f"the prior of {e.name}, {e.prior}, has the number {float(v):g}, beyond what a "
+                                "sampler can compute with; give numbers between 1e-300 and 1e300 in size")
+            if risk is None and (a > 1e30 or 0 < a < 1e-30):
+                risk = f"the prior of {e.name}, {e.prior}, has the number {float(v):g}, beyond float32's range"
+    return risk
 
 
 def separation(p: PredictorData, resp: ResponseData) -> list[str]:
@@ -689,7 +759,7 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
         need = 3 if fam.kind == "ordinal" else 2
         if len(levels) < need:
             raise DataError(
-                f"an {'ordinal' if fam.kind == 'ordinal' else 'categorical'} response needs at least {need} categories; "
+                f"{'an ordinal' if fam.kind == 'ordinal' else 'a categorical'} response needs at least {need} categories; "
                 f"'{e.name}' has {len(levels)} ({', '.join(levels)})"
                 + ("; use family='bernoulli' for two" if fam.kind == "ordinal" else "")
             )

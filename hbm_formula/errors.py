@@ -43,3 +43,21 @@ class PriorError(FormulaError):
 
 class DataError(HBMError, ValueError):
     """Data that does not fit the formula or the family."""
+
+
+def whole_number(name: str, value: object, minimum: int = 0) -> None:
+    """Refuse a count that is not a whole number of at least ``minimum`` (``draws='10'``, ``ndraws=2.5``)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise HBMError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise HBMError(f"{name} must be at least {minimum}, got {value}")
+
+
+def probability(name: str, value: object) -> None:
+    """Refuse an interval probability outside (0, 1)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < 1:
+        raise HBMError(f"{name} must be a number between 0 and 1 (exclusive), e.g. 0.95; got {value!r}")

@@ -92,7 +92,7 @@ def _check_real(y: np.ndarray, trials: np.ndarray | None) -> None:
 def _check_positive(y: np.ndarray, trials: np.ndarray | None, what: str = "") -> None:
     _check_real(y, trials)
     if (y <= 0).any():
-        raise DataError(f"{what} response must be positive; found {y[y <= 0][0]!r} ({int((y <= 0).sum())} rows)")
+        raise DataError(f"{what} response must be positive; found {float(y[y <= 0][0]):g} ({int((y <= 0).sum())} rows)")
 
 
 def _positive(name: str) -> Callable[[np.ndarray, np.ndarray | None], None]:
@@ -103,7 +103,7 @@ def _check_unit(y: np.ndarray, trials: np.ndarray | None) -> None:
     _check_real(y, trials)
     bad = (y <= 0) | (y >= 1)
     if bad.any():
-        raise DataError(f"beta response must lie strictly between 0 and 1; found {y[bad][0]!r} ({int(bad.sum())} rows)")
+        raise DataError(f"beta response must lie strictly between 0 and 1; found {float(y[bad][0]):g} ({int(bad.sum())} rows)")
 
 
 def _check_binary(y: np.ndarray, trials: np.ndarray | None) -> None:
@@ -116,9 +116,9 @@ def _check_binary(y: np.ndarray, trials: np.ndarray | None) -> None:
 def _check_count(y: np.ndarray, trials: np.ndarray | None) -> None:
     _check_real(y, trials)
     if (y < 0).any():
-        raise DataError(f"count response must be non-negative; found {y[y < 0][0]!r} ({int((y < 0).sum())} rows)")
+        raise DataError(f"count response must be non-negative; found {float(y[y < 0][0]):g} ({int((y < 0).sum())} rows)")
     if (y != np.round(y)).any():
-        raise DataError(f"count response must be whole numbers; found {y[y != np.round(y)][0]!r}")
+        raise DataError(f"count response must be whole numbers; found {float(y[y != np.round(y)][0]):g}")
 
 
 def _check_binomial(y: np.ndarray, trials: np.ndarray | None) -> None:

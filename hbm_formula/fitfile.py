@@ -143,19 +143,28 @@ def load(path: str | os.PathLike[str]) -> Any:
     if fmt > FORMAT:
         raise HBMError(f"{p} was written by hbm_formula {written_by} (fit format {fmt}); this is {__version__} "
                        f"(format {FORMAT}): upgrade hbm_formula to load it")
-    frame = _decode_frame(cd, json.loads(attrs[f"{_PREFIX}columns"]))
-    priors = [tuple(x) for x in json.loads(attrs[f"{_PREFIX}priors"])]
-    spec = parse(attrs[f"{_PREFIX}formula"], family=attrs[f"{_PREFIX}family"], link=attrs[f"{_PREFIX}link"],
-                 priors=priors or None)
-    levels = {int(k): np.asarray(v, dtype=bool) for k, v in json.loads(attrs[f"{_PREFIX}centering"]).items()}
-    reasons = {int(k): v for k, v in json.loads(attrs[f"{_PREFIX}centering_reasons"]).items()}
-    cm = api.compile_spec(spec, frame, centering=Centering(levels, reasons))
-    stored = attrs[f"{_PREFIX}code"]
-    if cm.code.split("\n", 1)[1] != stored.split("\n", 1)[1]:
-        raise HBMError(f"{p} was fitted by hbm_formula {written_by}, whose generated model differs from the one "
-                       f"this version ({__version__}) builds from the same formula; refit, or load it with "
-                       f"hbm_formula {written_by}")
-    fit = api.Fit(cm, idata, str(attrs.get(f"{_PREFIX}method", "nuts")),
-                  json.loads(attrs.get(f"{_PREFIX}warnings", "[]")), None, {},
-                  json.loads(attrs.get(f"{_PREFIX}notes", "[]")))
-    return fit
+    try:
+        frame = _decode_frame(cd, json.loads(attrs[f"{_PREFIX}columns"]))
+        priors = [tuple(x) for x in json.loads(attrs[f"{_PREFIX}priors"])]
+        spec = parse(attrs[f"{_PREFIX}formula"], family=attrs[f"{_PREFIX}family"], link=attrs[f"{_PREFIX}link"],
+                     priors=priors or None)
+        levels = {int(k): np.asarray(v, dtype=bool) for k, v in json.loads(attrs[f"{_PREFIX}centering"]).items()}
+        reasons = {int(k): v for k, v in json.loads(attrs[f"{_PREFIX}centering_reasons"]).items()}
+        cm = api.compile_spec(spec, frame, centering=Centering(levels, reasons))
+        stored = attrs[f"{_PREFIX}code"]
+        if cm.code.split("\n", 1)[1] != stored.split("\n", 1)[1]:
+            if written_by == __version__:
+                raise HBMError(f"{p}: the generated model stored in the file differs from the one its formula builds "
+                               "(the file was changed after it was written); refit the model")
+            raise HBMError(f"{p} was fitted by hbm_formula {written_by}, whose generated model differs from the one "
+                           f"this version ({__version__}) builds from the same formula; refit, or load it with "
+                           f"hbm_formula {written_by}")
+        fit = api.Fit(cm, idata, str(attrs.get(f"{_PREFIX}method", "nuts")),
+                      json.loads(attrs.get(f"{_PREFIX}warnings", "[]")), None, {},
+                      json.loads(attrs.get(f"{_PREFIX}notes", "[]")))
+        return fit
+    except HBMError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:  # json errors are ValueErrors
+        raise HBMError(f"{p}: the model description in the file is damaged ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else exc}); refit the model") from None

@@ -73,6 +73,8 @@ MAX_TERMS = 1_000
 MAX_INTERACTION = 10
 #: the power n in ``(a + b)^n``
 MAX_POWER = 100
+#: the degree of poly() and the df / degree of bs(): each is that many design columns
+MAX_BASIS = 50
 #: operators (``+ - * / ** ^``, unary minus included) in one arithmetic expression: the response,
 #: one function argument, a non-linear formula; bounds the depth of the expression tree
 MAX_OPERATORS = 200
@@ -404,6 +406,13 @@ class _Builder:
             raise self.err(f"{fn}() is written {spec.usage}", node)
         if fn in ("poly", "bs") and len(args) == 2 and not isinstance(args[1], Num):
             raise self.err(f"{fn}(): the degree must be a number, e.g. {spec.usage}", node)
+        if fn in ("poly", "bs"):  # each makes that many design columns: a whole number within MAX_BASIS
+            counts = [("degree", args[1])] if len(args) == 2 else []
+            counts += [(k, v) for k, v in kwargs if k in ("df", "degree")]
+            for key, v in counts:
+                n = v.value if isinstance(v, Num) else -1.0
+                if not (n == int(n) and 1 <= n <= MAX_BASIS):
+                    raise self.err(f"{fn}(): {key} must be a whole number from 1 to {MAX_BASIS}, got {v}", node)
         return Call(fn, tuple(args), tuple(kwargs), span=_span(node))
 
     def keyword_value(self, node: Tree, kind: str, fn: str, key: str, allowed: Table, where: str) -> Expr:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import HBMError
+from .errors import HBMError, probability
 from .predict import predict_draws, summarize
 
 
 def _q(prob: float) -> tuple[str, str]:
+    probability("prob", prob)
     lo, hi = (1 - prob) / 2, (1 + prob) / 2
     return f"q{100 * lo:g}", f"q{100 * hi:g}"
 
@@ -47,6 +48,7 @@ def predict(fit: Any, newdata: Any = None, kind: str = "response", re_formula: s
             prob: float = 0.95) -> Any:
     """Draws (an InferenceData ``predictions`` group) or, with ``summary=True``, a DataFrame with one row per
     input row: its columns, then mean, sd and the central ``prob`` interval."""
+    probability("prob", prob)
     cm = fit.model
     if summary:
         table, rows, _ = predict_draws(cm, fit.idata, newdata, kind, re_formula, new_levels, ndraws, seed,
@@ -135,6 +137,12 @@ def loo(fit: Any, pointwise: bool = True) -> Any:
 
 def compare(fits: dict[str, Any], ic: str = "loo") -> pd.DataFrame:
     """Rank models by expected log predictive density (ArviZ ``compare``: stacking weights)."""
+    if not isinstance(fits, dict):
+        if isinstance(fits, (list, tuple)):
+            fits = {f"model_{i + 1}": f for i, f in enumerate(fits)}  # as az.compare: names by position
+        else:
+            raise HBMError(f"compare takes a dict of named fits, e.g. hf.compare({{'m1': fit1, 'm2': fit2}}), "
+                           f"got {type(fits).__name__}")
     if len(fits) < 2:
         raise HBMError("compare needs at least two fits, e.g. hf.compare({'m1': fit1, 'm2': fit2})")
     from .results import _arviz
@@ -371,27 +379,33 @@ def conditional_effects(fit: Any, effect: str, by: str | None = None, re_formula
     categorical: the first level), optionally one curve per level of a categorical ``by`` (brms
     ``conditional_effects``). Group effects are left out by default (``re_formula="~0"``); binomial
     models predict the success probability (trials = 1)."""
+    from .design import categorical_uses, response_only_columns
+
     cm = fit.model
     frame = cm.design.frame
+    response_only = response_only_columns(cm.spec)
+    predictors = [c for c in frame.columns if c not in response_only]
     for v in (effect, by):
-        if v is not None and v not in frame.columns:
-            raise HBMError(f"'{v}' is not a column the model uses; its columns: {', '.join(map(str, frame.columns))}")
+        if v is not None and v not in predictors:
+            what = "part of the response, not a predictor" if v in response_only else "not a column the model uses"
+            raise HBMError(f"'{v}' is {what}; the predictors: {', '.join(map(str, predictors)) or 'none'}")
+    categorical = categorical_uses(cm.spec)
     base: dict[str, Any] = {}
     for col in frame.columns:
         s = frame[col]
-        if pd.api.types.is_numeric_dtype(s) and s.dtype != bool:
+        if pd.api.types.is_numeric_dtype(s) and s.dtype != bool and col not in categorical:
             base[col] = float(s.mean())
         else:
-            base[col] = sorted(s.unique().tolist(), key=str)[0] if not isinstance(s.dtype, pd.CategoricalDtype) else s.cat.categories[0]
+            base[col] = _sorted_values(s.unique().tolist())[0] if not isinstance(s.dtype, pd.CategoricalDtype) else s.cat.categories[0]
     _binomial_trials_one(cm, base)
     s = frame[effect]
     log_x = _dose_axis(cm, effect, s)
     if log_x:  # the dose of a dose-response curve: 0, then log-spaced positive doses
         grid = np.concatenate([[0.0] if (s == 0).any() else [], np.geomspace(log_x, float(s.max()), points)])
-    elif pd.api.types.is_numeric_dtype(s) and s.dtype != bool and s.nunique() > 2:
+    elif pd.api.types.is_numeric_dtype(s) and s.dtype != bool and s.nunique() > 2 and effect not in categorical:
         grid = np.linspace(float(s.min()), float(s.max()), points)
     else:
-        grid = np.array(sorted(s.unique().tolist(), key=str), dtype=object)
+        grid = np.array(_sorted_values(s.unique().tolist()), dtype=object)
     levels = [None] if by is None else sorted(frame[by].unique().tolist(), key=str)
     rows = []
     for lv in levels:
@@ -411,6 +425,13 @@ def conditional_effects(fit: Any, effect: str, by: str | None = None, re_formula
     out = Effects(table[keep + [c for c in table.columns if c in ("mean", "sd") or c.startswith("q")]])
     out.effect, out.by, out.response, out.log_x = effect, by, cm.design.response_label, log_x
     return out
+
+
+def _sorted_values(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
 
 
 def _dose_axis(cm: Any, effect: str, s: pd.Series) -> float | None:

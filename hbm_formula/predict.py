@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .design import GroupBlock, NewRows, new_rows
-from .errors import DataError, HBMError
+from .errors import DataError, HBMError, whole_number
 from .lower import PREDICT_PREFIX
 
 NEW_LEVELS = ("error", "gaussian", "uncertainty", "old_levels", "population")
@@ -50,9 +50,9 @@ def _draw_arrays(idata: Any, ndraws: int | None, seed: int) -> tuple[dict[str, n
     post = idata.posterior
     total = post.sizes["chain"] * post.sizes["draw"]
     idx = np.arange(total)
+    whole_number("seed", seed, 0)
     if ndraws is not None:
-        if ndraws < 1:
-            raise HBMError(f"ndraws must be at least 1, got {ndraws}")
+        whole_number("ndraws", ndraws, 1)
         if ndraws < total:
             idx = np.sort(np.random.default_rng(seed).choice(total, ndraws, replace=False))
     out = {}

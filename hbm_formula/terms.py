@@ -124,7 +124,9 @@ class Evaluator:
     def factor(self, f: Expr) -> Any:
         if isinstance(f, Var):
             col = self.df[f.name]
-            if _is_categorical(col):
+            # new data: the fitted model decides (a text column read as numbers must not become a slope)
+            known = self.states.get(factor_key(f), {})
+            if ("levels" in known) if self.fitted else _is_categorical(col):
                 return self.categorical(factor_key(f), col, None, factor_key(f))
             return self.numeric(f)
         if isinstance(f, Call) and f.fn == "C":
@@ -143,6 +145,7 @@ class Evaluator:
                 if isinstance(lv, str) and "\x00" in lv:
                     raise DataError(f"'{what}' has a level with a NUL character ({lv!r}); remove it from the data")
         else:
+            values = _as_levels(values, state["levels"])
             unknown = sorted({str(v) for v in pd.unique(values)} - {str(v) for v in state["levels"]})
             if unknown:
                 shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
@@ -251,6 +254,22 @@ def _levels(values: pd.Series) -> list[Any]:
         return sorted(uniq)
     except TypeError:
         return sorted(uniq, key=lambda v: (type(v).__name__, str(v)))
+
+
+def _as_levels(values: pd.Series, levels: Sequence[Any]) -> pd.Series:
+    """New data's values as the fitted levels: the same value of the same type, else the one level with the
+    same text (a column read as numbers where it was text, or the reverse: ``1`` and ``"1"``). Values
+    matching no level keep their own value (the caller names them)."""
+    by_text: dict[str, list[Any]] = {}
+    for lv in levels:
+        by_text.setdefault(str(lv), []).append(lv)
+    mapping: dict[Any, Any] = {}
+    for v in pd.unique(values.astype(object)):
+        same = by_text.get(str(v), [])
+        exact = [lv for lv in same if type(lv) is type(v) and lv == v]
+        mapping[v] = exact[0] if exact else same[0] if len(same) == 1 else v
+    out = pd.Series([mapping[v] for v in values.astype(object)], index=values.index, dtype=object)
+    return out
 
 
 def _match_level(ref: Any, levels: Sequence[Any]) -> Any:

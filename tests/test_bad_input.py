@@ -43,6 +43,9 @@ MATRIX = [
     (["y ~ y + x"], "the response 'y' also appears on the right-hand side"),
     (["y ~ x", "--chains", "0"], "chains must be at least 1"),
     (["y ~ x", "--target-accept", "1.5"], "target_accept must be between 0 and 1"),
+    (["y ~ x", "--prior", "b=normal(0, 1e-320)"], "beyond what a sampler can compute with"),
+    (["y ~ bs(x, df=100000)"], "bs(): df must be a whole number from 1 to 50"),
+    (["y ~ poly(x, 2.5)"], "poly(): degree must be a whole number from 1 to 50"),
 ]
 
 
@@ -229,3 +232,45 @@ def test_large_counts_switch_to_double_precision() -> None:
     d = hf.compile("y ~ x", df, family="poisson").design
     assert "counts up to" in float32_risk(d)
     assert float32_risk(hf.compile("y ~ x", df.assign(y=df.y // 10**5), family="poisson").design) is None
+
+
+def test_prior_constants_beyond_float32_switch_to_double_precision() -> None:
+    from hbm_formula.design import prior_range_risk
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=30), "x": rng.normal(size=30)})
+    cm = hf.compile("y ~ x", df, priors={"b": "normal(0, 1e39)"})
+    assert "beyond float32's range" in prior_range_risk(cm.params)
+    assert prior_range_risk(hf.compile("y ~ x", df).params) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = hf.fit("y ~ x", df, priors={"b": "normal(0, 1e39)"}, chains=1, warmup=100, draws=100, progress=False)
+    assert any("double precision" in n for n in fit.notes)
+    assert np.isfinite(fit.idata.posterior["b"].values).all()
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"draws": "10"}, "draws must be a whole number, got '10' (str)"),
+    ({"chains": 1.5}, "chains must be a whole number"),
+    ({"seed": -1}, "seed must be at least 0"),
+])
+def test_counts_must_be_whole_numbers(kw: dict, message: str) -> None:
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.5, 4.0], "x": [0.0, 1.0, 2.0, 3.0]})
+    with pytest.raises(hf.HBMError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hf.fit("y ~ x", df, progress=False, **kw)
+
+
+def test_the_dose_of_a_drc_function_must_be_a_column() -> None:
+    df = pd.DataFrame({"resp": np.arange(8.0), "dose": np.arange(8.0)})
+    with pytest.raises(hf.FormulaError, match="the dose, its first argument, must be a data column; 'b' is a parameter"):
+        hf.compile("resp ~ LL4(b, b, c, d, e)\nb ~ 1\nc ~ 1\nd ~ 1\ne ~ 1", df)
+
+
+def test_cli_output_into_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """hbmfit ... | head -1: the reader leaves before hbmfit writes; hbmfit exits quietly, not with an internal error."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"y": rng.normal(size=20), "x": rng.normal(size=20)}).to_csv(path, index=False)
+    proc = subprocess.run(f"{sys.executable} -m hbm_formula {path} 'y ~ x' --show-priors | true",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -278,3 +278,28 @@ def test_dose_response_nl_parameters_predict() -> None:
     fit = hf.fit("rootl ~ LL4(conc, b, c, d, e)", df, chains=1, warmup=300, draws=300, progress=False)
     e = fit.predict(df.iloc[:2], kind="e").predictions["e"].values[..., 0].ravel()
     np.testing.assert_allclose(e, np.exp(fit.idata.posterior["Intercept_e"].values.ravel()), rtol=1e-5)
+
+
+def test_categories_match_by_value_whatever_the_dtype_of_newdata() -> None:
+    """Levels fitted as numbers and asked as text (or the reverse) are the same levels: never the reference
+    level in silence, never a numeric slope; conditional effects of C(number) run over its levels."""
+    rng = np.random.default_rng(1)
+    h = np.repeat([1, 2, 3], 20)
+    y = np.array([0.0, 5.0, 10.0])[h - 1] + rng.normal(0, 0.5, 60)
+    fit = hf.fit("y ~ C(h)", pd.DataFrame({"y": y, "h": h}), chains=1, warmup=200, draws=200, progress=False)
+    want = fit.predict(pd.DataFrame({"h": [1, 2, 3]}), kind="epred", summary=True)["mean"].to_numpy()
+    np.testing.assert_allclose(want, [0, 5, 10], atol=0.5)
+    for new in (["1", "2", "3"], pd.Categorical([1, 2, 3]), np.array([1, "2", 3], dtype=object)):
+        got = fit.predict(pd.DataFrame({"h": new}), kind="epred", summary=True)["mean"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(hf.DataError, match="1 level.*not fitted with: 1.5"):
+        fit.predict(pd.DataFrame({"h": [1.5]}))
+    ce = fit.conditional_effects("h")
+    assert ce["h"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(ce["mean"].to_numpy(), want, atol=0.05)
+
+    text = hf.fit("y ~ h", pd.DataFrame({"y": y, "h": h.astype(str)}), chains=1, warmup=200, draws=200, progress=False)
+    got = text.predict(pd.DataFrame({"h": [1, 2, 3]}), kind="epred", summary=True)["mean"].to_numpy()
+    np.testing.assert_allclose(got, [0, 5, 10], atol=0.5)  # categories, not a slope through 1, 2, 3
+    with pytest.raises(hf.HBMError, match="is part of the response, not a predictor"):
+        text.conditional_effects("y")
