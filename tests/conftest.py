@@ -7,7 +7,8 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=4").strip()
+    flags = (flags + " --xla_force_host_platform_device_count=4").strip()
+os.environ["XLA_FLAGS"] = flags
 os.environ.setdefault("HBM_FORMULA_CACHE", "0")
 
 import numpy as np  # noqa: E402

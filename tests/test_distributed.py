@@ -35,6 +35,7 @@ def test_sharded_log_density_equals_unsharded(radon: pd.DataFrame) -> None:
     np.testing.assert_allclose(split, plain, rtol=1e-5)
 
 
+@pytest.mark.slow  # the fast check: test_sharded_log_density_equals_unsharded
 def test_sharded_nuts_and_svi_match_unsharded(radon: pd.DataFrame) -> None:
     kw = dict(chains=2, warmup=250, draws=250, seed=3, progress=False)
     plain = hf.fit("log_radon ~ floor + (1 | county)", radon, **kw)

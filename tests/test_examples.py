@@ -9,7 +9,13 @@ import pytest
 EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.py") if not p.name.startswith("_"))
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+# the default run keeps the dose-response example (test_cli fits the radon example through hbmfit --example);
+# -m slow runs them all
+QUICK_EXAMPLES = ("dose_response",)
+
+
+@pytest.mark.parametrize("script", [pytest.param(p, marks=() if p.stem in QUICK_EXAMPLES else pytest.mark.slow)
+                                    for p in EXAMPLES], ids=[p.stem for p in EXAMPLES])
 def test_example_script_runs(script: Path) -> None:
     res = subprocess.run(
         [sys.executable, script.name, "--chains", "2", "--warmup", "60", "--draws", "60", "--no-progress"],

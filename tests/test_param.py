@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
 
 import hbm_formula as hf
 
@@ -79,6 +80,7 @@ def test_partially_centered_density_matches_noncentered_up_to_jacobian(rng: np.r
     np.testing.assert_allclose(float(lp_part), lp_nc - 2 * float(jnp.log(sd)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_centered_and_noncentered_posteriors_agree(sleepstudy: pd.DataFrame) -> None:
     fits = {p: hf.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, param=p, seed=4, warmup=500, draws=500,
                       progress=False)

@@ -90,6 +90,7 @@ def _maps() -> int:
         return sum(1 for _ in f)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="memory maps are counted on Linux")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_many_fits_in_one_process_do_not_pile_up_compiled_programs(grouped: pd.DataFrame,
