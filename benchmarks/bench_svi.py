@@ -110,7 +110,7 @@ def hand(case: str, seed: int) -> dict:
 
         import hbm_formula as hf
 
-        cm = hf.compile(fourpl_data.FORMULA, df)  # only for the (data-dependent default) prior numbers
+        cm = hf.compile(fourpl_data.FORMULA, df, param="noncentered")  # only for the default prior numbers
         model = common.make_hand_4pl(common.prior_objects(cm))
         data = common.hand_data(df)
         t0 = time.perf_counter()

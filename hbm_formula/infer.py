@@ -96,7 +96,8 @@ def enable_compilation_cache() -> None:
     except OSError:
         return
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # else the user's (JAX reads it itself)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @dataclass(frozen=True)
