@@ -222,14 +222,18 @@ def run_nuts(
     method = chain_method_for(cfg.chains, cfg.chain_method)
     key = jax.random.PRNGKey(cfg.seed)
     k_init, k_chains = jax.random.split(key)
-    info = initialize_model(k_init, model, model_kwargs=data, dynamic_args=True)
+    # a batch of one key: NumPyro then looks for its starting point in one compiled program; with a single
+    # key it evaluates the model and its gradient op by op, every op its own small XLA compile (radon: 11.7 s
+    # of a 15 s fit, against 3.7 s batched). Only the functions and the shapes are used here.
+    info = initialize_model(jax.random.split(k_init, 1), model, model_kwargs=data, dynamic_args=True)
     init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
     C = cfg.chains
     if init_params is None:  # NumPyro's default: uniform in (-2, 2) on the unconstrained scale
-        leaves, treedef = jax.tree.flatten(info.param_info.z)
+        leaves, treedef = jax.tree.flatten(info.param_info.z)  # each with the key batch's leading 1
         keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
         init_params = jax.tree.unflatten(treedef, [
-            jax.random.uniform(k, (C,) + jnp.shape(v), minval=-2.0, maxval=2.0) for k, v in zip(keys, leaves, strict=True)
+            jax.random.uniform(k, (C,) + jnp.shape(v)[1:], minval=-2.0, maxval=2.0)
+            for k, v in zip(keys, leaves, strict=True)
         ])
     elif C == 1:
         init_params = jax.tree.map(lambda v: jnp.asarray(v)[None], init_params)
