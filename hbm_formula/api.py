@@ -525,8 +525,8 @@ def _infer(
                                           log_lik, obs)
     t4 = time.perf_counter()
     msgs = results.diagnostics(idata, cm.summary_vars)
-    div = results.Draws.from_idata(idata).groups if not isinstance(idata, results.Draws) else idata.groups
-    div = div.get("sample_stats", {}).get("diverging")
+    draws = idata if isinstance(idata, results.Draws) else results.Draws.from_idata(idata)
+    div = draws.groups.get("sample_stats", {}).get("diverging")
     if div is not None and float(np.mean(div)) > 0.25:  # most of the run is unreliable: look for the cause
         from .diagnose import gradient_report
 

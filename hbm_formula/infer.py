@@ -228,13 +228,16 @@ def run_nuts(
     info = initialize_model(jax.random.split(k_init, 1), model, model_kwargs=data, dynamic_args=True)
     init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
     C = cfg.chains
-    if init_params is None:  # NumPyro's default: uniform in (-2, 2) on the unconstrained scale
-        leaves, treedef = jax.tree.flatten(info.param_info.z)  # each with the key batch's leading 1
-        keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-        init_params = jax.tree.unflatten(treedef, [
-            jax.random.uniform(k, (C,) + jnp.shape(v)[1:], minval=-2.0, maxval=2.0)
-            for k, v in zip(keys, leaves, strict=True)
-        ])
+
+    def uniform_start(k: Any, like: Any) -> Any:
+        """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain."""
+        leaves, treedef = jax.tree.flatten(like)
+        keys = jax.random.split(k, len(leaves))
+        return jax.tree.unflatten(treedef, [jax.random.uniform(kk, (C,) + jnp.shape(v)[1:], minval=-2.0, maxval=2.0)
+                                            for kk, v in zip(keys, leaves, strict=True)])
+
+    if init_params is None:  # info's shapes carry the key batch's leading 1, as init_params carry the chains
+        init_params = uniform_start(jax.random.fold_in(key, 1), info.param_info.z)
     elif C == 1:
         init_params = jax.tree.map(lambda v: jnp.asarray(v)[None], init_params)
     total = cfg.warmup + cfg.draws
@@ -269,12 +272,10 @@ def run_nuts(
             break
         if attempt == 19:
             raise RuntimeError("Cannot find valid initial parameters: the log density or its gradient is not finite")
-        leaves, treedef = jax.tree.flatten(init_params)
-        keys = jax.random.split(jax.random.fold_in(key, 100 + attempt), len(leaves))
-        init_params = jax.tree.unflatten(treedef, [
-            jnp.where(jnp.asarray(ok).reshape((C,) + (1,) * (jnp.ndim(v) - 1)), v,
-                      jax.random.uniform(k, jnp.shape(v), minval=-2.0, maxval=2.0))
-            for k, v in zip(keys, leaves, strict=True)])
+        fresh = uniform_start(jax.random.fold_in(key, 100 + attempt), init_params)
+        keep = jnp.asarray(ok)
+        init_params = jax.tree.map(lambda v, f, k=keep: jnp.where(k.reshape((C,) + (1,) * (jnp.ndim(v) - 1)), v, f),
+                                   init_params, fresh)
         state = init_fn(init_params, chain_keys, arrays)
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
@@ -348,20 +349,14 @@ class SVIConfig:
             raise HBMError(f"unknown guide '{self.guide}'; guides: {', '.join(GUIDES)}")
         if self.rank is not None:
             whole_number("rank", self.rank, 1)
+            if self.guide != "lowrank":
+                raise HBMError(f"rank applies to the lowrank guide, not '{self.guide}' (guide='lowrank', --guide lowrank)")
         if self.steps is not None:
             whole_number("steps", self.steps, 1)
-        if self.batch_size is not None:
-            whole_number("batch_size", self.batch_size, 1)
+        whole_number("window", self.window, 1)
         whole_number("draws", self.draws, 1)
-        if self.rank is not None and (self.rank < 1 or self.guide != "lowrank"):
-            raise HBMError(
-                f"rank must be at least 1, got {self.rank}" if self.rank < 1
-                else f"rank applies to the lowrank guide, not '{self.guide}' (guide='lowrank', --guide lowrank)"
-            )
         if not self.lr > 0:
             raise HBMError(f"the learning rate must be positive, got {self.lr}")
-        if (self.steps is not None and self.steps < 1) or self.window < 1:
-            raise HBMError("steps and window must be at least 1")
         if not self.tol > 0:
             raise HBMError(f"tol must be positive (posterior SDs), got {self.tol}")
         if self.optimizer not in ("adam", "clipped_adam"):
@@ -369,16 +364,12 @@ class SVIConfig:
         if self.schedule not in ("auto", "constant"):
             raise HBMError(f"unknown schedule '{self.schedule}': use auto (steps down when settled) or constant")
         if self.batch_size is not None:
-            if self.batch_size < 1:
-                raise HBMError(f"batch_size must be at least 1, got {self.batch_size}")
+            whole_number("batch_size", self.batch_size, 1)
             if n_obs is not None and self.batch_size > n_obs:
                 raise HBMError(
                     f"batch_size {self.batch_size} is larger than the data ({n_obs} rows); "
                     "drop --batch-size for full-batch SVI"
                 )
-        if self.draws < 1:
-            raise HBMError(f"draws must be at least 1, got {self.draws}")
-
 
 @dataclass
 class SVIResult:
