@@ -887,6 +887,13 @@ def new_rows(design: Design, data: Any) -> NewRows:
         bad = [c for c in cols if df[c].isna().any()]
         rows = ", ".join(str(int(i)) for i in np.flatnonzero(missing)[:5])
         raise DataError(f"newdata has missing values in {', '.join(bad)} (rows {rows}...): every row needs them to predict")
+    for c in grouping_columns(design.spec):
+        # an integer column that comes back as floats (pandas' reading once a value was missing): 1.0 is level 1,
+        # not a new level (new_levels="population" would silently predict without its effect)
+        fitted = design.frame[c] if c in design.frame.columns else None
+        if (fitted is not None and pd.api.types.is_integer_dtype(fitted.dtype)
+                and pd.api.types.is_float_dtype(df[c].dtype) and bool(np.all(np.mod(df[c].to_numpy(), 1) == 0))):
+            df[c] = df[c].astype(fitted.dtype)
     arrays: dict[tuple[Any, ...], np.ndarray] = {}
     new: dict[int, tuple[str, ...]] = {}
     spec = design.spec

@@ -303,3 +303,15 @@ def test_categories_match_by_value_whatever_the_dtype_of_newdata() -> None:
     np.testing.assert_allclose(got, [0, 5, 10], atol=0.5)  # categories, not a slope through 1, 2, 3
     with pytest.raises(hf.HBMError, match="is part of the response, not a predictor"):
         text.conditional_effects("y")
+
+
+def test_integer_group_labels_read_back_as_floats_are_the_same_levels() -> None:
+    """A group column fitted as integers and given as floats (1.0) is the fitted level, not a new one."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(6), 15)
+    df = pd.DataFrame({"y": rng.normal(0, 0.3, 6)[g] * 4 + rng.normal(size=g.size), "g": g})
+    fit = hf.fit("y ~ 1 + (1 | g)", df, chains=1, warmup=150, draws=150, progress=False)
+    as_int = fit.predict(pd.DataFrame({"g": [1, 4]}), kind="epred", summary=True)["mean"].to_numpy()
+    as_float = fit.predict(pd.DataFrame({"g": [1.0, 4.0]}), kind="epred", new_levels="population",
+                           summary=True)["mean"].to_numpy()
+    np.testing.assert_allclose(as_float, as_int, rtol=1e-6)
