@@ -97,7 +97,7 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # else the user's (JAX reads it itself)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,36 @@ class Progress:
             self.bar.close()
 
 
+def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """What NUTS needs of a model, without NumPyro's ``initialize_model``: the shapes of the
+    unconstrained latent sites (from one abstract trace, ``jax.eval_shape``: nothing is evaluated or
+    compiled), the potential energy as a function of the data, and the map from unconstrained values
+    to every latent and deterministic site. ``initialize_model`` traces the model on the concrete data
+    to find its transforms, every op dispatched and compiled on its own (radon: 2.7 s of a 3.5 s call
+    in a fresh process, before any sampling); the starting point is drawn by ``run_nuts`` itself."""
+    from functools import partial
+
+    import jax
+    from numpyro import handlers
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.infer.util import constrain_fn, potential_energy
+
+    def unconstrained(arrays: dict[str, Any]) -> dict[str, Any]:
+        tr = handlers.trace(handlers.seed(model, 0)).get_trace(**arrays)
+        return {name: biject_to(site["fn"].support).inv(site["value"]) for name, site in tr.items()
+                if site["type"] == "sample" and not site["is_observed"]}
+
+    shapes = jax.eval_shape(unconstrained, data)
+
+    def potential_fn_gen(**arrays: Any) -> Any:
+        return partial(potential_energy, model, (), arrays)
+
+    def constrain(params: dict[str, Any], arrays: dict[str, Any]) -> dict[str, Any]:
+        return constrain_fn(model, (), arrays, params, return_deterministic=True)
+
+    return shapes, potential_fn_gen, constrain
+
+
 def run_nuts(
     model: Any,
     data: dict[str, Any],
@@ -214,30 +244,37 @@ def run_nuts(
     import jax.numpy as jnp
     import numpy as np
     from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import initialize_model
 
     cfg.check()
     enable_compilation_cache()
     t0 = time.perf_counter()
     method = chain_method_for(cfg.chains, cfg.chain_method)
-    key = jax.random.PRNGKey(cfg.seed)
-    k_init, k_chains = jax.random.split(key)
-    # a batch of one key: NumPyro then looks for its starting point in one compiled program; with a single
-    # key it evaluates the model and its gradient op by op, every op its own small XLA compile (radon: 11.7 s
-    # of a 15 s fit, against 3.7 s batched). Only the functions and the shapes are used here.
-    info = initialize_model(jax.random.split(k_init, 1), model, model_kwargs=data, dynamic_args=True)
-    init_kernel, sample_kernel = hmc(potential_fn_gen=info.potential_fn, algo="NUTS")
     C = cfg.chains
 
-    def uniform_start(k: Any, like: Any) -> Any:
-        """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain."""
-        leaves, treedef = jax.tree.flatten(like)
-        keys = jax.random.split(k, len(leaves))
-        return jax.tree.unflatten(treedef, [jax.random.uniform(kk, (C,) + jnp.shape(v)[1:], minval=-2.0, maxval=2.0)
-                                            for kk, v in zip(keys, leaves, strict=True)])
+    @jax.jit
+    def start_keys(seed: Any) -> tuple[Any, Any]:  # one small program, not an op-by-op compile per key op
+        key = jax.random.PRNGKey(seed)
+        return key, jax.random.split(jax.random.split(key)[1], C)
 
-    if init_params is None:  # info's shapes carry the key batch's leading 1, as init_params carry the chains
-        init_params = uniform_start(jax.random.fold_in(key, 1), info.param_info.z)
+    key, chain_keys = start_keys(cfg.seed)
+    shapes, potential_fn_gen, constrain = nuts_functions(model, data)
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+    def uniform_start(key: Any, like: Any, lead: int, fold: int) -> Any:
+        """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain
+        (``like``: shapes with ``lead`` leading batch axes), from ``key`` folded with ``fold``."""
+        leaves, treedef = jax.tree.flatten(like)
+        sizes = [(C,) + tuple(v.shape[lead:]) for v in leaves]
+
+        @jax.jit
+        def draw(k: Any) -> list[Any]:
+            keys = jax.random.split(jax.random.fold_in(k, fold), len(sizes))
+            return [jax.random.uniform(kk, s, minval=-2.0, maxval=2.0) for kk, s in zip(keys, sizes, strict=True)]
+
+        return jax.tree.unflatten(treedef, draw(key))
+
+    if init_params is None:
+        init_params = uniform_start(key, shapes, 0, 1)
     elif C == 1:
         init_params = jax.tree.map(lambda v: jnp.asarray(v)[None], init_params)
     total = cfg.warmup + cfg.draws
@@ -254,7 +291,6 @@ def run_nuts(
 
         return jax.lax.scan(body, state, None, length=CHUNK)
 
-    chain_keys = jax.random.split(k_chains, C)
     arrays = {k: jnp.asarray(v) for k, v in data.items()}
     if method == "parallel":
         devices = jax.local_devices()[:C]
@@ -263,6 +299,9 @@ def run_nuts(
     else:  # vectorized (and sequential, run as a batch of one at a time)
         init_fn = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None)))
         chunk_fn = jax.jit(jax.vmap(chunk_one, in_axes=(0, None)))
+    if method == "parallel":  # host arrays: pmap puts each chain's row on its device (a device array would be sliced
+        # by a compiled program per argument first)
+        init_params, chain_keys = jax.tree.map(np.asarray, (init_params, chain_keys))
     state = init_fn(init_params, chain_keys, arrays)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
@@ -272,7 +311,7 @@ def run_nuts(
             break
         if attempt == 19:
             raise RuntimeError("Cannot find valid initial parameters: the log density or its gradient is not finite")
-        fresh = uniform_start(jax.random.fold_in(key, 100 + attempt), init_params)
+        fresh = uniform_start(key, init_params, 1, 100 + attempt)
         keep = jnp.asarray(ok)
         init_params = jax.tree.map(lambda v, f, k=keep: jnp.where(k.reshape((C,) + (1,) * (jnp.ndim(v) - 1)), v, f),
                                    init_params, fresh)
@@ -287,16 +326,15 @@ def run_nuts(
             first = max(cfg.warmup - done, 0)  # iterations of this chunk still in warmup
             take = min(CHUNK, total - done)
             if first < take:
-                kept.append(jax.tree.map(lambda a, f=first, t=take: np.asarray(a[:, f:t]), out))
+                kept.append(jax.tree.map(lambda a, f=first, t=take: np.asarray(a)[:, f:t], out))
             done += CHUNK
             progress.update(take, "warmup" if done <= cfg.warmup else "sampling")
     finally:
         progress.close()
     t2 = time.perf_counter()
     zs, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
-    post = info.postprocess_fn(**data)
     flat = {k: v.reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}
-    samples = jax.jit(jax.vmap(post))(flat)
+    samples = jax.jit(jax.vmap(constrain, in_axes=(0, None)))(flat, arrays)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
     extra = dict(zip(EXTRA_FIELDS, (div, acc, steps, energy, pe), strict=True))
     t3 = time.perf_counter()

@@ -51,15 +51,32 @@ LOG_LIK_CHUNK = 250
 def pointwise_log_likelihood(model: Any, samples: dict[str, Any], data: dict[str, Any],
                              chunk: int = LOG_LIK_CHUNK) -> dict[str, np.ndarray]:
     """Log-likelihood of each observation at each draw (``samples`` flat over draws), computed
-    ``chunk`` draws at a time and stored as float32, so memory stays at chunk x rows while computing."""
-    from numpyro.infer import log_likelihood
+    ``chunk`` draws at a time and stored as float32, so memory stays at chunk x rows while computing.
+
+    One compiled program serves every chunk (the last one is padded to the chunk's size, and the
+    data are arguments): NumPyro's ``log_likelihood`` evaluates the model op by op, each op its own
+    small compile in a fresh process (radon: 1.7 s for 4,000 draws, against 0.3 s)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+
+    def one(params: dict[str, Any], arrays: dict[str, Any]) -> dict[str, Any]:
+        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(**arrays)
+        return {name: site["fn"].log_prob(site["value"]) for name, site in tr.items()
+                if site["type"] == "sample" and site["is_observed"]}
 
     total = int(next(iter(samples.values())).shape[0])
+    chunk = max(1, min(chunk, total))
+    run = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    arrays = {k: jnp.asarray(v) for k, v in data.items()}
     out: dict[str, list[np.ndarray]] = {}
     for s0 in range(0, total, chunk):
-        part = {k: v[s0:s0 + chunk] for k, v in samples.items()}
-        for k, v in log_likelihood(model, part, **data).items():
-            out.setdefault(k, []).append(np.asarray(v, dtype=np.float32))
+        part = {k: np.asarray(v[s0:s0 + chunk]) for k, v in samples.items()}
+        n = next(iter(part.values())).shape[0]
+        if n < chunk:  # pad with the last draw, so the compiled program is reused
+            part = {k: np.concatenate([v, np.repeat(v[-1:], chunk - n, axis=0)]) for k, v in part.items()}
+        for k, v in run(part, arrays).items():
+            out.setdefault(k, []).append(np.asarray(v, dtype=np.float32)[:n])
     return {k: np.concatenate(v, axis=0) for k, v in out.items()}
 
 
