@@ -101,7 +101,8 @@ class CompiledModel:
         if draws < 1:
             raise HBMError(f"draws must be at least 1, got {draws}")
         data = {k: v for k, v in self.data.items() if k != self.lowered.obs_site}
-        out = Predictive(self.model, num_samples=draws)(jax.random.PRNGKey(seed), **data)
+        pred = Predictive(self.model, num_samples=draws)
+        out = jax.jit(lambda k, d: pred(k, **d))(jax.random.PRNGKey(seed), data)  # one program, not op by op
         return {k: np.asarray(v) for k, v in out.items()}
 
     def latent_sites(self) -> list[str]:
@@ -109,8 +110,16 @@ class CompiledModel:
         import jax
         from numpyro import handlers
 
-        tr = handlers.trace(handlers.seed(self.model, jax.random.PRNGKey(0))).get_trace(**self.data)
-        return [k for k, v in tr.items() if (v["type"] == "sample" and not v["is_observed"]) or v["type"] == "deterministic"]
+        names: list[str] = []
+
+        def walk(data: dict[str, Any]) -> int:  # traced abstractly: nothing is evaluated or compiled
+            tr = handlers.trace(handlers.seed(self.model, 0)).get_trace(**data)
+            names.extend(k for k, v in tr.items()
+                         if (v["type"] == "sample" and not v["is_observed"]) or v["type"] == "deterministic")
+            return 0
+
+        jax.eval_shape(walk, dict(self.data))
+        return names
 
     def log_density(self, params: dict[str, Any]) -> float:
         """Joint log density at ``params`` (values in their own, constrained space)."""

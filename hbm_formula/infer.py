@@ -664,8 +664,13 @@ def guide_draws(model: Any, result: SVIResult, data: dict[str, Any], draws: int,
     import numpy as np
     from numpyro.infer import Predictive
 
-    pred = Predictive(model, guide=result.guide, params=result.params, num_samples=draws, return_sites=sites)
-    out = pred(jax.random.PRNGKey(seed + 1), **data)  # y observed: not resampled
+    def run(key: Any, arrays: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        pred = Predictive(model, guide=result.guide, params=params, num_samples=draws, return_sites=sites)
+        return pred(key, **arrays)
+
+    # y observed: not resampled; one compiled program (Predictive alone evaluates the model op by op), the
+    # guide's parameters its arguments (as constants, NumPyro's checks on them would run eagerly)
+    out = jax.jit(run)(jax.random.PRNGKey(seed + 1), data, result.params)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
