@@ -254,7 +254,7 @@ def check_same_model(name, cm, hand, hdata, hlevels, n_points=3):
         sd = np.asarray(gp[f"sd_{g}"])
         hp = {
             "Intercept_c": gp["Intercept_c"],
-            f"b_{ds['x']}": gp["b"][0],
+            f"b_{ds['x']}": np.asarray(gp["b"]).reshape(-1)[0],  # a scalar site (one coefficient)
             "sd_a": sd[0],
             "sd_b": sd[1],
             "L": gp[f"L_{g}"],

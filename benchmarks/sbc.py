@@ -97,13 +97,13 @@ CLASSES: dict[str, SBCClass] = {
         SBCClass(
             "varying_intercept", "y ~ x + (1 | g)",
             {"Intercept": "normal(0, 1)", "b": "normal(0, 1)", "sd_g": "half_normal(1)", "sigma": "exponential(1)"},
-            [("Intercept", "Intercept", ()), ("b_x", "b", (0,)), ("sd_g", "sd_g", ()), ("sigma", "sigma", ()), *_R3],
+            [("Intercept", "Intercept", ()), ("b_x", "b", ()), ("sd_g", "sd_g", ()), ("sigma", "sigma", ()), *_R3],
         ),
         SBCClass(
             "correlated_slopes", "y ~ x + (1 + x | g)",
             {"Intercept": "normal(0, 1)", "b": "normal(0, 1)", "sd_g__Intercept": "half_normal(1)",
              "sd_g__x": "half_normal(0.5)", "cor_g": "lkj(2)", "sigma": "exponential(1)"},
-            [("Intercept", "Intercept", ()), ("b_x", "b", (0,)), ("sd_g__Intercept", "sd_g", (0,)),
+            [("Intercept", "Intercept", ()), ("b_x", "b", ()), ("sd_g__Intercept", "sd_g", (0,)),
              ("sd_g__x", "sd_g", (1,)), ("cor_g", "cor_g", (0,)), ("sigma", "sigma", ()),
              ("r_g[0,Intercept]", "r_g", (0, 0)), ("r_g[0,x]", "r_g", (0, 1)), ("r_g[1,Intercept]", "r_g", (1, 0)),
              ("r_g[1,x]", "r_g", (1, 1))],
@@ -112,13 +112,13 @@ CLASSES: dict[str, SBCClass] = {
         SBCClass(
             "binomial", "s | trials(n) ~ x + (1 | g)",
             {"Intercept": "normal(0, 1)", "b": "normal(0, 1)", "sd_g": "half_normal(1)"},
-            [("Intercept", "Intercept", ()), ("b_x", "b", (0,)), ("sd_g", "sd_g", ()), *_R3],
+            [("Intercept", "Intercept", ()), ("b_x", "b", ()), ("sd_g", "sd_g", ()), *_R3],
             family="binomial",
         ),
         SBCClass(
             "poisson", "c ~ x + (1 | g)",
             {"Intercept": "normal(1, 0.5)", "b": "normal(0, 0.5)", "sd_g": "half_normal(0.5)"},
-            [("Intercept", "Intercept", ()), ("b_x", "b", (0,)), ("sd_g", "sd_g", ()), *_R3],
+            [("Intercept", "Intercept", ()), ("b_x", "b", ()), ("sd_g", "sd_g", ()), *_R3],
             family="poisson",
         ),
         SBCClass(

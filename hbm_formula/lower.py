@@ -61,6 +61,8 @@ class Lowered:
     sources: dict[str, Source] = field(default_factory=dict)
     #: the observation site
     obs_site: str = OBS_SITE
+    #: scalar sites (a single coefficient ``b``) that a fit stores with their one-element coefficient axis
+    squeezed: tuple[str, ...] = ()
 
 
 def _take(var: str, idx: list[int], n: int) -> str:
@@ -137,6 +139,7 @@ class _Emitter:
         self.args: list[str] = []
         self.data: dict[str, np.ndarray] = {}
         self.sources: dict[str, Source] = {}
+        self.squeezed: list[str] = []
         self.dims: dict[str, list[str]] = {}
         self.coords: dict[str, list[str]] = {}
         self.summary: list[str] = []
@@ -228,31 +231,55 @@ class _Emitter:
         owner = self.absorbed(p)
         rest = [k for k, c in enumerate(p.coef_names) if c not in owner]
         moved = [k for k, c in enumerate(p.coef_names) if c in owner]
+        # one coefficient: a scalar site, a data column and a number (``X * b``, not ``X @ b`` over a vector of
+        # one); the fit stores it with its coefficient axis as any ``b`` (Lowered.squeezed)
+        one = len(p.coef_names) == 1
         if p.coef_names:
             self.coords[f"b{sfx}_coef"] = list(p.coef_names)
             self.dims[f"b{sfx}"] = [f"b{sfx}_coef"]
             entries = [self.table[f"b{sfx}_{c}"] for c in p.coef_names]
+            if one:
+                self.squeezed.append(f"b{sfx}")
             if rest:  # the columns that stay in the population part (the others vary by a group term)
-                Xr = p.X if len(rest) == len(p.coef_names) else p.X[:, rest]
-                X = self.arg(f"X{sfx}", ("Xcols", p.name, tuple(rest)), Xr)
+                if one:
+                    X = self.arg(f"X{sfx}", ("Xcol", p.name, 0), p.X[:, 0])
+                else:
+                    Xr = p.X if len(rest) == len(p.coef_names) else p.X[:, rest]
+                    X = self.arg(f"X{sfx}", ("Xcols", p.name, tuple(rest)), Xr)
+        times = " * " if one else " @ "  # the population part of the rows: X * b or X @ b
         locs: dict[str, str] = {}
+
+        def sample_b(b: str) -> None:
+            if one:
+                self.sample_scalar(out, b, f"b{sfx}", entries[0], "real")
+            else:
+                self.sample_vector(out, b, f"b{sfx}", entries, "real")
+
+        def coef(b: str, k: int) -> str:
+            return b if one else f"{b}[{k}]"
+
         if self.fam.kind == "ordinal" and p.name == "mu":
             self.thresholds(out)
             if p.coef_names:
                 b = self.names(f"b{sfx}")
-                self.sample_vector(out, b, f"b{sfx}", entries, "real")
-                terms.append(f"{X} @ {b}")
+                sample_b(b)
+                terms.append(f"{X}{times}{b}")
         elif p.intercept:
             ie = self.table[f"Intercept{sfx}"]
             if p.coef_names:
                 ic, b = self.names(f"Intercept_c{sfx}"), self.names(f"b{sfx}")
                 out.append("# predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean")
                 self.sample_scalar(out, ic, self.site(f"Intercept_c{sfx}", internal=True), ie, "real")
-                self.sample_vector(out, b, f"b{sfx}", entries, "real")
-                xm = self.arg(f"X_mean{sfx}", ("X_mean", p.name), p.X_mean, per_obs=False)
-                out.append(f"numpyro.deterministic({self.site('Intercept' + sfx)!r}, {ic} - {xm} @ {b})")
+                sample_b(b)
+                if one:
+                    xm = self.arg(f"X_mean{sfx}", ("X_mean1", p.name), np.asarray(p.X_mean[0]), per_obs=False)
+                else:
+                    xm = self.arg(f"X_mean{sfx}", ("X_mean", p.name), p.X_mean, per_obs=False)
+                out.append(f"numpyro.deterministic({self.site('Intercept' + sfx)!r}, {ic} - {xm}{times}{b})")
                 # the intercept once the slopes that vary by group are moved into their terms
-                if len(moved) == 1:
+                if one and moved:
+                    at = f"{ic} - {xm} * {b}"
+                elif len(moved) == 1:
                     at = f"{ic} - {xm}[{moved[0]}] * {b}[{moved[0]}]"
                 else:
                     at = f"{ic} - {_take(xm, moved, len(p.coef_names))} @ {_take(b, moved, len(p.coef_names))}" if moved else ic
@@ -261,9 +288,9 @@ class _Emitter:
                 else:
                     terms.append(at)
                 if rest:
-                    terms.append(f"{X} @ {_take(b, rest, len(p.coef_names))}")
+                    terms.append(f"{X}{times}{_take(b, rest, len(p.coef_names))}")
                 for k in moved:
-                    locs[p.coef_names[k]] = f"{b}[{k}]"
+                    locs[p.coef_names[k]] = coef(b, k)
             else:
                 # a non-linear parameter that is one number: the code calls it by its own name
                 alone = self.is_free_nlpar(p.name) and not p.groups and p.offset is None
@@ -275,11 +302,11 @@ class _Emitter:
                     terms.append(icept)
         elif p.coef_names:
             b = self.names(f"b{sfx}")
-            self.sample_vector(out, b, f"b{sfx}", entries, "real")
+            sample_b(b)
             if rest:
-                terms.append(f"{X} @ {_take(b, rest, len(p.coef_names))}")
+                terms.append(f"{X}{times}{_take(b, rest, len(p.coef_names))}")
             for k in moved:
-                locs[p.coef_names[k]] = f"{b}[{k}]"
+                locs[p.coef_names[k]] = coef(b, k)
         self.summary += [f"Intercept{sfx}"] * (p.intercept or self.fam.kind == "ordinal") + [f"b{sfx}"] * bool(p.coef_names)
         if p.offset is not None:
             terms.append(self.arg(f"offset{sfx}", ("offset", p.name), p.offset))
@@ -724,4 +751,4 @@ class _Emitter:
 def lower(spec: ModelSpec, design: Design, table: list[ParamEntry], centering: Centering) -> Lowered:
     em = _Emitter(spec, design, table, centering)
     code = em.model()
-    return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys, em.sources)
+    return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys, em.sources, squeezed=tuple(em.squeezed))

@@ -100,12 +100,12 @@ def ensure_log_likelihood(fit: Any) -> None:
     """Compute the pointwise log-likelihood (in chunks of draws, float32) if the fit did not store it."""
     if "log_likelihood" in fit.idata.groups():
         return
-    from .results import _arviz, _quiet_arviz, pointwise_log_likelihood
+    from .results import _arviz, _quiet_arviz, model_shapes, pointwise_log_likelihood
 
     cm = fit.model
     post = fit.idata.posterior
     C, D = post.sizes["chain"], post.sizes["draw"]
-    samples = {str(k): _flat(fit.idata, str(k)) for k in post.data_vars}
+    samples = model_shapes({str(k): _flat(fit.idata, str(k)) for k in post.data_vars}, cm.lowered.squeezed)
     ll = pointwise_log_likelihood(cm.model, samples, cm.data)
     with _quiet_arviz():
         extra = _arviz().from_dict(log_likelihood={k: v.reshape((C, D) + v.shape[1:]) for k, v in ll.items()},

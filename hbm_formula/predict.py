@@ -30,6 +30,7 @@ import pandas as pd
 from .design import GroupBlock, NewRows, new_rows
 from .errors import DataError, HBMError, whole_number
 from .lower import PREDICT_PREFIX
+from .results import model_shapes
 
 NEW_LEVELS = ("error", "gaussian", "uncertainty", "old_levels", "population")
 #: rows and draws per compiled call (the last chunk is padded, so one program serves them all)
@@ -167,6 +168,10 @@ def model_data(cm: Any, rows: NewRows | None) -> dict[str, np.ndarray]:
         elif src[0] == "Xcols":  # the population columns that do not vary by a group term
             X = np.asarray(rows.arrays[("X", src[1])])
             out[arg] = (X if len(src[2]) == X.shape[1] else X[:, list(src[2])]).astype(np.asarray(cm.data[arg]).dtype)
+        elif src[0] == "Xcol":  # a single population column, as a vector
+            out[arg] = np.asarray(rows.arrays[("X", src[1])])[:, src[2]].astype(np.asarray(cm.data[arg]).dtype)
+        elif src[0] == "X_mean1":  # ... and its mean, a number
+            out[arg] = np.asarray(rows.arrays[("X_mean", src[1])]).reshape(()).astype(np.asarray(cm.data[arg]).dtype)
         elif src in rows.arrays:
             out[arg] = np.asarray(rows.arrays[src]).astype(np.asarray(cm.data[arg]).dtype)
         else:  # pragma: no cover - every source is built by new_rows
@@ -204,6 +209,7 @@ def predict_draws(cm: Any, idata: Any, newdata: Any = None, kind: str = "respons
     rows = None if newdata is None else new_rows(cm.design, newdata)
     req = Request(kind, parse_re_formula(cm, re_formula), new_levels, seed)
     draws, _ = _draw_arrays(idata, ndraws, seed)
+    draws = model_shapes(draws, cm.lowered.squeezed)
     draws.update(effect_tables(cm, draws, rows, req))
     data = model_data(cm, rows)
     n = rows.n if rows is not None else cm.design.n

@@ -155,6 +155,27 @@ class Draws:
         return Draws(groups, coords, dims, dict(getattr(idata, "posterior", {}).attrs) if "posterior" in idata.groups() else {})
 
 
+def with_coef_axes(draws: dict[str, Any], coords: dict[str, list[str]], dims: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Draws shaped (chain, draw, ...) as a fit stores them: a scalar site whose dims name a one-element axis
+    (a single coefficient ``b``, sampled as a number: Lowered.squeezed) gets that axis back, so ``b`` reads
+    the same whatever the number of coefficients."""
+    out = {}
+    for k, v in draws.items():
+        v = np.asarray(v)
+        named = dims.get(k, [])
+        missing = named[v.ndim - 2:] if v.ndim - 2 < len(named) else []
+        if missing and all(len(coords.get(d, ())) == 1 for d in missing):
+            v = v.reshape(v.shape + (1,) * len(missing))
+        out[k] = v
+    return out
+
+
+def model_shapes(draws: dict[str, np.ndarray], squeezed: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Stored draws (one leading axis) back in the model's own shapes: the inverse of ``with_coef_axes``."""
+    return {k: (v.reshape(v.shape[:1]) if k in squeezed and v.ndim == 2 and v.shape[1] == 1 else v)
+            for k, v in draws.items()}
+
+
 def build_idata(
     posterior: dict[str, Any],
     sample_stats: dict[str, Any] | None,
@@ -165,7 +186,7 @@ def build_idata(
     attrs: dict[str, str],
 ) -> Draws:
     """The groups of a fit from arrays shaped (chain, draw, ...)."""
-    groups = {"posterior": {k: np.asarray(v) for k, v in posterior.items()}}
+    groups = {"posterior": with_coef_axes(posterior, coords, dims)}
     if sample_stats:
         groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
     if log_lik:
@@ -233,7 +254,7 @@ def prior_idata(cm: Any, draws: int, seed: int) -> Any:
     out = cm.sample_prior(draws, seed)
     obs = cm.lowered.obs_site
     y = out.pop(obs)
-    prior = {k: v[None] for k, v in out.items()}
+    prior = with_coef_axes({k: v[None] for k, v in out.items()}, cm.coords, cm.dims)
     with _quiet_arviz():
         idata = az.from_dict(
             prior=prior,

@@ -28,7 +28,7 @@ def test_sharded_log_density_equals_unsharded(radon: pd.DataFrame) -> None:
     assert len(sharded["y"].sharding.device_set) == jax.device_count() == 4
     assert sharded["y"].shape[0] % 4 == 0  # padded; the mask zeroes the padding
     rng = np.random.default_rng(0)
-    point = {"Intercept_c": jnp.array(1.3), "b": jnp.array([-0.6]), "sd_county": jnp.array([0.3, 0.2]),
+    point = {"Intercept_c": jnp.array(1.3), "b": jnp.array(-0.6), "sd_county": jnp.array([0.3, 0.2]),
              "L_county": jnp.eye(2), "z_county": jnp.asarray(rng.normal(size=(85, 2))), "sigma": jnp.array(0.8)}
     plain = float(log_density(cm.model, (), cm.data, point)[0])
     split = float(jax.jit(lambda p, d: log_density(infer.with_obs_mask(cm.model), (), d, p)[0])(point, sharded))

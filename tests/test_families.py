@@ -216,9 +216,9 @@ def test_weights_equal_duplicated_rows() -> None:
     dup = df.loc[df.index.repeat(df["w"])].reset_index(drop=True)
     weighted = hf.compile("y | weights(w) ~ x", df, priors={"b": "normal(0, 5)", "Intercept": "normal(0, 5)", "sigma": "exponential(1)"})
     repeated = hf.compile("y ~ x", dup, priors={"b": "normal(0, 5)", "Intercept": "normal(0, 5)", "sigma": "exponential(1)"})
-    point = {"Intercept_c": jnp.array(2.0), "b": jnp.array([0.8]), "sigma": jnp.array(0.7)}
+    point = {"Intercept_c": jnp.array(2.0), "b": jnp.array(0.8), "sigma": jnp.array(0.7)}
     # centering differs between the two data sets, so compare at the same raw intercept
-    xm_w, xm_r = float(weighted.data["X_mean"][0]), float(repeated.data["X_mean"][0])
+    xm_w, xm_r = float(weighted.data["X_mean"]), float(repeated.data["X_mean"])
     from scipy.stats import norm
 
     ic_w, ic_r = 1.0 + 0.8 * xm_w, 1.0 + 0.8 * xm_r

@@ -74,7 +74,7 @@ def test_site_names_and_shapes(radon: pd.DataFrame) -> None:
     cm = hf.compile("log_radon ~ floor + (1 + floor | county)", radon)
     assert site_names(cm) == {
         "Intercept_c": (),
-        "b": (1,),
+        "b": (),  # one coefficient: a scalar site
         "Intercept": (),
         "sd_county": (2,),
         "L_county": (2, 2),
@@ -86,6 +86,28 @@ def test_site_names_and_shapes(radon: pd.DataFrame) -> None:
     }
     assert cm.dims["r_county"] == ["county", "county__coef"]
     assert cm.coords["county__cor"] == ["Intercept,floor"]
+
+
+def test_one_coefficient_is_a_scalar_site_stored_with_its_coefficient_axis(radon: pd.DataFrame) -> None:
+    """The code reads as written by hand (``b`` a number, ``X * b``); fits, prior draws and SVI draws still
+    store ``b`` as (chain, draw, coefficient) named by the column, and predictions take it back."""
+    cm = hf.compile("log_radon ~ floor + (1 | county)", radon, param="noncentered")
+    assert "b = numpyro.sample('b', dist.Normal(" in cm.code and ".expand([1])" not in cm.code
+    assert "X * b" in cm.code and "X @ b" not in cm.code and np.shape(cm.data["X"]) == (919,)
+    two = hf.compile("log_radon ~ floor + uranium + (1 | county)", radon)
+    assert "X @ b" in two.code and np.shape(two.data["X"]) == (919, 2)
+    quick = dict(chains=1, warmup=150, draws=100, progress=False, seed=3)
+    fit = hf.fit("log_radon ~ floor + (1 | county)", radon, param="noncentered", **quick)
+    b = fit.idata.posterior["b"]
+    assert b.shape == (1, 100, 1) and list(b.coords["b_coef"].values) == ["floor"]
+    assert -1.0 < float(b.mean()) < -0.4  # the floor effect (about -0.66)
+    prior = hf.fit("log_radon ~ floor + (1 | county)", radon, prior_only=True, **quick)
+    assert prior.idata.prior["b"].shape == (1, 100, 1)
+    svi = hf.fit("log_radon ~ floor + (1 | county)", radon, method="svi", steps=300, draws=50, progress=False)
+    assert svi.idata.posterior["b"].shape == (1, 50, 1)
+    new = pd.DataFrame({"floor": [0, 1], "county": ["AITKIN", "AITKIN"]})
+    lin = fit.predict(new, kind="linpred").predictions["linpred"].values.reshape(-1, 2)
+    np.testing.assert_allclose(lin[:, 1] - lin[:, 0], b.values.reshape(-1), rtol=1e-5, atol=1e-5)
 
 
 def test_no_population_terms_samples_intercept_directly(radon: pd.DataFrame) -> None:
@@ -109,7 +131,7 @@ def test_centered_and_noncentered_log_densities_agree_up_to_jacobian(rhs: str, r
     shape = (4, K) if K > 1 else (4,)  # one coefficient: a vector over levels and a scalar SD
     point = {
         "Intercept_c": jnp.array(0.7),
-        "b": jnp.array([0.9]),
+        "b": jnp.array(0.9),  # one coefficient: a scalar site
         "sd_g": jnp.linspace(0.5, 1.3, K) if K > 1 else jnp.array(0.8),
         "sigma": jnp.array(1.1),
         "z_g": jnp.asarray(rng.normal(size=shape)),
@@ -123,7 +145,7 @@ def test_centered_and_noncentered_log_densities_agree_up_to_jacobian(rhs: str, r
     lp_nc, _ = log_density(nc.model, (), nc.data, point)
     # centered terms are sampled around the population values of their columns (hierarchical centering)
     xm = nc.data["X_mean"]
-    pop = jnp.array([0.7 - xm[0] * 0.9, 0.9][:K]) if "x" in nc.design.groups[0].coef_names else jnp.array(0.7)
+    pop = jnp.array([0.7 - xm * 0.9, 0.9][:K]) if "x" in nc.design.groups[0].coef_names else jnp.array(0.7)
     cpoint = {k: v for k, v in point.items() if k != "z_g"} | {"coef_g": r + pop}
     lp_c, _ = log_density(c.model, (), c.data, cpoint)
     # r = z L' diag(sd): p_c(r) = p_nc(z) / |det dr/dz| = p_nc(z) / prod(diag(L) * sd) per level
@@ -184,7 +206,7 @@ def test_emitted_code_runs_standalone_with_same_log_density(radon: pd.DataFrame,
     rng = np.random.default_rng(1)
     point = {
         "Intercept_c": 1.3,
-        "b": [-0.6],
+        "b": -0.6,  # one coefficient: a scalar site
         "sd_county": [0.3, 0.2],
         "L_county": np.linalg.cholesky(np.array([[1.0, -0.2], [-0.2, 1.0]])).tolist(),
         "z_county": rng.normal(size=(85, 2)).tolist(),

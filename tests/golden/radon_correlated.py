@@ -11,12 +11,12 @@ def model(X_mean, g_county, Z_county, y=None, predict=False):
     # ---- population-level effects of mu: 1 + floor
     # predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean
     Intercept_c = numpyro.sample('Intercept_c', dist.Normal(1.22, 2.13))
-    b = numpyro.sample('b', dist.Normal(0.0, 5.72).expand([1]).to_event(1))
-    numpyro.deterministic('Intercept', Intercept_c - X_mean @ b)
+    b = numpyro.sample('b', dist.Normal(0.0, 5.72))
+    numpyro.deterministic('Intercept', Intercept_c - X_mean * b)
 
     # ---- group-level effects of county: (1 + floor | county), 85 levels, correlated, non-centered
     # auto: no level centered: none has data that pin its effects down (posterior variance of z < 0.2, i.e. data precision x sd^2 > 4, at a low plausible group SD (0.262, 0.204); median variance 0.93)
-    pop_county = jnp.stack([Intercept_c - X_mean[0] * b[0], b[0]])  # the population values of the term's columns
+    pop_county = jnp.stack([Intercept_c - X_mean * b, b])  # the population values of the term's columns
     sd_county = numpyro.sample('sd_county', dist.HalfNormal(jnp.array([2.13, 5.72])).to_event(1))
     L_county = numpyro.sample('L_county', dist.LKJCholesky(2, 2.0))
     numpyro.deterministic('cor_county', (L_county @ L_county.T)[jnp.tril_indices(2, -1)])

@@ -11,8 +11,8 @@ def model(X, X_mean, g_county, y=None, predict=False):
     # ---- population-level effects of mu: 1 + floor
     # predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean
     Intercept_c = numpyro.sample('Intercept_c', dist.Normal(1.22, 2.13))
-    b = numpyro.sample('b', dist.StudentT(3.0, 0.0, 1.0).expand([1]).to_event(1))
-    numpyro.deterministic('Intercept', Intercept_c - X_mean @ b)
+    b = numpyro.sample('b', dist.StudentT(3.0, 0.0, 1.0))
+    numpyro.deterministic('Intercept', Intercept_c - X_mean * b)
 
     # ---- group-level effects of county: (1 | county), 85 levels, one coefficient, non-centered
     # auto: all levels non-centered: 15% of the levels are neither clearly informative nor clearly not at a low plausible group SD (0.233), so the factor gets one choice, by its median level (posterior variance of z 0.69 >= 0.5)
@@ -22,7 +22,7 @@ def model(X, X_mean, g_county, y=None, predict=False):
     r_county = numpyro.deterministic('r_county', z_county * sd_county)
 
     # ---- linear predictors
-    eta = X @ b + (r_county + Intercept_c)[g_county]
+    eta = X * b + (r_county + Intercept_c)[g_county]
 
     # ---- distributional parameters
     sigma = numpyro.sample('sigma', dist.Exponential(1.0))

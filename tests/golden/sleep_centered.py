@@ -35,11 +35,11 @@ def model(X_mean, g_Subject, Z_Subject, y=None, predict=False):
     # ---- population-level effects of mu: 1 + Days
     # predictors are centered (X = X_raw - X_mean); Intercept_c is the intercept at their mean
     Intercept_c = numpyro.sample('Intercept_c', dist.Normal(299.0, 140.0))
-    b = numpyro.sample('b', dist.Normal(0.0, 48.9).expand([1]).to_event(1))
-    numpyro.deterministic('Intercept', Intercept_c - X_mean @ b)
+    b = numpyro.sample('b', dist.Normal(0.0, 48.9))
+    numpyro.deterministic('Intercept', Intercept_c - X_mean * b)
 
     # ---- group-level effects of Subject: (1 + Days | Subject), 18 levels, correlated, centered
-    pop_Subject = jnp.stack([Intercept_c - X_mean[0] * b[0], b[0]])  # the population values of the term's columns
+    pop_Subject = jnp.stack([Intercept_c - X_mean * b, b])  # the population values of the term's columns
     sd_Subject = numpyro.sample('sd_Subject', dist.HalfNormal(jnp.array([140.0, 48.9])).to_event(1))
     L_Subject = numpyro.sample('L_Subject', dist.LKJCholesky(2, 2.0))
     numpyro.deterministic('cor_Subject', (L_Subject @ L_Subject.T)[jnp.tril_indices(2, -1)])
