@@ -160,4 +160,50 @@ def choose(design: Design, info: Any) -> Centering:
                 f"median level (posterior variance of z {med:.2f} {'<' if med < 0.5 else '>='} 0.5)"
             )
         levels[blk.number], reasons[blk.number] = centered, reason
+    _unnest(design, levels, reasons)
     return Centering(levels, reasons)
+
+
+def nested_in(child: GroupBlock, parent: GroupBlock) -> bool:
+    """Whether every level of ``child``'s factor occurs with one level of ``parent``'s only (a lecturer in
+    one department): then the parent's effect and the mean of its children's effects are one sum in the
+    likelihood, told apart by the priors alone."""
+    if child.factor == parent.factor or len(parent.levels) >= len(child.levels):
+        return False
+    pairs = np.unique(child.g.astype(np.int64) * len(parent.levels) + parent.g)
+    return len(pairs) == len(np.unique(child.g))
+
+
+def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, str]) -> None:
+    """No centered ``auto`` term beside a non-centered term of the same predictor on a factor it is
+    nested in or crossed with. The data see sums of effects (a student's, a lecturer's, a department's);
+    a centered term's effects sit around zero or the population values, the non-centered term's are its
+    offsets times its SD, and how a sum splits between them is left to the priors: a ridge across the
+    population value, every level of one and the offsets of the other, which a diagonal mass matrix
+    cannot follow. InstEval (``(1|s) + (1|d) + (1|dept)``, d nested in dept, s crossed with both) at
+    4 x (150 + 150): s and d centered, dept not: 576 leapfrog steps per draw, R-hat 3.3; s alone centered:
+    287 steps, R-hat 2.6; all non-centered: 55 steps. Repeated until nothing changes (a term made
+    non-centered may meet another). A term nested in a centered one (classes in a centered school) is
+    not concerned: the rule asks nothing of the parent."""
+    changed = True
+    while changed:
+        changed = False
+        for blk in design.groups:
+            if blk.term.param != "auto" or not levels[blk.number].any():
+                continue
+            for other in design.groups:
+                if other.predictor != blk.predictor or other.factor == blk.factor or levels[other.number].any():
+                    continue
+                if nested_in(blk, other):
+                    how = f"{blk.label} is nested in {other.label}"
+                elif not nested_in(other, blk):
+                    how = f"{blk.label} is crossed with {other.label}"
+                else:
+                    continue  # other is nested in blk: blk is its parent
+                levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
+                reasons[blk.number] = (
+                    f"no level centered: {how}, which is non-centered; centered {blk.label} effects beside it "
+                    "would leave the split of their sums to the priors (a ridge)"
+                )
+                changed = True
+                break

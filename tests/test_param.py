@@ -110,3 +110,26 @@ def test_auto_leaves_few_curves_with_several_parameters_non_centered() -> None:
     par = cm.parameterization()
     assert set(par["chosen"]) == {"noncentered"}, par
     assert all("fewer than 10" in r for r in par["reason"])
+
+
+def _nested_frame(rng: np.random.Generator, nested: bool) -> pd.DataFrame:
+    """120 data-rich lecturers (50 rows each, SD 1) and 12 departments with no effect of their own;
+    nested: each lecturer in one department (InstEval's d in dept); else departments crossed with lecturers."""
+    d = np.repeat(np.arange(120), 50)
+    dept = d // 10 if nested else rng.integers(0, 12, d.size)
+    y = 2.0 + rng.normal(0, 1.0, 120)[d] + rng.normal(0, 1.0, d.size)
+    return pd.DataFrame({"d": d, "dept": dept, "y": y})
+
+
+def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: np.random.Generator) -> None:
+    """InstEval's (1|s) + (1|d) + (1|dept): d nested in dept, s crossed with both. A centered term beside a
+    non-centered one leaves the split of their sums to the priors: d and s centered, 576 leapfrog steps
+    per draw and R-hat 3.3; s alone, 287 and 2.6; all non-centered, 55. Alone, the same lecturers are
+    centered; a factor nested in a centered one stays as it is measured."""
+    alone = hf.compile("y ~ 1 + (1 | d)", _nested_frame(rng, True))
+    assert alone.parameterization().loc["d", "chosen"] == "centered"  # 50 rows each, SD 1: informative
+    for nested, word in ((True, "nested in dept"), (False, "crossed with dept")):
+        cm = hf.compile("y ~ 1 + (1 | d) + (1 | dept)", _nested_frame(rng, nested))
+        par = cm.parameterization()
+        assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
+        assert par.loc["d", "chosen"] == "noncentered" and word in par.loc["d", "reason"], par
