@@ -426,6 +426,7 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
         for gt in lin.group_terms:
             number += 1
             base = gt.group_label if pname == "mu" else f"{gt.group_label}__{pname}"
+            base = base.replace("/", "_")  # a backticked factor `a/b`: netCDF (the fit file) refuses '/' in names
             labels_used[base] = labels_used.get(base, 0) + 1
             label = base if labels_used[base] == 1 else f"{base}_{labels_used[base]}"
             blocks.append(_group_block(number, pname, gt, label, df))

@@ -164,16 +164,6 @@ def choose(design: Design, info: Any) -> Centering:
     return Centering(levels, reasons)
 
 
-def nested_in(child: GroupBlock, parent: GroupBlock) -> bool:
-    """Whether every level of ``child``'s factor occurs with one level of ``parent``'s only (a lecturer in
-    one department): then the parent's effect and the mean of its children's effects are one sum in the
-    likelihood, told apart by the priors alone."""
-    if child.factor == parent.factor or len(parent.levels) >= len(child.levels):
-        return False
-    pairs = np.unique(child.g.astype(np.int64) * len(parent.levels) + parent.g)
-    return len(pairs) == len(np.unique(child.g))
-
-
 def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, str]) -> None:
     """No centered ``auto`` term beside a non-centered term of the same predictor on a factor it is
     nested in or crossed with. The data see sums of effects (a student's, a lecturer's, a department's);
@@ -185,25 +175,37 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
     287 steps, R-hat 2.6; all non-centered: 55 steps. Repeated until nothing changes (a term made
     non-centered may meet another). A term nested in a centered one (classes in a centered school) is
     not concerned: the rule asks nothing of the parent."""
+    def relation(blk: GroupBlock, other: GroupBlock) -> tuple[int, str] | None:
+        """How ``blk`` stands to ``other`` when they share a column (an intercept, a slope), hence a sum:
+        (rank, words), nested before crossed; None when ``blk`` is ``other``'s parent or nothing is shared.
+        Nested: every level of ``blk`` occurs with one level of ``other`` (a lecturer in one department)."""
+        if other.predictor != blk.predictor or not set(blk.coef_names) & set(other.coef_names):
+            return None
+        na, nb = len(np.unique(blk.g)), len(np.unique(other.g))
+        pairs = len(np.unique(blk.g.astype(np.int64) * len(other.levels) + other.g))
+        if other.factor == blk.factor or pairs == na == nb:
+            return 0, f"{blk.label} groups the rows as {other.label} does"
+        if pairs == na:
+            return 0, f"{blk.label} is nested in {other.label}"
+        if pairs == nb:
+            return None  # other is nested in blk: blk is its parent
+        return 1, f"{blk.label} is crossed with {other.label}"
+
     changed = True
     while changed:
         changed = False
         for blk in design.groups:
             if blk.term.param != "auto" or not levels[blk.number].any():
                 continue
-            for other in design.groups:
-                if other.predictor != blk.predictor or other.factor == blk.factor or levels[other.number].any():
-                    continue
-                if nested_in(blk, other):
-                    how = f"{blk.label} is nested in {other.label}"
-                elif not nested_in(other, blk):
-                    how = f"{blk.label} is crossed with {other.label}"
-                else:
-                    continue  # other is nested in blk: blk is its parent
-                levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
-                reasons[blk.number] = (
-                    f"no level centered: {how}, which is non-centered; centered {blk.label} effects beside it "
-                    "would leave the split of their sums to the priors (a ridge)"
-                )
-                changed = True
-                break
+            found = [r for o in design.groups if o is not blk and not levels[o.number].any()
+                     for r in [relation(blk, o)] if r is not None]
+            if not found:
+                continue
+            how = min(found)[1]
+            levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
+            reasons[blk.number] = (
+                f"no level centered: {how}, which is non-centered; centered {blk.label} effects beside it "
+                "would leave the split of their sums to the priors (a ridge)"
+            )
+            changed = True
+            break

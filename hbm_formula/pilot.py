@@ -183,6 +183,12 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             prev[blk.number] = (sds[blk.number], np.array(means))
         if sweep and moved < SETTLED:
             break
+    if aux:  # a level with one row: its effect and the residual scale are one number to the data (the quick
+        # mode puts the row's whole deviation in the effect, the curvature then reads sharp where nothing is known)
+        for blk in blocks:
+            one_row = np.bincount(blk.g, minlength=len(blk.levels)) <= 1
+            if one_row.any() and blk.number in info:
+                info[blk.number] = np.where(one_row[:, None], 0.0, info[blk.number])
     return Information(info, effects, sds, ses, n)
 
 

@@ -50,6 +50,9 @@ def predict(fit: Any, newdata: Any = None, kind: str = "response", re_formula: s
     input row: its columns, then mean, sd and the central ``prob`` interval."""
     probability("prob", prob)
     cm = fit.model
+    if "posterior" not in fit.idata.groups():
+        raise HBMError("this fit holds prior draws only (prior_only=True): predictions need a posterior; "
+                       "fit.prior_predictive() has the prior predictive draws of y")
     if summary:
         table, rows, _ = predict_draws(cm, fit.idata, newdata, kind, re_formula, new_levels, ndraws, seed,
                                        reduce=lambda block: _summary_block(block, prob))

@@ -133,3 +133,23 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
         par = cm.parameterization()
         assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
         assert par.loc["d", "chosen"] == "noncentered" and word in par.loc["d", "reason"], par
+
+
+def test_auto_ridge_rule_needs_a_shared_column_and_names_the_relation(rng: np.random.Generator) -> None:
+    """Only terms that share a column add up in the likelihood; the same factor twice or an exact copy of
+    it groups the rows the same way and is said so (not 'crossed')."""
+    df = _nested_frame(rng, False).assign(x=lambda d: rng.normal(size=len(d)), dcopy=lambda d: d["d"] + 1000)
+    slope = hf.compile("y ~ x + (1 | d) + (0 + x | dept)", df).parameterization()
+    assert slope.loc["d", "chosen"] == "centered"  # an intercept and a slope: no common sum
+    twice = hf.compile("y ~ 1 + (1 | d) + (1 | dcopy)", df).parameterization()
+    assert set(twice["chosen"]) == {"noncentered"}, twice
+    assert any("groups the rows as" in r for r in twice["reason"]), twice
+
+
+def test_auto_does_not_center_one_row_levels_of_a_gaussian(rng: np.random.Generator) -> None:
+    """One row per level: the effect and the residual are one number to the data; the quick mode reads a
+    sharp curvature there (it was '200 of 200 levels centered', R-hat 1.27)."""
+    u = np.arange(200)
+    df = pd.DataFrame({"u": u, "x": rng.normal(size=200)}).assign(y=lambda d: d.x + rng.normal(0, 1, 200))
+    par = hf.compile("y ~ x + (1 | u)", df).parameterization()
+    assert par.loc["u", "chosen"] == "noncentered", par

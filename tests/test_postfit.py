@@ -315,3 +315,20 @@ def test_integer_group_labels_read_back_as_floats_are_the_same_levels() -> None:
     as_float = fit.predict(pd.DataFrame({"g": [1.0, 4.0]}), kind="epred", new_levels="population",
                            summary=True)["mean"].to_numpy()
     np.testing.assert_allclose(as_float, as_int, rtol=1e-6)
+
+
+def test_a_factor_named_with_a_slash_is_saved_and_prior_fits_refuse_predictions(tmp_path: Path) -> None:
+    """netCDF refuses '/' in names: a backticked factor `a/b` is labelled a_b (the fit was lost at save).
+    A prior-only fit has no posterior to predict from: a clear error, not an AttributeError."""
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"a/b": np.repeat(np.arange(6), 4), "x": rng.normal(size=24)})
+    df["y"] = df["x"] + rng.normal(size=24)
+    fit = hf.fit("y ~ x + (1 | `a/b`)", df, chains=1, warmup=100, draws=50, progress=False)
+    assert "sd_a_b" in fit.idata.posterior
+    fit.save(tmp_path / "slash.fit.nc")
+    back = hf.load(tmp_path / "slash.fit.nc")
+    np.testing.assert_allclose(back.predict(df.iloc[:3], kind="epred", summary=True)["mean"],
+                               fit.predict(df.iloc[:3], kind="epred", summary=True)["mean"], rtol=1e-5)
+    prior = hf.fit("y ~ x + (1 | `a/b`)", df, prior_only=True, chains=1, draws=50, progress=False)
+    with pytest.raises(hf.HBMError, match="prior draws only"):
+        prior.predict(df.iloc[:2])
