@@ -105,17 +105,25 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         gradient and curvature in the log of each scalar distributional parameter."""
         sums: list[dict[str, Any]] = [{}, {}, {}, {}]
         for r0 in range(0, n, chunk):
-            r1 = min(r0 + chunk, n)
-            arrays = {k: (_pad(np.asarray(v[r0:r1]), chunk) if k in obs_keys else v) for k, v in data.items()}
-            mask = np.zeros(chunk, dtype=np.float32)
-            mask[: r1 - r0] = 1.0
-            out = one_chunk(tab, aux, point, arrays, mask, stacked)
+            arrays, mask = whole if whole is not None else rows(r0)
+            out = one_chunk(tab, aux, point, arrays, mask, stacked_dev)
             out = (*out[:3], {k: v[k] for k, v in out[3].items()})  # the Hessian's diagonal in aux
             for acc, part in zip(sums, out, strict=True):
                 for k, v in part.items():
                     acc[k] = acc.get(k, 0.0) + np.asarray(v, dtype=float)
         return sums[0], sums[1], sums[2], sums[3]
 
+    def rows(r0: int) -> tuple[dict[str, Any], Any]:
+        """The rows of one pass from ``r0`` (padded to ``chunk``) and the mask of the real ones."""
+        r1 = min(r0 + chunk, n)
+        arrays = {k: (_pad(np.asarray(v[r0:r1]), chunk) if k in obs_keys else v) for k, v in data.items()}
+        mask = np.zeros(chunk, dtype=np.float32)
+        mask[: r1 - r0] = 1.0
+        return arrays, mask
+
+    # all rows in one pass: on the device once, not copied again by each of the sweeps' calls
+    whole = jax.device_put(rows(0)) if chunk == n else None
+    stacked_dev = jax.device_put(stacked)
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
     shapes_of = jax.eval_shape(latent_shapes, jax.random.PRNGKey(0), {k: v[:chunk] if k in obs_keys else v
                                                                       for k, v in data.items()})
