@@ -165,8 +165,9 @@ def choose(design: Design, info: Any) -> Centering:
 
 
 def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, str]) -> None:
-    """No centered ``auto`` term beside a non-centered term of the same predictor on a factor it is
-    nested in or crossed with. The data see sums of effects (a student's, a lecturer's, a department's);
+    """No centered ``auto`` term beside a non-centered term of the same predictor that shares a column with
+    it (both intercepts, or both a slope on x) on a factor it is nested in, crossed with, or that groups
+    the rows the same way. The data see sums of effects (a student's, a lecturer's, a department's);
     a centered term's effects sit around zero or the population values, the non-centered term's are its
     offsets times its SD, and how a sum splits between them is left to the priors: a ridge across the
     population value, every level of one and the offsets of the other, which a diagonal mass matrix
