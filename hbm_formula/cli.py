@@ -387,11 +387,17 @@ def run_subcommand(name: str, args: argparse.Namespace) -> int:
         if folder.exists() and not folder.is_dir():
             raise HBMError(f"--out must be a folder for the PNG files; {folder} is a file")
         fit = load(args.fit)
+        factors = {b.term.group_label for b in fit.model.design.groups} | {b.label for b in fit.model.design.groups}
+        if args.var is not None:  # --var must reach a plot: a grouping factor the forest, a predictor the effects
+            if args.var in factors and "forest" not in kinds:
+                raise HBMError(f"--var {args.var} is a grouping factor: it applies to --kind forest")
+            if args.var not in factors and "effects" not in kinds:
+                raise HBMError(f"--var {args.var} is not a grouping factor of this fit (factors: "
+                               f"{', '.join(sorted(factors)) or 'none'}); a predictor's name applies to --kind effects")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HBMError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
-        factors = {b.term.group_label for b in fit.model.design.groups} | {b.label for b in fit.model.design.groups}
         for kind in kinds:
             path = folder / f"{Path(args.fit).stem}_{kind}.png"
             var = args.var if (kind == "effects") == (args.var not in factors) else None  # --var goes where it fits

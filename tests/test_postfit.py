@@ -219,6 +219,12 @@ def test_cli_post_fit_commands(radon_fit: hf.Fit, tmp_path: Path, capsys: pytest
     assert main(["compare", str(path), str(path)]) == 0
     assert main(["plot", str(path), "--kind", "forest,effects", "--var", "floor", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "radon.fit_forest.png").exists() and (tmp_path / "radon.fit_effects.png").exists()
+    # a --var that reaches no requested plot is refused, not silently replaced by the default
+    assert main(["plot", str(path), "--kind", "forest", "--var", "nosuch", "--out", str(tmp_path / "p")]) == 2
+    assert "not a grouping factor" in capsys.readouterr().err
+    assert main(["plot", str(path), "--kind", "effects", "--var", "county", "--out", str(tmp_path / "p")]) == 2
+    assert "applies to --kind forest" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # nothing created for a refused command
 
 
 # ---------------------------------------------------------------- every family predicts
