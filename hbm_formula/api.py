@@ -338,15 +338,9 @@ def _start_values(cm: CompiledModel) -> dict[str, Any]:
     """Every latent site at its prior median (constrained): SVI starts there without sampling anything."""
     import jax
 
-    from . import pilot
+    from . import infer, pilot
 
-    def latent(key: Any) -> dict[str, Any]:
-        from numpyro import handlers
-
-        tr = handlers.trace(handlers.seed(cm.model, key)).get_trace(**cm.data)
-        return {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
-
-    shapes = jax.eval_shape(latent, jax.random.PRNGKey(0))
+    shapes = infer.latent_shapes(cm.model, dict(cm.data))
     return {k: jax.numpy.asarray(v) for k, v in pilot.prior_point(shapes, cm.params, cm.design).items()}
 
 

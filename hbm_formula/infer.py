@@ -194,26 +194,32 @@ class Progress:
             self.bar.close()
 
 
-def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
-    """What NUTS needs of a model, without NumPyro's ``initialize_model``: the shapes of the
-    unconstrained latent sites (from one abstract trace, ``jax.eval_shape``: nothing is evaluated or
-    compiled), the potential energy as a function of the data, and the map from unconstrained values
-    to every latent and deterministic site. ``initialize_model`` traces the model on the concrete data
-    to find its transforms, every op dispatched and compiled on its own (radon: 2.7 s of a 3.5 s call
-    in a fresh process, before any sampling); the starting point is drawn by ``run_nuts`` itself."""
-    from functools import partial
-
+def latent_shapes(model: Any, data: dict[str, Any], unconstrained: bool = False) -> dict[str, Any]:
+    """Shapes and dtypes of the model's latent (sampled, not observed) sites, from one abstract trace
+    (``jax.eval_shape``): nothing is evaluated or compiled. ``unconstrained``: on the scale NUTS samples
+    (each site's support mapped onto the reals)."""
     import jax
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
-    from numpyro.infer.util import constrain_fn, potential_energy
 
-    def unconstrained(arrays: dict[str, Any]) -> dict[str, Any]:
+    def trace(arrays: dict[str, Any]) -> dict[str, Any]:
         tr = handlers.trace(handlers.seed(model, 0)).get_trace(**arrays)
-        return {name: biject_to(site["fn"].support).inv(site["value"]) for name, site in tr.items()
-                if site["type"] == "sample" and not site["is_observed"]}
+        return {name: biject_to(site["fn"].support).inv(site["value"]) if unconstrained else site["value"]
+                for name, site in tr.items() if site["type"] == "sample" and not site["is_observed"]}
 
-    shapes = jax.eval_shape(unconstrained, data)
+    return jax.eval_shape(trace, data)
+
+
+def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """What NUTS needs of a model, without NumPyro's ``initialize_model``: the shapes of the
+    unconstrained latent sites (``latent_shapes``), the potential energy as a function of the data, and
+    the map from unconstrained values to every latent and deterministic site. ``initialize_model`` traces
+    the model on the concrete data to find its transforms, every op dispatched and compiled on its own
+    (radon: 2.7 s of a 3.5 s call in a fresh process, before any sampling); the starting point is drawn
+    by ``run_nuts`` itself."""
+    from functools import partial
+
+    from numpyro.infer.util import constrain_fn, potential_energy
 
     def potential_fn_gen(**arrays: Any) -> Any:
         return partial(potential_energy, model, (), arrays)
@@ -221,7 +227,7 @@ def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], An
     def constrain(params: dict[str, Any], arrays: dict[str, Any]) -> dict[str, Any]:
         return constrain_fn(model, (), arrays, params, return_deterministic=True)
 
-    return shapes, potential_fn_gen, constrain
+    return latent_shapes(model, data, unconstrained=True), potential_fn_gen, constrain
 
 
 def run_nuts(
@@ -296,12 +302,12 @@ def run_nuts(
         devices = jax.local_devices()[:C]
         init_fn = jax.pmap(init_one, in_axes=(0, 0, None), devices=devices)
         chunk_fn = jax.pmap(chunk_one, in_axes=(0, None), devices=devices)
+        # host arrays: pmap puts each chain's row on its device (a device array would be sliced by a compiled
+        # program per argument first)
+        init_params, chain_keys = jax.tree.map(np.asarray, (init_params, chain_keys))
     else:  # vectorized (and sequential, run as a batch of one at a time)
         init_fn = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None)))
         chunk_fn = jax.jit(jax.vmap(chunk_one, in_axes=(0, None)))
-    if method == "parallel":  # host arrays: pmap puts each chain's row on its device (a device array would be sliced
-        # by a compiled program per argument first)
-        init_params, chain_keys = jax.tree.map(np.asarray, (init_params, chain_keys))
     state = init_fn(init_params, chain_keys, arrays)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(

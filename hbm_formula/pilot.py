@@ -59,16 +59,12 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     import jax.numpy as jnp
     from numpyro import handlers
 
-    from .infer import scale_observed
+    from .infer import latent_shapes, scale_observed
 
     blocks = design.groups
     sites = {b.number: f"r_{b.label}" for b in blocks}
     n = int(np.shape(data[obs_keys[0]])[0])
     chunk = n if batch_size is None or batch_size >= n else int(batch_size)
-
-    def latent_shapes(key: Any, arrays: dict[str, Any]) -> dict[str, Any]:
-        tr = handlers.trace(handlers.seed(model, key)).get_trace(**arrays)
-        return {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
 
     def loglik(tables: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], arrays: dict[str, Any],
                mask: Any) -> Any:
@@ -125,8 +121,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     whole = jax.device_put(rows(0)) if chunk == n else None
     stacked_dev = jax.device_put(stacked)
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
-    shapes_of = jax.eval_shape(latent_shapes, jax.random.PRNGKey(0), {k: v[:chunk] if k in obs_keys else v
-                                                                      for k, v in data.items()})
+    shapes_of = latent_shapes(model, {k: v[:chunk] if k in obs_keys else v for k, v in data.items()})
     point = {k: jnp.asarray(v) for k, v in prior_point(shapes_of, table, design).items()}
     tab = {s: np.zeros(shape, dtype=np.float32) for s, shape in shapes.items()}
     # scalar distributional parameters (sigma, shape, phi, ...) move with the effects: at its prior median a
