@@ -150,8 +150,9 @@ def _exec_code(code: str) -> Callable[..., Any]:
 def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size: int | None = None) -> Centering:
     """The ``auto`` decision: each level's information, measured on the non-centered model, then the rule.
     A measurement that fails falls back to non-centered, with a warning that says so."""
-    from . import pilot
+    from . import infer, pilot
 
+    infer.enable_compilation_cache()  # the measurement's two compiled passes are cached like the fit's programs
     lowered = lower(spec, design, table, parameterize.fixed(design))
     try:
         info = pilot.measure(_exec_code(lowered.code), lowered.data, lowered.obs_keys, design, table, batch_size,

@@ -50,6 +50,8 @@ class Information:
     sd: dict[int, np.ndarray]
     se_log_sd: dict[int, np.ndarray]
     rows_seen: int
+    #: rows per pass (batch_size when minibatches are asked for, else all rows)
+    chunk_rows: int
 
 
 def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, table: list[Any],
@@ -75,51 +77,48 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         return jnp.sum(lp * (site["scale"] if site["scale"] is not None else 1.0))
 
     shapes = {sites[b.number]: (len(b.levels),) if b.n_coef == 1 else (len(b.levels), b.n_coef) for b in blocks}
-    tangents: list[tuple[int, int]] = [(b.number, c) for b in blocks for c in range(b.n_coef)]
-    # one tangent per (term, coefficient): ones in that coefficient's column of that term, zeros elsewhere
-    stacked = {s: np.zeros((len(tangents), *shape), dtype=np.float32) for s, shape in shapes.items()}
-    for i, (number, c) in enumerate(tangents):
-        t = stacked[sites[number]]
-        if t.ndim == 2:
-            t[i] = 1.0
-        else:
-            t[i, :, c] = 1.0
+    # per term, one tangent per coefficient (ones in that coefficient's column of that term, zeros elsewhere),
+    # padded with zero tangents to the most coefficients of any term: one compiled pass serves every term
+    width = max(b.n_coef for b in blocks)
+    tangents: dict[int, dict[str, Any]] = {}
+    for b in blocks:
+        t = {s: np.zeros((width, *shape), dtype=np.float32) for s, shape in shapes.items()}
+        for c in range(b.n_coef):
+            if t[sites[b.number]].ndim == 2:
+                t[sites[b.number]][c] = 1.0
+            else:
+                t[sites[b.number]][c, :, c] = 1.0
+        tangents[b.number] = jax.device_put(t)
+
+    # the rows in passes of ``chunk`` (the last one padded and masked), stacked so that one compiled program
+    # loops over the passes on the device: no round trip to Python per pass
+    passes = -(-n // chunk)
+    fixed = {k: v for k, v in data.items() if k not in obs_keys}
+    stacked_rows = jax.device_put({k: _pad(np.asarray(data[k]), passes * chunk).reshape(passes, chunk, *np.shape(data[k])[1:])
+                                   for k in obs_keys})
+    masks = jax.device_put((np.arange(passes * chunk) < n).astype(np.float32).reshape(passes, chunk))
 
     @jax.jit
-    def one_chunk(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], arrays: dict[str, Any], mask: Any,
-                  stacked: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        f = lambda tb: loglik(tb, aux, point, arrays, mask)  # noqa: E731
-        grad = jax.grad(f)(tab)
-        hvps = jax.vmap(lambda v: jax.jvp(jax.grad(f), (tab,), (v,))[1])(stacked)
-        if not aux:  # no scalar distributional parameter (Poisson, Bernoulli, ...)
-            return grad, hvps, {}, {}
-        fa = lambda a: loglik(tab, a, point, arrays, mask)  # noqa: E731
-        return grad, hvps, jax.grad(fa)(aux), jax.hessian(fa)(aux)
+    def block_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
+                   rows_: dict[str, Any], masks_: Any, tangent: dict[str, Any]) -> tuple[Any, Any]:
+        """Gradient of the log-likelihood in the effect tables and its products with one term's tangents."""
+        def per_pass(arrays: dict[str, Any], mask: Any) -> tuple[Any, Any]:
+            f = lambda tb: loglik(tb, aux, point, arrays, mask)  # noqa: E731
+            return jax.grad(f)(tab), jax.vmap(lambda v: jax.jvp(jax.grad(f), (tab,), (v,))[1])(tangent)
+        return _scan_sum(per_pass, fixed_arrays, rows_, masks_)
 
-    def evaluate(tab: dict[str, np.ndarray], aux: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict]:
-        """Gradient and Hessian-diagonal columns of the log-likelihood at the effect tables ``tab``, and its
-        gradient and curvature in the log of each scalar distributional parameter."""
-        sums: list[dict[str, Any]] = [{}, {}, {}, {}]
-        for r0 in range(0, n, chunk):
-            arrays, mask = whole if whole is not None else rows(r0)
-            out = one_chunk(tab, aux, point, arrays, mask, stacked_dev)
-            out = (*out[:3], {k: v[k] for k, v in out[3].items()})  # the Hessian's diagonal in aux
-            for acc, part in zip(sums, out, strict=True):
-                for k, v in part.items():
-                    acc[k] = acc.get(k, 0.0) + np.asarray(v, dtype=float)
-        return sums[0], sums[1], sums[2], sums[3]
+    @jax.jit
+    def aux_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
+                 rows_: dict[str, Any], masks_: Any) -> tuple[Any, Any]:
+        """Gradient and Hessian diagonal of the log-likelihood in the log of each scalar distributional parameter."""
+        def per_pass(arrays: dict[str, Any], mask: Any) -> tuple[Any, Any]:
+            fa = lambda a: loglik(tab, a, point, arrays, mask)  # noqa: E731
+            return jax.grad(fa)(aux), {k: v[k] for k, v in jax.hessian(fa)(aux).items()}
+        return _scan_sum(per_pass, fixed_arrays, rows_, masks_)
 
-    def rows(r0: int) -> tuple[dict[str, Any], Any]:
-        """The rows of one pass from ``r0`` (padded to ``chunk``) and the mask of the real ones."""
-        r1 = min(r0 + chunk, n)
-        arrays = {k: (_pad(np.asarray(v[r0:r1]), chunk) if k in obs_keys else v) for k, v in data.items()}
-        mask = np.zeros(chunk, dtype=np.float32)
-        mask[: r1 - r0] = 1.0
-        return arrays, mask
+    def host(out: Any) -> Any:
+        return jax.tree.map(lambda v: np.asarray(v, dtype=float), out)
 
-    # all rows in one pass: on the device once, not copied again by each of the sweeps' calls
-    whole = jax.device_put(rows(0)) if chunk == n else None
-    stacked_dev = jax.device_put(stacked)
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
     shapes_of = latent_shapes(model, {k: v[:chunk] if k in obs_keys else v for k, v in data.items()})
     point = {k: jnp.asarray(v) for k, v in prior_point(shapes_of, table, design).items()}
@@ -128,6 +127,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     # residual SD also holds the group-to-group variation, which would understate every level's information
     positive = {e.name for e in table if e.support == "positive" and e.cls == e.name}
     aux = {k: np.log(np.asarray(point[k], dtype=np.float32)) for k in positive if k in point and np.ndim(point[k]) == 0}
+    fixed_dev = jax.device_put(fixed)
     info: dict[int, np.ndarray] = {}
     effects: dict[int, np.ndarray] = {}
     sds: dict[int, np.ndarray] = {}
@@ -140,19 +140,18 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         # where the effects are, not at the prior medians (a Poisson intercept prior sits at 0). One
         # term at a time (Gauss-Seidel): nested or crossed terms must not both claim the same deviations.
         for _ in range(AUX_STEPS if aux else 0):
-            _, _, ga, ha = evaluate(tab, aux)
+            ga, ha = host(aux_pass(tab, aux, point, fixed_dev, stacked_rows, masks))
             aux = {k: (v + np.clip(ga[k] / max(abs(ha[k]), 1e-12), -2.0, 2.0)).astype(np.float32) for k, v in aux.items()}
         for blk in blocks:
-            grad_sum, hvp_sum, _, _ = evaluate(tab, aux)
+            grad_sum, hvp_sum = host(block_pass(tab, aux, point, fixed_dev, stacked_rows, masks, tangents[blk.number]))
             site = sites[blk.number]
             k = blk.n_coef
             # each level's k x k block of the Hessian: the hvp along coefficient c's tangent is column c of
             # every level's block (a row belongs to one level of a term, so levels do not mix)
             hess = np.zeros((len(blk.levels), k, k))
-            for i, (number, c) in enumerate(tangents):
-                if number == blk.number:
-                    h = hvp_sum[site][i]
-                    hess[:, :, c] = h[:, None] if k == 1 else h
+            for c in range(k):
+                h = hvp_sum[site][c]
+                hess[:, :, c] = h[:, None] if k == 1 else h
             g = grad_sum[site].reshape(len(blk.levels), k)
             cur = tab[site].reshape(len(blk.levels), k).astype(float)
             # |curvature|: away from the mode (a non-linear curve at its starting values) the Hessian can
@@ -192,7 +191,22 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             one_row = np.bincount(blk.g, minlength=len(blk.levels)) <= 1
             if one_row.any() and blk.number in info:
                 info[blk.number] = np.where(one_row[:, None], 0.0, info[blk.number])
-    return Information(info, effects, sds, ses, n)
+    return Information(info, effects, sds, ses, n, chunk)
+
+
+def _scan_sum(per_pass: Any, fixed: dict[str, Any], rows: dict[str, Any], masks: Any) -> Any:
+    """The sum over the stacked passes (leading axis of ``rows`` and ``masks``) of ``per_pass(arrays, mask)``,
+    a pytree: the first pass starts the sum, a scan adds the rest."""
+    import jax
+    import jax.numpy as jnp
+
+    def body(acc: Any, xs: Any) -> tuple[Any, None]:
+        part, mask = xs
+        return jax.tree.map(jnp.add, acc, per_pass(fixed | part, mask)), None
+
+    acc = per_pass(fixed | jax.tree.map(lambda a: a[0], rows), masks[0])
+    acc, _ = jax.lax.scan(body, acc, (jax.tree.map(lambda a: a[1:], rows), masks[1:]))
+    return acc
 
 
 def prior_median(d: Any) -> float:

@@ -120,21 +120,21 @@ def test_a_converged_svi_run_is_quiet_and_right(rng: np.random.Generator) -> Non
 
 
 def test_auto_measures_the_rows_batch_size_at_a_time(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The information behind param='auto' is summed over chunks of batch_size rows: never more rows at once."""
+    """The information behind param='auto' is summed over passes of batch_size rows: never more rows at once."""
     from hbm_formula import pilot
 
-    seen: list[int] = []
-    original = pilot._pad
+    seen: list[tuple[int, int]] = []
+    original = pilot._scan_sum
 
-    def counting(a: np.ndarray, size: int) -> np.ndarray:
-        seen.append(a.shape[0])
-        return original(a, size)
+    def counting(per_pass, fixed, rows, masks):  # noqa: ANN001, ANN202 - a spy on the compiled loop over passes
+        seen.append(tuple(masks.shape))
+        return original(per_pass, fixed, rows, masks)
 
-    monkeypatch.setattr(pilot, "_pad", counting)
+    monkeypatch.setattr(pilot, "_scan_sum", counting)
     df = _lmm(rng, n=3000, G=30)
     hf.fit("y ~ x + (1 + x | g)", df, method="svi", batch_size=256, param="auto", steps=500, progress=False)
-    assert seen and max(seen) <= 256
-    assert sum(seen) % 3000 == 0  # every row, in passes of at most 256
+    assert seen and all(rows == 256 for _, rows in seen)
+    assert all(passes == 12 for passes, _ in seen)  # every row: 3000 rows in 12 passes of at most 256
 
 
 def test_auto_falls_back_to_noncentered_when_it_cannot_measure(monkeypatch: pytest.MonkeyPatch,
