@@ -7,6 +7,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import linecache
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -428,7 +429,8 @@ def fit(
     if init == "svi":
         svi_cfg = replace(svi_cfg, guide="normal")
     svi_cfg.check()
-    infer.set_host_devices()
+    # an SVI fit (without NUTS after it) as a process's first fit keeps one device: its programs run on one
+    infer.set_host_devices(method="svi" if method == "svi" else "nuts")
     t0 = time.perf_counter()
     spec = parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param)
     # auto's measurement streams the rows batch_size at a time when minibatches are asked for
@@ -528,6 +530,13 @@ def _infer(
         idata = results.idata_from_chains(mcmc.samples, mcmc.extra, cm.model, cm.data, cm.coords, cm.dims, attrs,
                                           log_lik, obs)
     t4 = time.perf_counter()
+    if cfg.chain_method == "auto" and chains > 1 and not shard_data:
+        import jax
+
+        if jax.local_device_count() == 1 and jax.default_backend() == "cpu" and (os.cpu_count() or 1) > 1:
+            notes.append(f"the {chains} chains ran vectorized on one CPU device (this process started JAX with one, "
+                         "e.g. for an SVI fit): hf.set_host_devices(4) before the first fit, or HBM_FORMULA_DEVICES=4, "
+                         "runs them in parallel")
     msgs = results.diagnostics(idata, cm.summary_vars)
     draws = idata if isinstance(idata, results.Draws) else results.Draws.from_idata(idata)
     div = draws.groups.get("sample_stats", {}).get("diverging")

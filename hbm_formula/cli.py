@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.devices is not None and args.devices < 1:
         raise HBMError(f"--devices must be at least 1, got {args.devices}")
-    infer.set_host_devices(args.devices)
+    infer.set_host_devices(args.devices, method=args.method)
     if args.example:
         fname, formula, family = EXAMPLES[args.example]
         data_path = str(example_path(args.example))

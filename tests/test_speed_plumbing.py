@@ -78,6 +78,31 @@ def test_second_fit_in_a_new_process_hits_the_compilation_cache(tmp_path: Path) 
     assert not {n for n in new if not n.endswith("-atime")}, new
 
 
+_SVI_THEN_NUTS = """
+import sys, warnings
+import jax, pandas as pd
+import hbm_formula as hf
+warnings.simplefilter("ignore")
+df = pd.read_csv(sys.argv[1])
+hf.fit("Reaction ~ Days + (1 | Subject)", df, method="svi", steps=500, progress=False)
+print("devices", jax.local_device_count())
+fit = hf.fit("Reaction ~ Days + (1 | Subject)", df, chains=2, warmup=50, draws=50, progress=False)
+print("notes", fit.notes)
+"""
+
+
+def test_an_svi_process_keeps_one_device_and_a_later_nuts_fit_says_how_to_get_more() -> None:
+    """SVI runs on one device (with more devices than cores a one-device program runs up to 2x slower), so a
+    process whose first fit is SVI starts JAX with one; a NUTS fit after it says its chains ran vectorized and
+    how to run them in parallel."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "HBM_FORMULA_DEVICES")}
+    cmd = [sys.executable, "-c", _SVI_THEN_NUTS, str(ROOT / "examples" / "data" / "sleepstudy.csv")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=600).stdout
+    assert "devices 1" in out
+    if (os.cpu_count() or 1) > 1:
+        assert "ran vectorized on one CPU device" in out and "set_host_devices(4)" in out
+
+
 def test_import_leaves_arviz_and_matplotlib_alone() -> None:
     code = (
         "import sys, hbm_formula, hbm_formula.cli\n"
