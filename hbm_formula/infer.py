@@ -361,11 +361,14 @@ class SVIConfig:
     the parameters, not the loss: each window of ``window`` steps averages the guide's
     parameters (Polyak-Ruppert), and SVI has converged when, at the final learning rate, the
     window averages of every global parameter moved by less than ``tol`` posterior SDs (the
-    guide's own scale) for two windows in a row. A loss criterion is fooled by slow drift along a
-    ridge (the loss barely changes while the intercept walks) and by minibatch noise; this one is
-    not. (The yardstick is the posterior SD or 1% of the value, whichever is wider.) The learning rate starts at ``lr`` and is divided by 4 each time the parameters settle at
-    it (minibatch noise shrinks with it), ``decays`` times; the returned parameters are the last
-    window's average. Stopping at ``steps`` before that is reported, with what still moved.
+    guide's own scale) for two windows in a row, or when over four windows at that rate they only
+    wobble at the noise floor (every move, window to window and first to last, under twice ``tol``:
+    noise does not add up, a drift does). A loss criterion is fooled by slow drift along a ridge
+    (the loss barely changes while the intercept walks) and by minibatch noise; this one is not.
+    (The yardstick is the posterior SD or 1% of the value, whichever is wider.) The learning rate
+    starts at ``lr`` and is divided by 4 each time the parameters settle at it (minibatch noise
+    shrinks with it), ``decays`` times; the returned parameters are the average of the windows at the
+    final rate. Stopping at ``steps`` before that is reported, with what still moved.
     """
 
     guide: str = "normal"
@@ -529,6 +532,23 @@ def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
     return out
 
 
+#: windows at the final rate over which SVI's noise floor is judged (see ``_at_noise_floor``)
+FLOOR_WINDOWS = 4
+
+
+def _at_noise_floor(recent: list[dict[str, Any]], cfg: SVIConfig) -> bool:
+    """At the final rate, the window averages wobble without going anywhere: over the last ``FLOOR_WINDOWS``
+    windows every global parameter moved by less than twice ``tol`` (posterior SDs) from each window to the
+    next, and by less than that from the first of them to the last. Minibatch noise does not add up across
+    windows; a slow drift along a ridge does (three moves of 0.15 SD in one direction are 0.45 SD net), so it
+    is not taken for convergence. The estimate is then the average of those windows."""
+    if len(recent) < FLOOR_WINDOWS:
+        return False
+    pairs = [*zip(recent[:-1], recent[1:], strict=True), (recent[0], recent[-1])]
+    return all(max(_drift(a, b, cfg.local_sites, cfg.log_sites).values(), default=0.0) < 2 * cfg.tol
+               for a, b in pairs)
+
+
 def run_svi(
     model: Any, data: dict[str, Any], obs_keys: list[str], cfg: SVIConfig, obs_site: str = "y"
 ) -> SVIResult:
@@ -605,10 +625,12 @@ def run_svi(
     prev_avg = None
     avg: dict[str, Any] = {}
     drift: dict[str, float] = {}
+    recent: list[dict[str, Any]] = []  # the last FLOOR_WINDOWS window averages run at the final rate
     t0 = time.perf_counter()
     done = 0
     while done < steps:
         key, k = jax.random.split(key)
+        at_last = cfg.schedule == "constant" or decays >= cfg.decays  # the rate this window runs at is the final one
         state, chunk, avg = run_window(state, k, arrays)
         chunk = np.asarray(chunk)
         avg = {name: np.asarray(v) for name, v in avg.items()}
@@ -622,6 +644,8 @@ def run_svi(
                 "(--lr), scaling the predictors (scale(x)), or more informative priors"
             )
         bar.update(cfg.window, f"ELBO {-mean:.4g}, lr {lr:.2g}")
+        if at_last:
+            recent = [*recent, avg][-FLOOR_WINDOWS:]
         if prev_avg is not None:
             drift = _drift(prev_avg, avg, cfg.local_sites, cfg.log_sites)
             worst = max(drift.values(), default=0.0)
@@ -630,18 +654,20 @@ def run_svi(
                 best, stalled = worst, 0
             else:
                 stalled += 1
-            last_rate = cfg.schedule == "constant" or decays >= cfg.decays
-            if calm >= 2 and last_rate:
+            if at_last and (calm >= 2 or _at_noise_floor(recent, cfg)):
                 converged = True
                 break
-            if not last_rate and (calm >= 2 or stalled >= 4):
+            if not at_last and (calm >= 2 or stalled >= 4):
                 # settled at this rate, or no longer improving (the noise of the gradient sets the
                 # wobble): a lower rate sheds the noise
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
                 state = _set_lr(state, lr)
         prev_avg = avg
     bar.close()
-    params = {k: jnp.asarray(v) for k, v in avg.items()}  # the last window's average (Polyak-Ruppert)
+    # converged: the average of the windows at the final rate (Polyak-Ruppert over up to FLOOR_WINDOWS
+    # windows); otherwise the last window's average (earlier ones lag behind what still moves)
+    final = {k: np.mean([w[k] for w in recent], axis=0) for k in avg} if converged and recent else avg
+    params = {k: jnp.asarray(v) for k, v in final.items()}
     moving = None
     if not converged:
         moving = dict(sorted(((k, v) for k, v in drift.items() if v >= cfg.tol), key=lambda kv: -kv[1])[:5])

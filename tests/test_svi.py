@@ -148,3 +148,19 @@ def test_auto_falls_back_to_noncentered_when_it_cannot_measure(monkeypatch: pyte
     with pytest.warns(UserWarning, match="could not measure.*NaN.*using non-centered"):
         cm = hf.compile("y ~ x + (1 | g)", _lmm(rng, 300, 10), param="auto")
     assert cm.parameterization().loc["g", "chosen"] == "noncentered"
+
+
+def _windows(values: list[float]) -> list[dict[str, np.ndarray]]:
+    return [{"b_auto_loc": np.array(v), "b_auto_scale": np.array(1.0)} for v in values]
+
+
+def test_the_noise_floor_takes_wobble_for_convergence_but_not_a_slow_drift() -> None:
+    """At the final rate, window averages that wobble by under 2 tol (posterior SDs) without going anywhere
+    have converged; the same size of move repeated in one direction is a drift, and is not taken for it."""
+    from hbm_formula.infer import SVIConfig, _at_noise_floor
+
+    cfg = SVIConfig()  # tol 0.1
+    assert _at_noise_floor(_windows([0.0, 0.15, 0.02, 0.14]), cfg)
+    assert not _at_noise_floor(_windows([0.0, 0.15, 0.30, 0.45]), cfg)  # each move 0.15 < 0.2, net 0.45
+    assert not _at_noise_floor(_windows([0.0, 0.25, 0.02, 0.1]), cfg)  # one move beyond 2 tol
+    assert not _at_noise_floor(_windows([0.0, 0.1, 0.0]), cfg)  # too few windows to judge
