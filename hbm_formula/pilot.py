@@ -18,8 +18,9 @@ Laird 1986's moment estimator). That is all the ``auto`` rule needs
 (Papaspiliopoulos, Roberts & Sköld 2007): a level's posterior variance of z is
 1 / (1 + I_jc sd²).
 
-It replaces a pilot SVI fit: no optimisation, one compiled function, rows
-processed ``batch_size`` at a time when minibatches are asked for.
+It replaces a pilot SVI fit: no optimisation, two compiled passes over the rows
+(one computes a term's gradient and Hessian columns, one the scalar parameters'),
+the rows looped on the device ``batch_size`` at a time when minibatches are asked for.
 """
 
 from __future__ import annotations
