@@ -157,7 +157,7 @@ def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size:
     lowered = lower(spec, design, table, parameterize.fixed(design))
     try:
         info = pilot.measure(_exec_code(lowered.code), lowered.data, lowered.obs_keys, design, table, batch_size,
-                             obs=lowered.obs_site)
+                             obs=lowered.obs_site, decide=lambda i: parameterize.choose(design, i))
     except Exception as exc:  # noqa: BLE001 - any failure here must not stop the fit: the safe choice remains
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         warnings.warn(f"param='auto' could not measure the data's information ({msg}); using non-centered",

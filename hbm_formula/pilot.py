@@ -36,6 +36,11 @@ import numpy as np
 ITERATIONS = 12
 #: ... settled: each SD moved by less than this fraction, each mean by less than this fraction of its SD
 SETTLED = 0.01
+#: ... or, with a ``decide`` rule given, once its decision stayed the same over this many sweeps in a row while
+#: every SD and mean moved by less than STABLE_MOVED in the last (the 4PL's four coupled curve parameters settle
+#: slowly, 12 sweeps, while the choice is plain from the fourth)
+STABLE_SWEEPS = 3
+STABLE_MOVED = 0.1
 #: Newton steps on the log of each scalar distributional parameter per sweep (a residual SD that starts far
 #: off, at its prior median, needs two to follow the effects; with one it lags a sweep behind)
 AUX_STEPS = 2
@@ -56,8 +61,9 @@ class Information:
 
 
 def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, table: list[Any],
-            batch_size: int | None = None, obs: str = "y") -> Information:
-    """The information of every group term's levels, from the non-centered ``model`` (see module doc)."""
+            batch_size: int | None = None, obs: str = "y", decide: Any = None) -> Information:
+    """The information of every group term's levels, from the non-centered ``model`` (see module doc).
+    ``decide`` (Information -> a Centering) lets the sweeps stop once its decision is stable (STABLE_SWEEPS)."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -134,6 +140,17 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     sds: dict[int, np.ndarray] = {}
     ses: dict[int, np.ndarray] = {}
     prev: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    def result() -> Information:
+        out = dict(info)
+        if aux:  # a level with one row: its effect and the residual scale are one number to the data (the quick
+            # mode puts the row's whole deviation in the effect, the curvature then reads sharp where nothing is known)
+            for blk in blocks:
+                one_row = np.bincount(blk.g, minlength=len(blk.levels)) <= 1
+                if one_row.any() and blk.number in out:
+                    out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
+        return Information(out, dict(effects), dict(sds), dict(ses), n, chunk)
+
+    chosen, same = None, 0
     for sweep in range(ITERATIONS):
         moved = 0.0
         # a quick mode: Newton steps level by level, each level's estimate shrunk toward the mean of
@@ -186,13 +203,18 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             prev[blk.number] = (sds[blk.number], np.array(means))
         if sweep and moved < SETTLED:
             break
-    if aux:  # a level with one row: its effect and the residual scale are one number to the data (the quick
-        # mode puts the row's whole deviation in the effect, the curvature then reads sharp where nothing is known)
-        for blk in blocks:
-            one_row = np.bincount(blk.g, minlength=len(blk.levels)) <= 1
-            if one_row.any() and blk.number in info:
-                info[blk.number] = np.where(one_row[:, None], 0.0, info[blk.number])
-    return Information(info, effects, sds, ses, n, chunk)
+        if decide is not None:
+            choice = decide(result())
+            same = same + 1 if chosen is not None and _same_choice(choice, chosen) else 0
+            chosen = choice
+            if same >= STABLE_SWEEPS - 1 and moved < STABLE_MOVED:
+                break
+    return result()
+
+
+def _same_choice(a: Any, b: Any) -> bool:
+    """Two Centerings choose the same levels of every term."""
+    return a.levels.keys() == b.levels.keys() and all(np.array_equal(a.levels[k], b.levels[k]) for k in a.levels)
 
 
 def _scan_sum(per_pass: Any, fixed: dict[str, Any], rows: dict[str, Any], masks: Any) -> Any:

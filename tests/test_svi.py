@@ -164,3 +164,34 @@ def test_the_noise_floor_takes_wobble_for_convergence_but_not_a_slow_drift() -> 
     assert not _at_noise_floor(_windows([0.0, 0.15, 0.30, 0.45]), cfg)  # each move 0.15 < 0.2, net 0.45
     assert not _at_noise_floor(_windows([0.0, 0.25, 0.02, 0.1]), cfg)  # one move beyond 2 tol
     assert not _at_noise_floor(_windows([0.0, 0.1, 0.0]), cfg)  # too few windows to judge
+
+
+def test_auto_stops_measuring_once_its_choice_is_stable(rng: np.random.Generator,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measurement's sweeps end when the rule's choice has not changed for STABLE_SWEEPS sweeps (and the
+    SDs move little), before its SDs settle: the same choice as measuring to the end, in fewer sweeps."""
+    from hbm_formula import parameterize, pilot
+
+    G, n = 40, 4000
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    df = pd.DataFrame({"y": rng.poisson(np.exp(0.5 + rng.normal(0, 0.5, G)[g] + 0.3 * x)), "x": x, "g": g})
+    monkeypatch.setattr(pilot, "SETTLED", 0.0)  # the SDs never count as settled: only the choice can stop it
+    calls: list[int] = []
+    original = parameterize.choose
+
+    def counting(design, info):  # noqa: ANN001, ANN202 - a spy on the rule
+        calls.append(1)
+        return original(design, info)
+
+    monkeypatch.setattr(parameterize, "choose", counting)
+    early = hf.compile("y ~ x + (1 | g)", df, family="poisson", param="auto").parameterization()
+    sweeps_early = len(calls) - 1  # one call per sweep, one for the final choice
+    stable = pilot.STABLE_SWEEPS
+    monkeypatch.setattr(pilot, "STABLE_SWEEPS", 10**6)  # never stable: all ITERATIONS sweeps
+    calls.clear()
+    full = hf.compile("y ~ x + (1 | g)", df, family="poisson", param="auto").parameterization()
+    assert len(calls) - 1 == pilot.ITERATIONS
+    assert stable <= sweeps_early < pilot.ITERATIONS
+    assert early["chosen"].tolist() == full["chosen"].tolist() == ["centered"]
+    assert early["centered_levels"].tolist() == full["centered_levels"].tolist()
