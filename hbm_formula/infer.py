@@ -133,7 +133,8 @@ def chain_method_for(chains: int, requested: str = "auto") -> str:
         if requested == "parallel" and jax.local_device_count() < chains:
             raise HBMError(
                 f"chain_method='parallel' needs {chains} devices, only {jax.local_device_count()} available; "
-                "set devices= (--devices) before the first fit or use 'vectorized'"
+                "call hf.set_host_devices(n) or set HBM_FORMULA_DEVICES=n (--devices n) before the first fit, "
+                "or use 'vectorized'"
             )
         return requested
     if chains == 1:
@@ -392,6 +393,9 @@ class SVIConfig:
     log_sites: tuple[str, ...] = ()
     #: starting values of the latent sites (constrained), e.g. their prior medians; None: NumPyro's median init
     init_values: Any = None
+    #: per latent site, the unit of Adam's steps on its guide's location and scale (pilot.step_units): the
+    #: data's scale where it exceeds 1, so that SVI takes the same course whatever the units of the data
+    units: Any = None
 
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
@@ -447,13 +451,25 @@ def make_guide(model: Any, cfg: SVIConfig) -> Any:
 
 def _optimizer(cfg: SVIConfig) -> Any:
     """Adam whose learning rate lives in its state (optax.inject_hyperparams), so the loop can lower it
-    between windows without recompiling anything."""
+    between windows without recompiling anything; each mean-field guide parameter's step is taken in its
+    site's unit (``cfg.units``)."""
+    import numpy as np
     import optax
     from numpyro.optim import optax_to_numpyro
 
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr)
     if cfg.optimizer == "clipped_adam":
         opt = optax.chain(optax.clip_by_global_norm(10.0), opt)
+    if cfg.units:
+        # each guide parameter's step in its site's unit (AutoNormal's <site>_auto_loc); a guide scale is
+        # optimised through softplus, logarithmic below 1 (unit-free) and linear above (in the site's unit)
+        per_param = {f"{site}_auto_loc": u for site, u in cfg.units.items()}
+        per_param |= {f"{site}_auto_scale": np.maximum(u, 1.0) for site, u in cfg.units.items()}
+
+        def in_units(updates: Any, params: Any = None) -> Any:
+            return {k: (u * per_param[k] if k in per_param else u) for k, u in updates.items()}
+
+        opt = optax.chain(opt, optax.stateless(in_units))
     return optax_to_numpyro(opt)
 
 
@@ -502,10 +518,11 @@ class scale_observed:
         return self._handler(*args, **kwargs)
 
 
-def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
-           log_sites: tuple[str, ...] = ()) -> dict[str, float]:
-    """How far each global parameter's window average moved, in units of the guide's scale (its
-    posterior SD): per site, the largest over its elements."""
+def _moves(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
+           log_sites: tuple[str, ...] = ()) -> dict[str, Any]:
+    """How far each global parameter's window average moved (signed, per element), in units of the guide's
+    scale (its posterior SD) in the later window. Mean-field names (``<site>_auto_loc`` / ``_auto_scale``;
+    see ``per_site`` for the low-rank and full-rank guides)."""
     import numpy as np
 
     out = {}
@@ -520,20 +537,61 @@ def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
             # (a positive parameter's guide lives on the log scale, where 1% is 0.01)
             floor = 0.01 if site in log_sites else 0.01 * np.abs(np.asarray(v))
             scale = np.maximum(np.maximum(np.asarray(cur[f"{site}_auto_scale"]), floor), 1e-12)
-            out[site] = float(np.max(np.abs(np.asarray(v) - np.asarray(prev[k])) / scale))
-        elif k == "auto_loc" and "auto_scale" in cur:  # low-rank / full-rank guides: one flat vector
-            scale = np.maximum(np.asarray(cur["auto_scale"]), 1e-12)
-            d = np.abs(np.asarray(v) - np.asarray(prev[k])) / scale
-            out["auto_loc"] = float(np.quantile(d, 0.9))
-        elif k == "auto_loc" and "auto_scale_tril" in cur:
-            scale = np.maximum(np.abs(np.diag(np.asarray(cur["auto_scale_tril"]))), 1e-12)
-            d = np.abs(np.asarray(v) - np.asarray(prev[k])) / scale
-            out["auto_loc"] = float(np.quantile(d, 0.9))
+            out[site] = (np.asarray(v) - np.asarray(prev[k])) / scale
     return out
+
+
+def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
+           log_sites: tuple[str, ...] = ()) -> dict[str, float]:
+    """How far each global parameter's window average moved, in units of the guide's scale (its
+    posterior SD): per site, the largest over its elements."""
+    import numpy as np
+
+    return {k: float(np.max(np.abs(v))) if np.size(v) else 0.0 for k, v in _moves(prev, cur, local, log_sites).items()}
+
+
+def _travelling(windows: list[dict[str, Any]], cfg: SVIConfig) -> bool:
+    """Some global parameter kept going one way over these windows: it moved by more than twice ``tol``
+    posterior SDs from the first to the last, and that net move is most (70%) of the path it took. Minibatch
+    noise wanders back and forth; a parameter still on its way (a slow drift, a rate too small for its units)
+    does not, so the rate is not lowered, nor convergence declared, while it does."""
+    import numpy as np
+
+    if len(windows) < 3:
+        return False
+    net = _moves(windows[0], windows[-1], cfg.local_sites, cfg.log_sites)
+    steps = [_moves(a, b, cfg.local_sites, cfg.log_sites) for a, b in zip(windows[:-1], windows[1:], strict=True)]
+    for site, d in net.items():
+        path = sum(np.abs(m[site]) for m in steps)
+        if np.any((np.abs(d) > 2 * cfg.tol) & (np.abs(d) > 0.7 * path)):
+            return True
+    return False
+
+
+def per_site(guide: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """A low-rank or full-rank guide's flat location and marginal SDs as mean-field-style per-site entries
+    (``<site>_auto_loc`` / ``_auto_scale``), so that convergence is judged site by site: the population
+    parameters apart from the thousands of group effects beside them in one vector. Mean-field: unchanged."""
+    import numpy as np
+
+    if "auto_loc" not in params:
+        return params
+    loc = np.asarray(params["auto_loc"])
+    if "auto_scale_tril" in params:
+        sd = np.sqrt(np.sum(np.square(np.asarray(params["auto_scale_tril"])), axis=1))
+    else:
+        sd = np.asarray(params["auto_scale"])
+        if "auto_cov_factor" in params:
+            sd = np.sqrt(np.square(sd) + np.sum(np.square(np.asarray(params["auto_cov_factor"])), axis=1))
+    locs, sds = guide._unpack_latent(loc), guide._unpack_latent(sd)  # noqa: SLF001 - NumPyro's own layout
+    return {f"{k}_auto_loc": np.asarray(v) for k, v in locs.items()} | {
+        f"{k}_auto_scale": np.asarray(v) for k, v in sds.items()}
 
 
 #: windows at the final rate over which SVI's noise floor is judged (see ``_at_noise_floor``)
 FLOOR_WINDOWS = 4
+#: windows over which a parameter still travelling is seen (see ``_travelling``)
+TRAVEL_WINDOWS = 8
 
 
 def _at_noise_floor(recent: list[dict[str, Any]], cfg: SVIConfig) -> bool:
@@ -601,6 +659,18 @@ def run_svi(
     # over other processes' devices cannot be constants. Jitting the initialisation also
     # saves time: eagerly, numpyro compiles every primitive of the model one by one.
     state = jax.jit(lambda k, arrs: svi.init(k, **batch_args(0, arrs)))(k_init, arrays)
+    if cfg.units and cfg.guide == "normal":
+        # the guide's starting scales in the sites' units too (init_scale x unit): data in thousandths start
+        # with a spread of thousandths, not of 0.1 (which the model would explain with a residual SD 100x too large)
+        from numpyro.distributions import biject_to, constraints
+
+        params = svi.optim.get_params(state.optim_state)
+        to = biject_to(constraints.softplus_positive)
+        for site, u in cfg.units.items():
+            k = f"{site}_auto_scale"
+            if k in params:
+                params[k] = to.inv(to(params[k]) * jnp.asarray(u, dtype=params[k].dtype))
+        state = state._replace(optim_state=svi.optim.init(params))
 
     @jax.jit
     def run_window(state: Any, key: Any, arrs: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -625,7 +695,9 @@ def run_svi(
     prev_avg = None
     avg: dict[str, Any] = {}
     drift: dict[str, float] = {}
-    recent: list[dict[str, Any]] = []  # the last FLOOR_WINDOWS window averages run at the final rate
+    recent: list[dict[str, Any]] = []  # the last TRAVEL_WINDOWS window averages (per site) run at the final rate
+    final_avgs: list[dict[str, Any]] = []  # the last FLOOR_WINDOWS of them as the guide's parameters
+    history: list[dict[str, Any]] = []  # the last TRAVEL_WINDOWS window averages (per site), at any rate
     t0 = time.perf_counter()
     done = 0
     while done < steps:
@@ -644,29 +716,32 @@ def run_svi(
                 "(--lr), scaling the predictors (scale(x)), or more informative priors"
             )
         bar.update(cfg.window, f"ELBO {-mean:.4g}, lr {lr:.2g}")
+        view = per_site(guide, avg)
+        history = [*history, view][-TRAVEL_WINDOWS:]
         if at_last:
-            recent = [*recent, avg][-FLOOR_WINDOWS:]
+            recent = [*recent, view][-TRAVEL_WINDOWS:]
+            final_avgs = [*final_avgs, avg][-FLOOR_WINDOWS:]
         if prev_avg is not None:
-            drift = _drift(prev_avg, avg, cfg.local_sites, cfg.log_sites)
+            drift = _drift(prev_avg, view, cfg.local_sites, cfg.log_sites)
             worst = max(drift.values(), default=0.0)
             calm = calm + 1 if worst < cfg.tol else 0
             if worst < 0.9 * best:
                 best, stalled = worst, 0
             else:
                 stalled += 1
-            if at_last and (calm >= 2 or _at_noise_floor(recent, cfg)):
+            if at_last and (calm >= 2 or _at_noise_floor(recent[-FLOOR_WINDOWS:], cfg)) and not _travelling(recent, cfg):
                 converged = True
                 break
-            if not at_last and (calm >= 2 or stalled >= 4):
+            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history, cfg))):
                 # settled at this rate, or no longer improving (the noise of the gradient sets the
                 # wobble): a lower rate sheds the noise
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
                 state = _set_lr(state, lr)
-        prev_avg = avg
+        prev_avg = view
     bar.close()
     # converged: the average of the windows at the final rate (Polyak-Ruppert over up to FLOOR_WINDOWS
     # windows); otherwise the last window's average (earlier ones lag behind what still moves)
-    final = {k: np.mean([w[k] for w in recent], axis=0) for k in avg} if converged and recent else avg
+    final = {k: np.mean([w[k] for w in final_avgs], axis=0) for k in avg} if converged and final_avgs else avg
     params = {k: jnp.asarray(v) for k, v in final.items()}
     moving = None
     if not converged:

@@ -263,6 +263,69 @@ def prior_median(d: Any) -> float:
     return 0.0
 
 
+def prior_scale(d: Any) -> float:
+    """The scale of a prior (its SD-like argument; 1 where it has none): the data's own units, since the
+    default priors are scaled by the data (normal(mean, 2.5 sd(y)), half_normal(2.5 sd(y)), ...)."""
+    a, name = d.args, d.name
+    if name in ("normal", "cauchy", "laplace", "logistic"):
+        return abs(float(a[1]))
+    if name == "student_t":
+        return abs(float(a[2]))
+    if name in ("half_normal", "half_cauchy"):
+        return abs(float(a[0]))
+    if name == "exponential":
+        return 1.0 / abs(float(a[0]))
+    if name == "uniform":
+        return abs(float(a[1]) - float(a[0])) / 4.0
+    return 1.0
+
+
+def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per latent site (broadcastable to its shape), the unit of its unconstrained value in which SVI's Adam
+    takes its steps: the data's scale d (the prior's scale / 2.5) where it exceeds 1, 1 for d in [0.1, 1]
+    (the scales Adam's default rate suits), 10 d below (continuous). Adam moves a
+    parameter by about the learning rate per step in its raw units, so a coefficient of 33,000 (a salary in
+    dollars) would need millions of steps, and a convergence test at a small rate cannot tell its slow travel
+    from rest, while on data in thousandths each step jumps over the answer; in these units it is one course
+    for every scale of data. Positive sites (SDs, sigma) live on
+    the log scale (1); offsets z and correlation factors are unit-free (1); centered group coefficients take
+    their SD prior's scale, population coefficients their own prior's (one per element of a vector site)."""
+    by_name = {e.name: e for e in table}
+
+    def one(e: Any) -> float:
+        d = prior_scale(e.prior) / 2.5  # the data's scale
+        return d if d > 1.0 else (1.0 if d >= 0.1 else 10.0 * d)  # continuous; 1 over the decade below 1
+
+    def unit(entries: list[Any], size: int) -> np.ndarray:
+        vals = [one(e) for e in entries]
+        if len(vals) == size and size > 1:
+            return np.asarray(vals, dtype=np.float32)
+        return np.asarray(max(vals, default=1.0), dtype=np.float32)
+
+    b_sites = sorted((k for k in shapes if k == "b" or k.startswith("b_")), key=len, reverse=True)
+    out: dict[str, np.ndarray] = {}
+    for site, sds in shapes.items():
+        shape = tuple(sds.shape)
+        size = int(np.prod(shape)) if shape else 1
+        if site in positive or site.startswith(("sd_", "z_", "L_")):
+            continue
+        if site in by_name:
+            if by_name[site].support == "real":
+                out[site] = unit([by_name[site]], 1)
+        elif site.startswith("Intercept_c") and ("Intercept" + site[len("Intercept_c"):]) in by_name:
+            out[site] = unit([by_name["Intercept" + site[len("Intercept_c"):]]], 1)
+        elif site in b_sites:
+            mine = [e for e in table if e.cls == "b" and e.name.startswith(site + "_")
+                    and next(b for b in b_sites if e.name.startswith(b + "_")) == site]
+            out[site] = unit(mine, size)
+        elif site.startswith(("coef_", "rc_")):
+            label = site.split("_", 1)[1]
+            k = shape[-1] if len(shape) == 2 else 1
+            mine = [e for e in table if e.cls == "sd" and e.name.startswith(f"sd_{label}__")]
+            out[site] = unit(mine, k)
+    return {k: v for k, v in out.items() if np.any(v != 1.0)}
+
+
 def prior_point(shapes: dict[str, Any], table: list[Any], design: Any) -> dict[str, np.ndarray]:
     """Every latent site at a central value of its prior: intercepts and distributional parameters at
     the (data-centred) prior medians, coefficients at 0, SDs at their prior medians, correlation

@@ -195,3 +195,94 @@ def test_auto_stops_measuring_once_its_choice_is_stable(rng: np.random.Generator
     assert stable <= sweeps_early < pilot.ITERATIONS
     assert early["chosen"].tolist() == full["chosen"].tolist() == ["centered"]
     assert early["centered_levels"].tolist() == full["centered_levels"].tolist()
+
+
+def test_svi_takes_the_same_course_whatever_the_units_of_the_data() -> None:
+    """Adam's steps are taken in each site's data unit: the same model in other units gives the same fit (a
+    salary in dollars, a predictor in mol/L), where raw-unit steps stopped far short and called it converged."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(20), 25)
+    x = rng.normal(size=500)
+    base = 1 + 0.8 * x + rng.normal(0, 0.5, 20)[g] + rng.normal(0, 1, 500)
+    out = {}
+    for unit in (1.0, 1000.0, 0.001):
+        df = pd.DataFrame({"y": unit * base, "x": x, "g": g.astype(str)})
+        fit = hf.fit("y ~ x + (1 | g)", df, method="svi", progress=False)
+        assert fit.raw.converged and fit.warnings == []
+        out[unit] = (float(fit.fixef().loc["x", "mean"]) / unit, float(fit.idata.posterior["sigma"].mean()) / unit)
+    for unit in (1000.0, 0.001):
+        assert out[unit][0] == pytest.approx(out[1.0][0], rel=0.02)
+        assert out[unit][1] == pytest.approx(out[1.0][1], rel=0.02)
+
+
+def test_step_units_follow_the_priors_scales() -> None:
+    from hbm_formula import infer, pilot
+
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(10), 20)
+    df = pd.DataFrame({"y": 5000 * rng.normal(size=200), "x": rng.normal(size=200), "x2": rng.normal(size=200),
+                       "g": g.astype(str)})
+    cm = hf.compile("y ~ x + x2 + (1 | g)", df, param="centered")
+    shapes = infer.latent_shapes(cm.model, dict(cm.data))
+    units = pilot.step_units(shapes, cm.params, ("sigma", "sd_g"))
+    scale = {e.name: pilot.prior_scale(e.prior) / 2.5 for e in cm.params}
+    assert units["b"] == pytest.approx([scale["b_x"], scale["b_x2"]])  # one per element of the vector site
+    assert float(units["coef_g"]) == pytest.approx(scale["sd_g__Intercept"])
+    assert "sigma" not in units and "sd_g" not in units  # log-scale sites: unit-free
+    small = hf.compile("y ~ x + (1 | g)", df.assign(y=df.y / 5000), param="centered")  # unit-scale data: about 1
+    near = pilot.step_units(infer.latent_shapes(small.model, dict(small.data)), small.params, ("sigma", "sd_g"))
+    assert all(0.9 < float(np.max(v)) < 1.2 for v in near.values())
+
+
+def test_lowrank_convergence_judges_the_population_parameters_apart_from_the_group_effects() -> None:
+    """A low-rank guide's flat vector holds 1,000 group effects beside the slope; convergence is judged per site
+    (before, a quantile over the whole vector let the slope stop 4 SD short, 'converged')."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(1000), 3)
+    x = rng.normal(size=3000)
+    y = 40 * (1 + 0.8 * x + rng.normal(0, 0.5, 1000)[g] + rng.normal(0, 1, 3000))
+    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str)})
+    ref = hf.fit("y ~ x + (1 | g)", df, method="svi", progress=False)
+    low = hf.fit("y ~ x + (1 | g)", df, method="svi", guide="lowrank", progress=False)
+    assert low.raw.converged
+    sd = float(ref.idata.posterior["b"].std())
+    assert abs(float(low.fixef().loc["x", "mean"]) - float(ref.fixef().loc["x", "mean"])) < 1.5 * sd
+
+
+def test_travelling_sees_a_steady_drift_but_not_wobble() -> None:
+    from hbm_formula.infer import SVIConfig, _travelling
+
+    cfg = SVIConfig()
+    assert _travelling(_windows([0.0, 0.06, 0.13, 0.19, 0.26]), cfg)  # 0.26 SD net, all of its path
+    assert not _travelling(_windows([0.0, 0.15, 0.02, 0.16, 0.03]), cfg)  # back and forth
+    assert not _travelling(_windows([0.0, 0.05, 0.1, 0.15]), cfg)  # steady but under 2 tol in all
+
+
+def test_minibatches_too_small_for_the_groups_are_named() -> None:
+    """When a window of steps sees few rows of a typical level, SVI's group SDs can settle biased low unseen by
+    its convergence test: the fit says so, with the batch size that would do."""
+    rng = np.random.default_rng(8)
+    g = np.repeat(np.arange(1000), 4)
+    x = rng.normal(size=4000)
+    eta = 0.2 + 0.4 * x + rng.normal(0, 0.6, 1000)[g]
+    df = pd.DataFrame({"x": x, "g": g.astype(str), "y": rng.binomial(1, 1 / (1 + np.exp(-eta)))})
+    with pytest.warns(UserWarning, match=r"minibatches of 64 rows show the median level of g \(4 rows\) only 16 rows"):
+        fit = hf.fit("y ~ x + (1 | g)", df, family="bernoulli", method="svi", batch_size=64, steps=250,
+                     param="noncentered", progress=False)
+    assert any("batch_size >= 128" in w for w in fit.warnings)
+
+
+def test_auto_says_when_it_could_not_measure_a_term() -> None:
+    """Two or three rows per level with the residual SD varying by level too: the curvature is not finite at the
+    start; auto falls back to non-centered and says so (it used to do so silently)."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), rng.integers(2, 4, 30))
+    df = pd.DataFrame({"y": rng.normal(size=g.size), "x": rng.normal(size=g.size), "g": g.astype(str)})
+    cm = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cm = hf.compile("y ~ x + (1 | g)", df, dpars={"sigma": "1 + (1 | g)"})
+    reasons = cm.parameterization()["reason"].tolist()
+    measured_fail = any(r.startswith("non-centered: the data's information could not") for r in reasons)
+    said = any("could not measure the data's information" in str(w.message) for w in caught)
+    assert measured_fail and said
