@@ -342,6 +342,15 @@ def _local_sites(cm: CompiledModel) -> tuple[str, ...]:
     return tuple(f"{kind}_{lab}" for lab in labels for kind in ("z", "rc", "coef", "r"))
 
 
+def units_off(svi_cfg: Any) -> str:
+    """The sites whose data unit is more than 10x from 1 (see pilot.step_units), as text; empty when none."""
+    import numpy as np
+
+    far = {k: float(np.max(np.abs(np.log10(np.asarray(v))))) for k, v in (svi_cfg.step_units or {}).items()}
+    return ", ".join(f"{k} ~1e{int(round(np.log10(np.max(np.asarray(svi_cfg.step_units[k])))))}" for k, d in far.items()
+                     if d > 1.0)
+
+
 #: rows of a group term's median level that a window of minibatch SVI steps should see at least (below, see
 #: _sparse_minibatches)
 SPARSE_ROWS = 32
@@ -474,7 +483,7 @@ def fit(
                                                                          if e.support == "positive")
     start, units = _start_values(cm, log_sites)
     svi_cfg = replace(svi_cfg, local_sites=_local_sites(cm), init_values=start, log_sites=log_sites,
-                      units=units if svi_cfg.guide == "normal" else None)
+                      units=units if svi_cfg.guide == "normal" else None, step_units=units)
     notes: list[str] = []
     x64 = run.get("x64")
     risk = float32_risk(cm.design) or prior_range_risk(cm.params)
@@ -538,6 +547,10 @@ def _infer(
         sparse = _sparse_minibatches(cm, res.batch_size, svi_cfg.window)
         if sparse:
             msgs.append(sparse)
+        if svi_cfg.guide != "normal" and units_off(svi_cfg):
+            msgs.append(f"guide='{svi_cfg.guide}' takes Adam's steps in the data's raw units, and these data are far "
+                        f"from unit scale ({units_off(svi_cfg)}): it can stop short of the answer and still read as "
+                        "converged; fix: guide='normal' (steps in the data's units), rescale the data, or NUTS")
         for m in msgs:
             warnings.warn(m, UserWarning, stacklevel=3)
         return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2}, notes)

@@ -396,6 +396,9 @@ class SVIConfig:
     #: per latent site, the unit of Adam's steps on its guide's location and scale (pilot.step_units): the
     #: data's scale where it exceeds 1, so that SVI takes the same course whatever the units of the data
     units: Any = None
+    #: the same units, whichever the guide (read to warn when a low-rank or full-rank guide meets data far from
+    #: unit scale, which it steps through in raw units)
+    step_units: Any = None
 
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
@@ -562,12 +565,14 @@ def _drift(prev: dict[str, Any], cur: dict[str, Any], local: tuple[str, ...],
     return {k: float(np.max(np.abs(v))) if np.size(v) else 0.0 for k, v in _moves(prev, cur, local, log_sites).items()}
 
 
-def _travelling(windows: list[dict[str, Any]], cfg: SVIConfig) -> bool:
-    """Some global parameter kept going one way over these windows: it moved by more than three times ``tol``
+def _travelling(windows: list[dict[str, Any]], cfg: SVIConfig, k: float = 3.0) -> bool:
+    """Some global parameter kept going one way over these windows: it moved by more than ``k`` times ``tol``
     posterior SDs from the first to the last, and that net move is most (70%) of the path it took. Minibatch
-    noise wanders back and forth; a parameter still on its way (a slow drift) does not, so convergence is not
-    declared while it does. (Not a reason to keep the rate up: on the 4PL the residual SD creeps for thousands
-    of steps while the group effects settle, and waiting for it cost 2,500 steps and changed no estimate.)"""
+    noise wanders back and forth; a parameter still on its way does not. Convergence is not declared while one
+    travels (k = 3 over the last 8 windows at the final rate), nor the rate lowered while one travels fast (k = 10,
+    a posterior SD, over the last 4 windows: a steady march reads as 'not improving' to the stall rule, and
+    lowering the rate would then hide it; a slow creep, like the 4PL's residual SD while the group effects settle,
+    does not hold the rate up: waiting for it cost 2,500 steps and changed no estimate)."""
     import numpy as np
 
     if len(windows) < 3:
@@ -576,7 +581,7 @@ def _travelling(windows: list[dict[str, Any]], cfg: SVIConfig) -> bool:
     steps = [_moves(a, b, cfg.local_sites, cfg.log_sites) for a, b in zip(windows[:-1], windows[1:], strict=True)]
     for site, d in net.items():
         path = sum(np.abs(m[site]) for m in steps)
-        if np.any((np.abs(d) > 3 * cfg.tol) & (np.abs(d) > 0.7 * path)):
+        if np.any((np.abs(d) > k * cfg.tol) & (np.abs(d) > 0.7 * path)):
             return True
     return False
 
@@ -710,6 +715,7 @@ def run_svi(
     drift: dict[str, float] = {}
     recent: list[dict[str, Any]] = []  # the last TRAVEL_WINDOWS window averages (per site) run at the final rate
     final_avgs: list[dict[str, Any]] = []  # the last FLOOR_WINDOWS of them as the guide's parameters
+    history: list[dict[str, Any]] = []  # the last 4 window averages (per site), at any rate
     t0 = time.perf_counter()
     done = 0
     while done < steps:
@@ -729,6 +735,7 @@ def run_svi(
             )
         bar.update(cfg.window, f"ELBO {-mean:.4g}, lr {lr:.2g}")
         view = per_site(guide, avg)
+        history = [*history, view][-4:]
         if at_last:
             recent = [*recent, view][-TRAVEL_WINDOWS:]
             final_avgs = [*final_avgs, avg][-FLOOR_WINDOWS:]
@@ -743,7 +750,7 @@ def run_svi(
             if at_last and (calm >= 2 or _at_noise_floor(recent[-FLOOR_WINDOWS:], cfg)) and not _travelling(recent, cfg):
                 converged = True
                 break
-            if not at_last and (calm >= 2 or stalled >= 4):
+            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history[-4:], cfg, 10.0))):
                 # settled at this rate, or no longer improving (the noise of the gradient sets the
                 # wobble): a lower rate sheds the noise
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
