@@ -393,8 +393,8 @@ class SVIConfig:
     log_sites: tuple[str, ...] = ()
     #: starting values of the latent sites (constrained), e.g. their prior medians; None: NumPyro's median init
     init_values: Any = None
-    #: per latent site, the unit of Adam's steps on its guide's location and scale (pilot.step_units): the
-    #: data's scale where it exceeds 1, so that SVI takes the same course whatever the units of the data
+    #: per latent site, the unit of Adam's steps on its guide's location, and of its starting scale
+    #: (pilot.step_units), so that SVI takes the same course whatever the units of the data
     units: Any = None
     #: the same units, whichever the guide (read to warn when a low-rank or full-rank guide meets data far from
     #: unit scale, which it steps through in raw units)
@@ -649,7 +649,7 @@ def run_svi(
     if batch is not None and batch < n:
         fit_model = scale_observed(model, n / batch, (obs_site,))
         # the rows shuffled once (seeded), then read as contiguous slices of batch_size rows from a random
-        # starting row per window, wrapping around: each window sweeps the data without replacement, a step
+        # starting row per window, wrapping around: rows are visited without replacement, a step
         # costs a slice of the rows (no per-step random indices, no gather), and the device holds the rows
         # once (the shuffled copy replaces them); the first batch_size rows are repeated at the end so that a
         # slice never runs off it
