@@ -164,7 +164,7 @@ def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size:
                       UserWarning, stacklevel=4)
         return parameterize.fixed(design)
     choice = parameterize.choose(design, info)
-    failed = [design.groups[i].label for i, b in enumerate(design.groups)
+    failed = [b.label for b in design.groups
               if choice.reasons.get(b.number, "").startswith("non-centered: the data's information could not")]
     if failed:
         warnings.warn(f"param='auto' could not measure the data's information for {', '.join(failed)} (a non-finite "
@@ -342,7 +342,7 @@ def _local_sites(cm: CompiledModel) -> tuple[str, ...]:
     return tuple(f"{kind}_{lab}" for lab in labels for kind in ("z", "rc", "coef", "r"))
 
 
-def units_off(svi_cfg: Any) -> str:
+def _units_off(svi_cfg: Any) -> str:
     """The sites whose data unit is more than 10x from 1 (see pilot.step_units), as text; empty when none."""
     import numpy as np
 
@@ -547,9 +547,10 @@ def _infer(
         sparse = _sparse_minibatches(cm, res.batch_size, svi_cfg.window)
         if sparse:
             msgs.append(sparse)
-        if svi_cfg.guide != "normal" and units_off(svi_cfg):
+        far = _units_off(svi_cfg) if svi_cfg.guide != "normal" else ""
+        if far:
             msgs.append(f"guide='{svi_cfg.guide}' takes Adam's steps in the data's raw units, and these data are far "
-                        f"from unit scale ({units_off(svi_cfg)}): it can stop short of the answer and still read as "
+                        f"from unit scale ({far}): it can stop short of the answer and still read as "
                         "converged; fix: guide='normal' (steps in the data's units), rescale the data, or NUTS")
         for m in msgs:
             warnings.warn(m, UserWarning, stacklevel=3)
