@@ -346,8 +346,8 @@ def _units_off(svi_cfg: Any) -> str:
     """The sites whose data unit is more than 10x from 1 (see pilot.step_units), as text; empty when none."""
     import numpy as np
 
-    far = {k: float(np.max(np.abs(np.log10(np.asarray(v))))) for k, v in (svi_cfg.step_units or {}).items()}
-    return ", ".join(f"{k} ~1e{int(round(np.log10(np.max(np.asarray(svi_cfg.step_units[k])))))}" for k, d in far.items()
+    far = {k: float(np.max(np.abs(np.log10(np.asarray(v))))) for k, v in (svi_cfg.units or {}).items()}
+    return ", ".join(f"{k} ~1e{int(round(np.log10(np.max(np.asarray(svi_cfg.units[k])))))}" for k, d in far.items()
                      if d > 1.0)
 
 
@@ -483,7 +483,7 @@ def fit(
                                                                          if e.support == "positive")
     start, units = _start_values(cm, log_sites)
     svi_cfg = replace(svi_cfg, local_sites=_local_sites(cm), init_values=start, log_sites=log_sites,
-                      units=units if svi_cfg.guide == "normal" else None, step_units=units)
+                      units=units)
     notes: list[str] = []
     x64 = run.get("x64")
     risk = float32_risk(cm.design) or prior_range_risk(cm.params)

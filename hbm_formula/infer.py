@@ -394,11 +394,9 @@ class SVIConfig:
     #: starting values of the latent sites (constrained), e.g. their prior medians; None: NumPyro's median init
     init_values: Any = None
     #: per latent site, the unit of Adam's steps on its guide's location, and of its starting scale
-    #: (pilot.step_units), so that SVI takes the same course whatever the units of the data
+    #: (pilot.step_units), so that SVI takes the same course whatever the units of the data; applied by the
+    #: mean-field guide (the low-rank and full-rank guides step in raw units; the fit warns when they differ)
     units: Any = None
-    #: the same units, whichever the guide (read to warn when a low-rank or full-rank guide meets data far from
-    #: unit scale, which it steps through in raw units)
-    step_units: Any = None
 
     def check(self, n_obs: int | None = None) -> None:
         if self.guide not in GUIDES:
@@ -477,7 +475,7 @@ def _optimizer(cfg: SVIConfig) -> Any:
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=cfg.lr)
     if cfg.optimizer == "clipped_adam":
         opt = optax.chain(optax.clip_by_global_norm(10.0), opt)
-    if cfg.units:
+    if cfg.units and cfg.guide == "normal":
         # each guide location's step in its site's unit (<site>_auto_loc); the scales live on the log scale
         per_param = {f"{site}_auto_loc": u for site, u in cfg.units.items()}
 
@@ -676,8 +674,10 @@ def run_svi(
     # The data are arguments of the jitted functions, never closed over: arrays sharded
     # over other processes' devices cannot be constants. Jitting the initialisation also
     # saves time: eagerly, numpyro compiles every primitive of the model one by one.
-    state = jax.jit(lambda k, arrs: svi.init(k, **batch_args(0, arrs)))(k_init, arrays)
-    if cfg.units and cfg.guide == "normal":
+    def start(k: Any, arrs: dict[str, Any]) -> Any:
+        state = svi.init(k, **batch_args(0, arrs))
+        if not (cfg.units and cfg.guide == "normal"):
+            return state
         # the guide's starting scales in the sites' units too (init_scale x unit): data in thousandths start
         # with a spread of thousandths, not of 0.1 (which the model would explain with a residual SD 100x too large)
         from numpyro.distributions import biject_to
@@ -685,10 +685,12 @@ def run_svi(
         params = svi.optim.get_params(state.optim_state)
         to = biject_to(guide.scale_constraint)
         for site, u in cfg.units.items():
-            k = f"{site}_auto_scale"
-            if k in params:
-                params[k] = to.inv(to(params[k]) * jnp.asarray(u, dtype=params[k].dtype))
-        state = state._replace(optim_state=svi.optim.init(params))
+            name = f"{site}_auto_scale"
+            if name in params:
+                params[name] = to.inv(to(params[name]) * jnp.asarray(u, dtype=params[name].dtype))
+        return state._replace(optim_state=svi.optim.init(params))
+
+    state = jax.jit(start)(k_init, arrays)  # one program, the unit scaling included (no op-by-op evaluation)
 
     @jax.jit
     def run_window(state: Any, key: Any, arrs: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -750,7 +752,7 @@ def run_svi(
             if at_last and (calm >= 2 or _at_noise_floor(recent[-FLOOR_WINDOWS:], cfg)) and not _travelling(recent, cfg):
                 converged = True
                 break
-            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history[-4:], cfg, 10.0))):
+            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history, cfg, 10.0))):
                 # settled at this rate, or no longer improving (the noise of the gradient sets the
                 # wobble): a lower rate sheds the noise
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
