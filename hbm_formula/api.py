@@ -8,6 +8,7 @@ import builtins
 import difflib
 import linecache
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,8 @@ class CompiledModel:
     centering: Centering
     lowered: Lowered
     model: Callable[..., Any]
+    #: seconds spent measuring the data for param="auto" (0 when nothing was measured)
+    auto_seconds: float = 0.0
 
     @property
     def code(self) -> str:
@@ -195,11 +198,13 @@ def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Center
     design = build_design(spec, data, na=na)
     spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
+    t0 = time.perf_counter()
     if centering is None:
         centering = (_pilot(design, spec, table, batch_size) if parameterize.needs_decision(design)
                      else parameterize.fixed(design))
+    measured = time.perf_counter() - t0
     lowered = lower(spec, design, table, centering)
-    return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code))
+    return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code), measured)
 
 
 @dataclass
@@ -450,8 +455,6 @@ def fit(
     With ``prior_only=True`` nothing is fitted: ``idata`` holds ``chains * draws``
     draws from the prior (``prior`` and ``prior_predictive`` groups).
     """
-    import time
-
     from . import infer
 
     if method not in ("nuts", "svi"):
@@ -497,7 +500,8 @@ def fit(
             out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
     else:
         out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
-    out.timings["compile"] = t1 - t0
+    out.timings["compile"] = t1 - t0  # parse, design, the auto measurement, code
+    out.timings["auto"] = cm.auto_seconds
     out.notes.extend(notes)
     infer.release_compiled()
     return out
@@ -508,8 +512,6 @@ def _infer(
     chains: int, draws: int, seed: int, log_lik_setting: bool | None = None,
 ) -> Fit:
     """Inference on a compiled model, then InferenceData and diagnostics."""
-    import time
-
     import numpy as np
 
     from . import infer, results

@@ -153,3 +153,26 @@ def test_auto_does_not_center_one_row_levels_of_a_gaussian(rng: np.random.Genera
     df = pd.DataFrame({"u": u, "x": rng.normal(size=200)}).assign(y=lambda d: d.x + rng.normal(0, 1, 200))
     par = hf.compile("y ~ x + (1 | u)", df).parameterization()
     assert par.loc["u", "chosen"] == "noncentered", par
+
+
+def test_auto_measures_each_levels_curvature_exactly(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The information per level and coefficient is the exact curvature of the log-likelihood: for a Gaussian
+    with a varying intercept and slope it is n_j / sigma² and sum(x²) / sigma² over level j's rows, whatever
+    the point it is taken at, so their ratio is the level's mean of x² (unequal levels and an unequal spread
+    of x catch a wrong sum by level or a swapped column)."""
+    from hbm_formula import parameterize
+
+    sizes = np.array([5, 40, 12, 90, 3, 60])
+    g = np.repeat(np.arange(sizes.size), sizes)
+    x = rng.normal(size=g.size) * (1.0 + g)
+    df = pd.DataFrame({"g": g, "x": x, "y": 1.0 + 0.5 * x + rng.normal(0, 1.0, 6)[g] + rng.normal(size=g.size)})
+    seen = []
+    original = parameterize.choose
+    monkeypatch.setattr(parameterize, "choose", lambda design, info: seen.append(info) or original(design, info))
+    hf.compile("y ~ x + (1 + x | g)", df, param="auto")
+    (info,) = seen[-1].info.values()
+    assert info.shape == (sizes.size, 2)
+    mean_x2 = np.bincount(g, weights=x**2) / sizes
+    np.testing.assert_allclose(info[:, 1] / info[:, 0], mean_x2, rtol=1e-4)
+    # and the same sigma for every level: n_j / sigma² is proportional to n_j
+    np.testing.assert_allclose(info[:, 0] / sizes, info[0, 0] / sizes[0], rtol=1e-4)

@@ -121,18 +121,24 @@ def test_a_converged_svi_run_is_quiet_and_right(rng: np.random.Generator) -> Non
 
 def test_auto_measures_the_rows_batch_size_at_a_time(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """The information behind param='auto' is summed over passes of batch_size rows: never more rows at once."""
+    import jax
+
     from hbm_formula import pilot
+    from hbm_formula.api import compile_spec
 
     seen: list[tuple[int, int]] = []
     original = pilot._scan_sum
 
-    def counting(per_pass, fixed, rows, masks):  # noqa: ANN001, ANN202 - a spy on the compiled loop over passes
-        seen.append(tuple(masks.shape))
-        return original(per_pass, fixed, rows, masks)
+    def counting(per_pass, fixed, rows, extra):  # noqa: ANN001, ANN202 - a spy on the compiled loop over passes
+        seen.append(tuple(jax.tree.leaves(extra)[0].shape))
+        seen.extend(tuple(v.shape[:2]) for v in jax.tree.leaves(rows))
+        return original(per_pass, fixed, rows, extra)
 
     monkeypatch.setattr(pilot, "_scan_sum", counting)
     df = _lmm(rng, n=3000, G=30)
-    hf.fit("y ~ x + (1 + x | g)", df, method="svi", batch_size=256, param="auto", steps=500, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a measurement that failed would fall back with a warning
+        compile_spec(hf.parse("y ~ x + (1 + x | g)", param="auto"), df, batch_size=256)
     assert seen and all(rows == 256 for _, rows in seen)
     assert all(passes == 12 for passes, _ in seen)  # every row: 3000 rows in 12 passes of at most 256
 
