@@ -198,11 +198,16 @@ def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Center
     design = build_design(spec, data, na=na)
     spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
-    t0 = time.perf_counter()
-    if centering is None:
-        centering = (_pilot(design, spec, table, batch_size) if parameterize.needs_decision(design)
-                     else parameterize.fixed(design))
-    measured = time.perf_counter() - t0
+    measured = 0.0
+    if centering is None and parameterize.needs_decision(design):
+        import jax  # noqa: F401 - the model's own imports (it runs on them): not the measurement's time
+        import numpyro  # noqa: F401
+
+        t0 = time.perf_counter()
+        centering = _pilot(design, spec, table, batch_size)
+        measured = time.perf_counter() - t0
+    elif centering is None:
+        centering = parameterize.fixed(design)
     lowered = lower(spec, design, table, centering)
     return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code), measured)
 
