@@ -127,8 +127,9 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                 return jax.jvp(lambda tb: jax.jvp(f, (tb,), (va,))[1], (tab,), (vb,))
             first, both = jax.vmap(lambda va: jax.vmap(lambda vb: second(va, vb))(tangent))(tangent)  # (w, w, rows)
             by_level = lambda x: jax.ops.segment_sum(jnp.moveaxis(x, -1, 0), level, num_segments=most)  # noqa: E731
-            return by_level(first[:, 0]), by_level(both)
-        return _scan_sum(per_pass, fixed_arrays, rows_, (masks_, levels_))
+            return by_level(first[:, 0]).astype(jnp.float32), by_level(both).astype(jnp.float32)
+        zeros = (jnp.zeros((most, width), jnp.float32), jnp.zeros((most, width, width), jnp.float32))
+        return _scan_sum(per_pass, zeros, fixed_arrays, rows_, (masks_, levels_))
 
     @jax.jit
     def aux_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
@@ -141,8 +142,9 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             for key in aux:
                 e = {k: jnp.asarray(1.0 if k == key else 0.0, dtype=v.dtype) for k, v in aux.items()}
                 grad[key], curv[key] = jax.jvp(lambda a: jax.jvp(fa, (a,), (e,))[1], (aux,), (e,))  # noqa: B023
-            return grad, curv
-        return _scan_sum(per_pass, fixed_arrays, rows_, masks_)
+            return jax.tree.map(lambda v: v.astype(jnp.float32), (grad, curv))
+        zeros = {k: jnp.zeros((), jnp.float32) for k in aux}
+        return _scan_sum(per_pass, (zeros, zeros), fixed_arrays, rows_, masks_)
 
     def host(out: Any) -> Any:
         return jax.tree.map(lambda v: np.asarray(v, dtype=float), out)
@@ -236,9 +238,10 @@ def _same_choice(a: Any, b: Any) -> bool:
     return a.levels.keys() == b.levels.keys() and all(np.array_equal(a.levels[k], b.levels[k]) for k in a.levels)
 
 
-def _scan_sum(per_pass: Any, fixed: dict[str, Any], rows: dict[str, Any], extra: Any) -> Any:
+def _scan_sum(per_pass: Any, zeros: Any, fixed: dict[str, Any], rows: dict[str, Any], extra: Any) -> Any:
     """The sum over the stacked passes (leading axis of ``rows`` and of ``extra``'s arrays, e.g. the masks) of
-    ``per_pass(arrays, extra)``, a pytree: one pass directly, several in a scan."""
+    ``per_pass(arrays, extra)``, a pytree like ``zeros``: one pass directly, several in a scan that starts at
+    ``zeros`` (the pass is traced and compiled once, in the scan's body)."""
     import jax
     import jax.numpy as jnp
 
@@ -249,9 +252,6 @@ def _scan_sum(per_pass: Any, fixed: dict[str, Any], rows: dict[str, Any], extra:
     first, extra0 = jax.tree.map(lambda a: a[0], (rows, extra))
     if jax.tree.leaves(extra)[0].shape[0] == 1:
         return per_pass(fixed | first, extra0)
-    # the sum starts at zeros of the result's shapes, so the pass is compiled once (in the scan's body), not
-    # once more for a first pass outside it
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(per_pass, fixed | first, extra0))
     acc, _ = jax.lax.scan(body, zeros, (rows, extra))
     return acc
 

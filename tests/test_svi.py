@@ -129,10 +129,10 @@ def test_auto_measures_the_rows_batch_size_at_a_time(rng: np.random.Generator, m
     seen: list[tuple[int, int]] = []
     original = pilot._scan_sum
 
-    def counting(per_pass, fixed, rows, extra):  # noqa: ANN001, ANN202 - a spy on the compiled loop over passes
+    def counting(per_pass, zeros, fixed, rows, extra):  # noqa: ANN001, ANN202 - a spy on the compiled loop over passes
         seen.append(tuple(jax.tree.leaves(extra)[0].shape))
         seen.extend(tuple(v.shape[:2]) for v in jax.tree.leaves(rows))
-        return original(per_pass, fixed, rows, extra)
+        return original(per_pass, zeros, fixed, rows, extra)
 
     monkeypatch.setattr(pilot, "_scan_sum", counting)
     df = _lmm(rng, n=3000, G=30)
