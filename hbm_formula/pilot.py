@@ -256,12 +256,25 @@ def _scan_sum(per_pass: Any, zeros: Any, fixed: dict[str, Any], rows: dict[str, 
     return acc
 
 
-def prior_median(d: Any) -> float:
-    """A central value of a prior (its median, or its mean where the median has no closed form)."""
+#: the real-line priors that become their half (truncated at zero) versions on a positive parameter, by scipy name
+_HALVES = {"normal": "norm", "cauchy": "cauchy", "student_t": "t", "laplace": "laplace", "logistic": "logistic"}
+
+
+def prior_median(d: Any, support: str = "real") -> float:
+    """A central value of a prior (its median, or its mean where the median has no closed form). On a
+    ``positive`` parameter a real-line prior stands for its half at zero (normal(0, 1) for a sigma is a
+    half-normal): the median of that, not the location 0, which is no value of a positive parameter."""
     import math
 
     a = d.args
     name = d.name
+    if support == "positive" and name in _HALVES:
+        from scipy import stats
+
+        base = (stats.t(float(a[0]), float(a[1]), float(a[2])) if name == "student_t"
+                else getattr(stats, _HALVES[name])(float(a[0]), float(a[1])))
+        below = float(base.cdf(0.0))
+        return float(base.ppf(below + (1.0 - below) / 2.0))
     if name in ("normal", "cauchy", "laplace", "logistic"):
         return float(a[0])
     if name == "student_t":
@@ -359,7 +372,7 @@ def prior_point(shapes: dict[str, Any], table: list[Any], design: Any) -> dict[s
     for site, sds in shapes.items():
         shape = tuple(sds.shape)
         if site in by_name:
-            out[site] = np.full(shape, prior_median(by_name[site].prior), dtype=np.float32)
+            out[site] = np.full(shape, prior_median(by_name[site].prior, by_name[site].support), dtype=np.float32)
         elif site.startswith("Intercept_c") and ("Intercept" + site[len("Intercept_c"):]) in by_name:
             out[site] = np.full(shape, prior_median(by_name["Intercept" + site[len("Intercept_c"):]].prior), np.float32)
         elif site.startswith("L_") and len(shape) == 2:
@@ -369,7 +382,7 @@ def prior_point(shapes: dict[str, Any], table: list[Any], design: Any) -> dict[s
         elif site.startswith("sd_"):  # one SD per coefficient, named sd_<g>__<coef> in the table
             entries = [e for e in table if e.name.startswith(site + "__")]
             size = int(np.prod(shape)) if shape else 1
-            vals = [prior_median(e.prior) for e in entries] if len(entries) == size else [1.0] * size
+            vals = [prior_median(e.prior, "positive") for e in entries] if len(entries) == size else [1.0] * size
             out[site] = np.asarray(vals, dtype=np.float32).reshape(shape)
         elif site in ("sigma", "shape", "phi", "nu") or getattr(by_name.get(site), "support", "") == "positive":
             out[site] = np.ones(shape, dtype=np.float32)  # pragma: no cover - positive sites are in the table

@@ -98,6 +98,14 @@ def _parts(d: PriorDist, support: str, target: str) -> tuple[str, tuple[float, .
             if d.args[1] <= 0:
                 raise PriorError(f"{target} is positive, but {d} puts no mass above zero")
             return "dist.Uniform", (max(d.args[0], 0.0), d.args[1]), ""
+        if d.name == "student_t":
+            # NumPyro draws a truncated Student-t through the inverse incomplete beta function, which it takes
+            # from tensorflow_probability; at location 0 the half is the folded distribution, drawn as |t|
+            if loc != 0:
+                raise PriorError(f"{target} is positive: {d} would be truncated at zero, which this version cannot "
+                                 f"draw from; use a half Student-t (location 0, as brms's default "
+                                 f"student_t(3, 0, 2.5)) or e.g. normal({_lit(loc)}, {_lit(d.args[2])})")
+            return "dist.FoldedDistribution(dist.StudentT", d.args, ")"
         return f"dist.TruncatedDistribution(dist.{info.numpyro}", d.args, ", low=0.0)"
     if support == "unit" and info.support != "unit" and d.name != "uniform":
         raise PriorError(f"{target} lies between 0 and 1: give it a prior on (0, 1) such as beta(1, 1), not {d}")

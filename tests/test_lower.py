@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -279,8 +280,38 @@ def test_bad_priors(radon: pd.DataFrame, priors: dict[str, str], match: str) -> 
 
 
 def test_positive_parameter_gets_half_prior(radon: pd.DataFrame) -> None:
-    cm = hf.compile("log_radon ~ floor", radon, priors={"sigma": "student_t(3, 0, 1)"})
-    assert "dist.TruncatedDistribution(dist.StudentT(3.0, 0.0, 1.0), low=0.0)" in cm.code
+    cm = hf.compile("log_radon ~ floor", radon, priors={"sigma": "normal(1, 2)"})
+    assert "dist.TruncatedDistribution(dist.Normal(1.0, 2.0), low=0.0)" in cm.code
+
+
+def test_half_student_t_prior_on_a_positive_parameter_fits(radon: pd.DataFrame) -> None:
+    """brms's default prior for sigma and sd, student_t(3, 0, s), is a half Student-t: folded at zero (its
+    density twice the t's above zero), drawn as |t|, so it needs nothing beyond NumPyro; NUTS, SVI and
+    prior draws all run, and the auto measurement starts from the half-t's median, not from zero."""
+    priors = {"sigma": "student_t(3, 0, 1)", "sd": "student_t(3, 0, 2.5)"}
+    cm = hf.compile("log_radon ~ floor + (1 | county)", radon, priors=priors)
+    assert "dist.FoldedDistribution(dist.StudentT(3.0, 0.0, 1.0))" in cm.code
+    import numpyro.distributions as dist
+
+    lp_half = float(dist.FoldedDistribution(dist.StudentT(3.0, 0.0, 1.0)).log_prob(0.7))
+    assert lp_half == pytest.approx(np.log(2.0) + float(dist.StudentT(3.0, 0.0, 1.0).log_prob(0.7)), rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback of the auto measurement
+        fit = hf.fit("log_radon ~ floor + (1 | county)", radon, priors=priors, method="svi", progress=False)
+    assert fit.raw.converged
+    nuts = hf.fit("log_radon ~ floor + (1 | county)", radon, priors=priors, chains=1, warmup=200, draws=200,
+                  progress=False)
+    sigma_svi, sigma_nuts = float(fit.idata.posterior["sigma"].mean()), float(nuts.idata.posterior["sigma"].mean())
+    assert sigma_svi == pytest.approx(sigma_nuts, rel=0.05)
+    prior = hf.fit("log_radon ~ floor + (1 | county)", radon, priors=priors, prior_only=True, chains=1, draws=2000,
+                   progress=False)
+    draws = np.asarray(prior.idata.prior["sigma"]).ravel()
+    assert draws.min() > 0 and np.median(draws) == pytest.approx(0.765, rel=0.1)  # the half-t(3)'s median
+
+
+def test_truncated_student_t_away_from_zero_is_refused_with_the_fix(radon: pd.DataFrame) -> None:
+    with pytest.raises(hf.PriorError, match=r"sigma is positive: .*half Student-t.*normal\(10"):
+        hf.compile("log_radon ~ floor", radon, priors={"sigma": "student_t(3, 10, 5)"})
 
 
 def test_default_priors_are_scaled_to_the_data(radon: pd.DataFrame) -> None:
