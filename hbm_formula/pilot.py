@@ -173,6 +173,9 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                     out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
         return Information(out, dict(effects), dict(sds), dict(ses), n, chunk)
 
+    reach = {b.number: np.array([2.0 * prior_scale(e.prior) for e in table
+                                 if e.cls == "sd" and e.name.startswith(f"sd_{b.label}__")] or [np.inf])
+             for b in blocks}
     chosen, same = None, 0
     for sweep in range(ITERATIONS):
         moved = 0.0
@@ -210,6 +213,10 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                     inv = np.linalg.inv(neg[ok])
                     step[ok] = np.einsum("jab,jb->ja", inv, g[ok])
                     marg[ok] = 1.0 / np.diagonal(inv, axis1=1, axis2=2)
+            # a trust region: no level moves by more than 2 prior scales of its group SD in one step (where the
+            # curvature is nearly flat, e.g. a beta-binomial far from its dispersion, g / |h| is huge and the
+            # sweeps ran off to non-finite values)
+            step = np.clip(step, -reach[blk.number], reach[blk.number])
             est_b = cur + step
             sd, se, means = zip(*(_moments(est_b[:, c], marg[:, c]) for c in range(k)), strict=True)
             info[blk.number], effects[blk.number] = prec_b, est_b
