@@ -173,8 +173,8 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                     out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
         return Information(out, dict(effects), dict(sds), dict(ses), n, chunk)
 
-    reach = {b.number: np.array([2.0 * prior_scale(e.prior) for e in table
-                                 if e.cls == "sd" and e.name.startswith(f"sd_{b.label}__")] or [np.inf])
+    reach = {b.number: _reach([prior_scale(e.prior) for e in table
+                               if e.cls == "sd" and e.name.startswith(f"sd_{b.label}__")], b.n_coef)
              for b in blocks}
     chosen, same = None, 0
     for sweep in range(ITERATIONS):
@@ -238,6 +238,14 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             if same >= STABLE_SWEEPS - 1 and moved < STABLE_MOVED:
                 break
     return result()
+
+
+def _reach(scales: list[float], k: int) -> np.ndarray:
+    """The largest Newton step of a level's k coefficients: 2 prior scales of their group SDs (one per
+    coefficient, or the widest for all where the table does not give one each; unbounded without any)."""
+    if len(scales) == k:
+        return 2.0 * np.asarray(scales, dtype=float)
+    return np.full(k, 2.0 * max(scales) if scales else np.inf)
 
 
 def _same_choice(a: Any, b: Any) -> bool:
