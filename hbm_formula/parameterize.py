@@ -23,6 +23,9 @@ class Centering:
 
     levels: Mapping[int, np.ndarray] = field(default_factory=dict)
     reasons: Mapping[int, str] = field(default_factory=dict)
+    #: the measurement's moment estimate of each coefficient's group SD and the standard error of its log
+    #: (``auto`` only), against which a variational fit's SDs are checked
+    sd_estimates: Mapping[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def of(self, blk: GroupBlock) -> np.ndarray:
         if blk.number in self.levels:
@@ -161,7 +164,9 @@ def choose(design: Design, info: Any) -> Centering:
             )
         levels[blk.number], reasons[blk.number] = centered, reason
     _unnest(design, levels, reasons)
-    return Centering(levels, reasons)
+    estimates = {b.number: (np.asarray(info.sd[b.number]), np.asarray(info.se_log_sd[b.number]))
+                 for b in design.groups if b.number in info.sd}
+    return Centering(levels, reasons, estimates)
 
 
 def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, str]) -> None:
