@@ -41,7 +41,7 @@ def model(g_Subject, Days, y=None, predict=False):
     Intercept_b = numpyro.sample('Intercept_b', dist.Normal(10.0, 10.0))
 
     # ---- group-level effects linked by ID 's': (1 | s | Subject) in a, (1 | s | Subject) in b, 18 levels, correlated, centered
-    # auto: 18 of 18 levels centered: their data pin the effects down (posterior variance of z < 0.2, i.e. data precision x sd^2 > 4, at a low plausible group SD (18.3, 3.25))
+    # auto: 18 of 18 levels centered: their data pin the effects down (posterior variance of z < 0.2, i.e. data precision x sd^2 > 4, at a low plausible group SD (18.3, 3.23))
     sd_Subject__a = numpyro.sample('sd_Subject__a', dist.HalfNormal(50.0))
     sd_Subject__b = numpyro.sample('sd_Subject__b', dist.HalfNormal(10.0))
     sd_Subject__s = jnp.hstack([sd_Subject__a, sd_Subject__b])
