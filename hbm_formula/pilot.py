@@ -133,10 +133,10 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
 
     @jax.jit
     def aux_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
-                 rows_: dict[str, Any], masks_: Any) -> tuple[Any, Any]:
-        """First and second derivative of the log-likelihood in the log of each scalar distributional parameter
-        (forward mode)."""
-        def per_pass(arrays: dict[str, Any], mask: Any) -> tuple[Any, Any]:
+                 rows_: dict[str, Any], masks_: Any) -> dict[str, Any]:
+        """The derivative of the log-likelihood in the log of each scalar distributional parameter
+        (forward mode; the secant steps need no second derivative)."""
+        def per_pass(arrays: dict[str, Any], mask: Any) -> dict[str, Any]:
             fa = lambda a: jnp.sum(row_loglik(tab, a, point, arrays, mask))  # noqa: E731
             grad = {}
             for key in aux:
