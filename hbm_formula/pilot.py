@@ -172,9 +172,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                     out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
         return Information(out, dict(effects), dict(sds), dict(ses), n, chunk)
 
-    reach = {b.number: _reach([prior_scale(e.prior) for e in table
-                               if e.cls == "sd" and e.name.startswith(f"sd_{b.label}__")], b.n_coef)
-             for b in blocks}
+    reach = {b.number: _reach([prior_scale(e.prior) for e in group_sds(table, b.label)], b.n_coef) for b in blocks}
     chosen, same = None, 0
     aux_last: dict[str, tuple[float, float]] = {}
     for sweep in range(ITERATIONS):
@@ -258,6 +256,11 @@ def _secant_step(aux: dict[str, Any], grad: dict[str, float], last: dict[str, tu
     return out
 
 
+def group_sds(table: list[Any], label: str) -> list[Any]:
+    """The parameter-table entries of a group term's SDs (``sd_<label>__<coefficient>``), in table order."""
+    return [e for e in table if e.cls == "sd" and e.name.startswith(f"sd_{label}__")]
+
+
 def _reach(scales: list[float], k: int) -> np.ndarray:
     """The largest Newton step of a level's k coefficients: 2 prior scales of their group SDs (one per
     coefficient, or the widest for all where the table does not give one each; unbounded without any)."""
@@ -282,8 +285,8 @@ def _scan_sum(per_pass: Any, zeros: Any, fixed: dict[str, Any], rows: dict[str, 
         part, extra = xs
         return jax.tree.map(jnp.add, acc, per_pass(fixed | part, extra)), None
 
-    first, extra0 = jax.tree.map(lambda a: a[0], (rows, extra))
     if jax.tree.leaves(extra)[0].shape[0] == 1:
+        first, extra0 = jax.tree.map(lambda a: a[0], (rows, extra))
         return per_pass(fixed | first, extra0)
     acc, _ = jax.lax.scan(body, zeros, (rows, extra))
     return acc
@@ -391,7 +394,7 @@ def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ..
         elif site.startswith(("coef_", "rc_")):
             label = site.split("_", 1)[1]
             k = shape[-1] if len(shape) == 2 else 1
-            mine = [e for e in table if e.cls == "sd" and e.name.startswith(f"sd_{label}__")]
+            mine = group_sds(table, label)
             out[site] = unit(mine, k)
     return {k: v for k, v in out.items() if np.any(v != 1.0)}
 
@@ -413,7 +416,7 @@ def prior_point(shapes: dict[str, Any], table: list[Any], design: Any) -> dict[s
         elif site == "Intercept" and len(shape) == 1:  # ordinal thresholds: increasing
             out[site] = np.linspace(-1.0, 1.0, shape[0]).astype(np.float32)
         elif site.startswith("sd_"):  # one SD per coefficient, named sd_<g>__<coef> in the table
-            entries = [e for e in table if e.name.startswith(site + "__")]
+            entries = group_sds(table, site[len("sd_"):])
             size = int(np.prod(shape)) if shape else 1
             vals = [prior_median(e.prior, "positive") for e in entries] if len(entries) == size else [1.0] * size
             out[site] = np.asarray(vals, dtype=np.float32).reshape(shape)
