@@ -608,6 +608,8 @@ def per_site(guide: Any, params: dict[str, Any]) -> dict[str, Any]:
 FLOOR_WINDOWS = 4
 #: windows over which a parameter still travelling is seen (see ``_travelling``)
 TRAVEL_WINDOWS = 8
+#: windows (at any rate) over which a march holds the rate up, and how far, in tol, it must go (``_travelling``)
+MARCH_WINDOWS, MARCH_TOLS = 4, 10.0
 
 
 def _at_noise_floor(recent: list[dict[str, Any]], cfg: SVIConfig) -> bool:
@@ -717,7 +719,7 @@ def run_svi(
     drift: dict[str, float] = {}
     recent: list[dict[str, Any]] = []  # the last TRAVEL_WINDOWS window averages (per site) run at the final rate
     final_avgs: list[dict[str, Any]] = []  # the last FLOOR_WINDOWS of them as the guide's parameters
-    history: list[dict[str, Any]] = []  # the last 4 window averages (per site), at any rate
+    history: list[dict[str, Any]] = []  # the last MARCH_WINDOWS window averages (per site), at any rate
     t0 = time.perf_counter()
     done = 0
     while done < steps:
@@ -737,7 +739,7 @@ def run_svi(
             )
         bar.update(cfg.window, f"ELBO {-mean:.4g}, lr {lr:.2g}")
         view = per_site(guide, avg)
-        history = [*history, view][-4:]
+        history = [*history, view][-MARCH_WINDOWS:]
         if at_last:
             recent = [*recent, view][-TRAVEL_WINDOWS:]
             final_avgs = [*final_avgs, avg][-FLOOR_WINDOWS:]
@@ -752,7 +754,7 @@ def run_svi(
             if at_last and (calm >= 2 or _at_noise_floor(recent[-FLOOR_WINDOWS:], cfg)) and not _travelling(recent, cfg):
                 converged = True
                 break
-            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history, cfg, 10.0))):
+            if not at_last and (calm >= 2 or (stalled >= 4 and not _travelling(history, cfg, MARCH_TOLS))):
                 # settled at this rate, or no longer improving (the noise of the gradient sets the
                 # wobble): a lower rate sheds the noise
                 lr, decays, calm, stalled, best = lr / 4, decays + 1, 0, 0, float("inf")
