@@ -248,6 +248,17 @@ class CorrelatedNormal(dist.Distribution):
         log_det = jnp.sum(jnp.log(jnp.diag(self.scale_tril)))
         return -0.5 * jnp.sum(w**2, axis=(-2, -1)) - self.n * (log_det + 0.5 * K * jnp.log(2 * jnp.pi))
 ''',
+    "mean_split": '''
+def mean_split(first, rest):
+    """Rows [first; rest] reflected by the Householder H that takes the first axis to the direction of the
+    mean (1, ..., 1) / sqrt(J): H is orthogonal, so rows independent N(0, Sigma) stay so, and the mean of
+    the result is first / sqrt(J) while the rest only move the levels around it."""
+    w = jnp.concatenate([first[None], rest], axis=0)
+    u = 1.0 / jnp.sqrt(w.shape[0])
+    v = jnp.zeros(w.shape[0]).at[0].set(1.0) - u
+    c = (w[0] - u * w.sum(0)) / (1.0 - u)
+    return w - (v[:, None] * c if w.ndim == 2 else v * c)
+''',
     "OrderedIID": '''
 class OrderedIID(dist.Distribution):
     """Independent priors restricted to increasing values (Stan's ordered vector

@@ -125,6 +125,9 @@ class _Group:
     reason: str
     loc: str | None = None  # hierarchical centering: the population intercepts the level coefficients centre on
     site_r: bool = True
+    #: centered around zero beside a term that absorbs a shared population column: its mean sampled apart
+    #: (see _Emitter.split_terms); the variable that receives the mean row
+    mean_var: str | None = None
 
 
 class _Emitter:
@@ -154,6 +157,8 @@ class _Emitter:
         self.locs: dict[int, dict[str, str]] = {}  # group term -> population values of its columns (absorbed)
         self.loc_table: dict[int, str] = {}  # group term -> variable holding its columns' population values
         self.pending_loc: tuple[str, str] | None = None
+        self.split: dict[int, dict[str, int]] = {}  # terms whose mean is sampled apart (split_terms)
+        self.split_means: dict[tuple[int, str], str] = {}  # (such a term, column) -> variable of its mean
         self.nl_values: dict[str, str] = {}  # non-linear parameter -> code of its value (bounds applied)
 
     # -------------------------------------------------------------- plumbing
@@ -334,13 +339,48 @@ class _Emitter:
 
     # -------------------------------------------------------------- group-level effects
     def groups(self) -> None:
+        self.split = self.split_terms()
+        start = len(self.summary)
         done: set[int] = set()
-        for blk in self.design.groups:
+        # terms whose mean is sampled apart come first: the absorbing term's levels are sampled around it
+        for blk in sorted(self.design.groups, key=lambda b: b.number not in self.split):
             if blk.joint is None:
                 self.group(blk)
             elif blk.joint not in done:
                 done.add(blk.joint)
                 self.joint(self.design.joint(blk.joint))
+        # the summary lists the terms in the formula's order, whatever order they were sampled in
+        order = {b.label: b.number for b in self.design.groups} | {
+            j.label: j.members[0].number for j in self.design.joints}
+        self.summary[start:] = sorted(self.summary[start:], key=lambda s: order.get(s.split("_", 1)[1], -1))
+
+    def split_terms(self) -> dict[int, dict[str, int]]:
+        """Centered terms whose mean is sampled apart from the rest of their levels: term -> {shared column:
+        the term that absorbs it}.
+
+        A fully centered term around zero (``(1|b)`` beside ``(1|a)``, which absorbs the Intercept) leaves
+        the split of the data's sums a_j + b_k to the priors: all b_k up by c, all a_j and the Intercept
+        down by c, a ridge across every level of both factors and the Intercept that a diagonal mass matrix
+        cannot follow when the levels are well informed (the review's ``(1|a) + (1|b) + (1|school/cls)``,
+        all centered: Intercept bulk ESS 27, R-hat 1.12 at 4 x (500 + 500)). The term's levels are sampled
+        rotated instead: w ~ N(0, Sigma) row by row, b = H w with H the Householder reflection taking the
+        first axis to the direction of the mean (orthogonal, so the rows of b are exactly as before), its
+        first row, sqrt(J) times b's mean, non-centered (data say nothing about it), and the absorbing term's
+        levels sampled around the population value plus b's mean. The data then see a_j + b_k through
+        coordinates free of the mean; what remains is a two-way trade between the Intercept and b's mean."""
+        owners: dict[str, dict[str, GroupBlock]] = {}
+        for p in self.design.predictors.values():
+            owners[p.name] = self.absorbed(p)
+        out: dict[int, dict[str, int]] = {}
+        for blk in self.design.groups:
+            if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2
+                    or Centering.chosen(self.centering.of(blk)) != "centered"):
+                continue
+            shared = {c: o.number for c, o in owners.get(blk.predictor, {}).items()
+                      if c in blk.coef_names and o.number != blk.number}
+            if shared:
+                out[blk.number] = shared
+        return out
 
     def group(self, blk: GroupBlock) -> None:
         gt = blk.term
@@ -356,14 +396,29 @@ class _Emitter:
                 self.locs[blk.number] = {c: f"{name}[{k}]" if blk.n_coef > 1 else name
                                          for k, c in enumerate(blk.coef_names) if c in self.locs[blk.number]}
                 self.loc_table[blk.number] = name
+        # the means of terms sampled apart (split_terms) that share this term's absorbed columns
+        means = {c: [self.split_means[(n, c)] for n, cols in self.split.items() if cols.get(c) == blk.number]
+                 for c in blk.coef_names}
         g = _Group(blk.label, blk.label, f"group-level effects of {_comment(blk.label)}: {_comment(str(gt))}",
                    blk.levels, list(blk.coef_names), gt.correlated and blk.n_coef > 1, self.centering.of(blk),
                    gt.param, self.centering.reason(blk), loc)
+        if blk.number in self.split:
+            g.mean_var = self.names(f"mean_{blk.label}")
         out = self.group_header(g, kind)
         if self.pending_loc:
             name, code = self.pending_loc
             out.append(f"{name} = {code}  # the population values of the term's columns")
             self.pending_loc = None
+        if loc is not None and any(means.values()):
+            around = self.names(f"loc_{blk.label}")
+            if blk.n_coef == 1:
+                add = " + ".join(means[blk.coef_names[0]])
+            else:
+                add = "jnp.stack([" + ", ".join(" + ".join(means[c]) if means[c] else "0.0"
+                                                for c in blk.coef_names) + "])"
+            out.append(f"{around} = {loc} + {add}  # the levels centre on the population values plus the means of "
+                       "the terms sampled apart (the data see their sums)")
+            g.loc = around
         sd = self.names(f"sd_{g.key}")
         entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
         if blk.n_coef == 1:
@@ -372,6 +427,9 @@ class _Emitter:
             self.sample_vector(out, sd, f"sd_{blk.label}", entries, "positive")
             self.dims[f"sd_{blk.label}"] = [f"{blk.label}__coef"]
         self.var[f"r:{blk.number}"] = self.group_effects(out, g, sd)
+        if g.mean_var is not None:
+            for k, c in enumerate(g.coef_names):
+                self.split_means[(blk.number, c)] = g.mean_var if blk.n_coef == 1 else f"{g.mean_var}[{k}]"
 
     def joint(self, j: JointBlock) -> None:
         """Terms linked by an ID: one SD vector, one LKJ matrix, one matrix of effects; each member a slice."""
@@ -456,7 +514,26 @@ class _Emitter:
             out.append(f"{r} = numpyro.deterministic({self.site(r_site)!r}, {code})" if r_site else f"{r} = {code}")
 
         param = Centering.chosen(g.centered)
-        if param == "centered" and g.loc is not None:
+        if g.mean_var is not None:
+            # centered, its mean apart (see split_terms): J - 1 rotated rows centered, the mean row non-centered
+            self.use("mean_split")
+            zm, w = self.names(f"z_mean_{g.key}"), self.names(f"rot_{g.key}")
+            zm_site = self.site(f"z_mean_{g.label}", internal=True)
+            w_site = self.site(f"rot_{g.label}", internal=True)
+            self.dims[zm_site] = [] if vec else [coef]
+            self.coords[f"{lvl}__rot"] = list(g.levels[1:])
+            self.dims[w_site] = [f"{lvl}__rot"] + ([] if vec else [coef])
+            out.append("# centered, the mean apart: the levels are H w, H the reflection taking the first axis to "
+                       "the mean's direction; w's first row (sqrt(J) x the mean) non-centered, the others centered")
+            out.append(f"{zm} = numpyro.sample({zm_site!r}, dist.Normal(0.0, 1.0)"
+                       + (")" if vec else f".expand([{K}]).to_event(1))"))
+            out.append(f"{w} = numpyro.sample({w_site!r}, {centered_dist.format(n=J - 1, loc=zero)})")
+            first = (f"{sd} * ({L} @ {zm})" if g.correlated else f"{zm} * {sd}")
+            row = self.names(f"w1_{g.key}")
+            out.append(f"{row} = {first}")
+            out.append(f"{g.mean_var} = {row} / {float(np.sqrt(J))!r}  # the mean of the levels")
+            r_value(f"mean_split({row}, {w})")
+        elif param == "centered" and g.loc is not None:
             # hierarchical centering: the level coefficients are sampled around the population values of the
             # same columns, which then enter the likelihood only through them (no ridge between the two)
             out.append("# centered around the population values: level coefficients = population + r, with their SDs")

@@ -82,6 +82,64 @@ def test_partially_centered_density_matches_noncentered_up_to_jacobian(rng: np.r
     np.testing.assert_allclose(float(lp_part), lp_nc - 2 * float(jnp.log(sd)), rtol=1e-5)
 
 
+def _householder(J: int) -> np.ndarray:
+    """The reflection taking the first axis to (1, ..., 1) / sqrt(J), built as a matrix (what mean_split applies)."""
+    v = np.eye(J)[0] - 1 / np.sqrt(J)
+    return np.eye(J) - 2 * np.outer(v, v) / (v @ v)
+
+
+@pytest.mark.parametrize("slope", [False, True])
+def test_centered_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: np.random.Generator, slope: bool) -> None:
+    """(1|a) + (1|b), both centered: b's levels are H w with w's first row (sqrt(J) x b's mean) non-centered,
+    and a's levels centre on the Intercept plus b's mean. The same model: its density at the mapped point is
+    the one with b non-centered, up to the Jacobian of the map, and b's effects come back unchanged."""
+    a, b = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
+    a, b = np.repeat(a.ravel(), 3), np.repeat(b.ravel(), 3)
+    x = rng.normal(size=a.size)
+    df = pd.DataFrame({"a": a, "b": b, "x": x, "y": rng.normal(size=a.size)})
+    formula = "y ~ x + (1 + x | a) + (1 + x | b)" if slope else "y ~ x + (1 | a) + (1 | b)"
+    cm = hf.compile(formula, df, param="centered")
+    from numpyro import handlers
+    from numpyro.infer.util import log_density
+
+    from hbm_formula.api import _exec_code
+    from hbm_formula.lower import lower
+    from hbm_formula.parameterize import Centering
+
+    ga, gb = cm.design.groups
+    assert "mean_split(" in cm.code and "rot_b" in cm.code and "loc_a = " in cm.code
+    mixed = lower(cm.spec, cm.design, cm.params, Centering({ga.number: np.ones(4, bool), gb.number: np.zeros(5, bool)}))
+    assert "mean_split(" not in mixed.code  # b non-centered: nothing to split
+    K = 2 if slope else 1
+    sd_a, sd_b = rng.uniform(0.5, 1.5, K), rng.uniform(0.5, 1.5, K)
+    if slope:
+        Lb = np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]]))
+        T = np.diag(sd_b) @ Lb
+        extra = {"L_a": jnp.asarray(np.eye(2)), "L_b": jnp.asarray(Lb)}
+    else:
+        sd_a, sd_b, T, extra = sd_a[0], sd_b[0], np.array([[sd_b[0]]]), {}
+    r_b = rng.normal(size=(5, K)) @ T.T  # b's effects
+    coef_a = rng.normal(size=(4, K)) + 0.3
+    common = {"Intercept_c": jnp.array(0.1), "b": jnp.array(0.2), "sd_a": jnp.asarray(sd_a), "sd_b": jnp.asarray(sd_b),
+              "sigma": jnp.array(1.1)} | extra
+    z_b = r_b @ np.linalg.inv(T).T
+    sq = (lambda m: m[:, 0]) if not slope else (lambda m: m)
+    mixed_pt = common | {"coef_a": jnp.asarray(sq(coef_a)), "z_b": jnp.asarray(sq(z_b))}
+    w = _householder(5) @ r_b
+    split_pt = common | {"coef_a": jnp.asarray(sq(coef_a + r_b.mean(0))), "rot_b": jnp.asarray(sq(w[1:])),
+                         "z_mean_b": jnp.asarray(np.linalg.solve(T, w[0]) if slope else w[0, 0] / sd_b)}
+    model_split, model_mixed = _exec_code(cm.code), _exec_code(mixed.code)
+    lp_mixed, _ = log_density(model_mixed, (), mixed.data, mixed_pt)
+    lp_split, _ = log_density(model_split, (), cm.lowered.data, split_pt)
+    log_det_T = float(np.log(np.abs(np.linalg.det(T))))
+    np.testing.assert_allclose(float(lp_split), float(lp_mixed) - 4 * log_det_T, rtol=1e-5)
+    # a's population values: with x absorbed, the intercept at x = 0 and the slope; else the centered intercept
+    pop = np.array([0.1 - 0.2 * float(np.asarray(cm.data["X_mean"]).ravel()[0]), 0.2]) if slope else np.array([0.1])
+    tr = handlers.trace(handlers.substitute(model_split, data=split_pt)).get_trace(**cm.lowered.data)
+    np.testing.assert_allclose(np.asarray(tr["r_b"]["value"]).reshape(5, K), r_b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(tr["r_a"]["value"]).reshape(4, K), coef_a - pop, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_centered_and_noncentered_posteriors_agree(sleepstudy: pd.DataFrame) -> None:
     fits = {p: hf.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, param=p, seed=4, warmup=500, draws=500,
