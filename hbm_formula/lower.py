@@ -825,7 +825,22 @@ class _Emitter:
         return "\n".join(header) + "\n" + body + "\n"
 
 
+def _rename_clashing_dims(em: _Emitter) -> None:
+    """A dimension named like a variable (a grouping factor ``b`` beside the coefficients ``b``, a factor
+    ``sigma`` or ``obs``) cannot coexist with it in one xarray Dataset: such a dimension gets ``_level``."""
+    taken = set(em.dims) | em.sites | set(em.data) | {OBS_SITE, "obs", "chain", "draw"}
+    taken |= {f"{PREDICT_PREFIX}{p}" for p in em.design.predictors}
+    for d in [d for d in em.coords if d in taken]:
+        new = f"{d}_level"
+        while new in taken or new in em.coords:
+            new += "_"
+        em.coords[new] = em.coords.pop(d)
+        for k, ds in em.dims.items():
+            em.dims[k] = [new if x == d else x for x in ds]
+
+
 def lower(spec: ModelSpec, design: Design, table: list[ParamEntry], centering: Centering) -> Lowered:
     em = _Emitter(spec, design, table, centering)
     code = em.model()
+    _rename_clashing_dims(em)
     return Lowered(code, em.data, em.dims, em.coords, em.summary, em.obs_keys, em.sources, squeezed=tuple(em.squeezed))

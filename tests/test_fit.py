@@ -33,6 +33,19 @@ def test_radon_idata_has_groups_and_named_coords(radon: pd.DataFrame) -> None:
     assert abs(table.loc["Intercept", "mean"] - 1.46) < 0.1
 
 
+@pytest.mark.filterwarnings("ignore:SVI did not converge")
+@pytest.mark.parametrize("name", ["b", "sigma", "obs", "Intercept"])
+def test_a_grouping_factor_named_like_a_variable_fits(rng: np.random.Generator, name: str) -> None:
+    """A factor ``b`` beside the coefficients ``b`` (or ``sigma``, ``obs``): its dimension is renamed
+    ``<name>_level`` instead of failing to build the InferenceData."""
+    g = np.repeat(np.arange(6), 5)
+    df = pd.DataFrame({"y": rng.normal(size=g.size) + g * 0.3, "x": rng.normal(size=g.size), name: g})
+    fit = hf.fit(f"y ~ x + (1 | {name})", df, method="svi", steps=300, draws=50, progress=False)
+    r = fit.idata.posterior[f"r_{name}"]
+    assert r.dims[-1] == f"{name}_level" and list(r.coords[f"{name}_level"].values) == [str(k) for k in range(6)]
+    assert fit.idata.posterior["b"].dims[-1] == "b_coef"
+
+
 def test_same_seed_same_draws(grouped: pd.DataFrame) -> None:
     a = hf.fit("y ~ x + (1 | g)", grouped, seed=7, chains=2, warmup=100, draws=50, progress=False)
     b = hf.fit("y ~ x + (1 | g)", grouped, seed=7, chains=2, warmup=100, draws=50, progress=False)
