@@ -349,7 +349,7 @@ _RUN_OPTIONS = ("init", "shard_data", "x64", "log_lik")
 def _local_sites(cm: CompiledModel) -> tuple[str, ...]:
     """The latent sites that are tables of group-level effects (judged as a whole, not one by one)."""
     labels = [b.label for b in cm.design.groups] + [j.label for j in cm.design.joints]
-    return tuple(f"{kind}_{lab}" for lab in labels for kind in ("z", "rc", "coef", "r"))
+    return tuple(f"{kind}_{lab}" for lab in labels for kind in ("z", "rc", "coef", "r", "rot"))
 
 
 def _units_off(svi_cfg: Any) -> str:

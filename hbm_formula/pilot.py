@@ -391,7 +391,7 @@ def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ..
             mine = [e for e in table if e.cls == "b" and e.name.startswith(site + "_")
                     and next(b for b in b_sites if e.name.startswith(b + "_")) == site]
             out[site] = unit(mine, size)
-        elif site.startswith(("coef_", "rc_")):
+        elif site.startswith(("coef_", "rc_", "rot_")):
             label = site.split("_", 1)[1]
             k = shape[-1] if len(shape) == 2 else 1
             mine = group_sds(table, label)

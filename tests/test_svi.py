@@ -235,6 +235,12 @@ def test_step_units_follow_the_priors_scales() -> None:
     assert units["b"] == pytest.approx([scale["b_x"], scale["b_x2"]])  # one per element of the vector site
     assert float(units["coef_g"]) == pytest.approx(scale["sd_g__Intercept"])
     assert "sigma" not in units and "sd_g" not in units  # log-scale sites: unit-free
+    # a centered term whose mean is sampled apart: its rotated levels step in its SD's unit, its mean row in 1
+    crossed = hf.compile("y ~ x + (1 | g) + (1 | h)", df.assign(h=np.tile(np.arange(5), 40).astype(str)),
+                         param="centered")
+    u2 = pilot.step_units(infer.latent_shapes(crossed.model, dict(crossed.data)), crossed.params, ("sigma", "sd_g", "sd_h"))
+    scale2 = {e.name: pilot.prior_scale(e.prior) / 2.5 for e in crossed.params}
+    assert float(u2["rot_h"]) == pytest.approx(scale2["sd_h__Intercept"]) and "z_mean_h" not in u2
     small = hf.compile("y ~ x + (1 | g)", df.assign(y=df.y / 5000), param="centered")  # unit-scale data: about 1
     near = pilot.step_units(infer.latent_shapes(small.model, dict(small.data)), small.params, ("sigma", "sd_g"))
     assert all(0.9 < float(np.max(v)) < 1.2 for v in near.values())
