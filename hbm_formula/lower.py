@@ -216,15 +216,18 @@ class _Emitter:
     # -------------------------------------------------------------- population-level effects
     def absorbed(self, p: PredictorData) -> dict[str, GroupBlock]:
         """Population columns (``Intercept`` and slopes) that also vary by a group term: each is added to the
-        first such term's effects before their gather (``(r + loc)[g]``), so the row-level predictor does
+        first such term's effects (the first centered one, if any) before their gather (``(r + loc)[g]``), so the row-level predictor does
         not repeat it, and a centered term samples its level coefficients around it (hierarchical
         centering: the population values then enter the likelihood only through the levels, no ridge)."""
         if self.fam.kind == "ordinal" and p.name == "mu":
             return {}
         cols = (["Intercept"] if p.intercept else []) + list(p.coef_names)
+        rank = {"centered": 0, "partially centered": 1, "noncentered": 2}
         owner: dict[str, GroupBlock] = {}
         for c in cols:
-            blk = next((b for b in p.groups if b.joint is None and c in b.coef_names), None)
+            # a centered term before the others: a non-centered one then has its mean sampled apart (split_terms)
+            blk = min((b for b in p.groups if b.joint is None and c in b.coef_names),
+                      key=lambda b: rank[Centering.chosen(self.centering.of(b))], default=None)
             if blk is not None:
                 owner[c] = blk
         return owner
@@ -374,7 +377,7 @@ class _Emitter:
         out: dict[int, dict[str, int]] = {}
         for blk in self.design.groups:
             if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2
-                    or Centering.chosen(self.centering.of(blk)) != "centered"):
+                    or Centering.chosen(self.centering.of(blk)) == "partially centered"):
                 continue
             shared = {c: o.number for c, o in owners.get(blk.predictor, {}).items()
                       if c in blk.coef_names and o.number != blk.number}
@@ -515,19 +518,30 @@ class _Emitter:
 
         param = Centering.chosen(g.centered)
         if g.mean_var is not None:
-            # centered, its mean apart (see split_terms): J - 1 rotated rows centered, the mean row non-centered
+            # its mean apart (see split_terms): the levels are H w, w's first row (sqrt(J) x the mean)
+            # non-centered, the other J - 1 rows centered or non-centered as the term is
             self.use("mean_split")
-            zm, w = self.names(f"z_mean_{g.key}"), self.names(f"rot_{g.key}")
+            zm = self.names(f"z_mean_{g.key}")
             zm_site = self.site(f"z_mean_{g.label}", internal=True)
-            w_site = self.site(f"rot_{g.label}", internal=True)
             self.dims[zm_site] = [] if vec else [coef]
             self.coords[f"{lvl}__rot"] = list(g.levels[1:])
-            self.dims[w_site] = [f"{lvl}__rot"] + ([] if vec else [coef])
-            out.append("# centered, the mean apart: the levels are H w, H the reflection taking the first axis to "
-                       "the mean's direction; w's first row (sqrt(J) x the mean) non-centered, the others centered")
+            rot_dims = [f"{lvl}__rot"] + ([] if vec else [coef])
+            out.append(f"# {param}, the mean apart: the levels are H w, H the reflection taking the first axis to "
+                       f"the mean's direction; w's first row (sqrt(J) x the mean) non-centered, the others {param}")
             out.append(f"{zm} = numpyro.sample({zm_site!r}, dist.Normal(0.0, 1.0)"
                        + (")" if vec else f".expand([{K}]).to_event(1))"))
-            out.append(f"{w} = numpyro.sample({w_site!r}, {centered_dist.format(n=J - 1, loc=zero)})")
+            if param == "centered":
+                w = self.names(f"rot_{g.key}")
+                w_site = self.site(f"rot_{g.label}", internal=True)
+                self.dims[w_site] = rot_dims
+                out.append(f"{w} = numpyro.sample({w_site!r}, {centered_dist.format(n=J - 1, loc=zero)})")
+            else:
+                z = self.names(f"z_{g.key}")
+                z_site = self.site(f"z_{g.label}", internal=True)
+                self.dims[z_site] = rot_dims
+                out.append(f"{z} = numpyro.sample({z_site!r}, {z_dist.format(n=J - 1)})")
+                w = self.names(f"rot_{g.key}")
+                out.append(f"{w} = {scaled.format(z=z)}")
             first = (f"{sd} * ({L} @ {zm})" if g.correlated else f"{zm} * {sd}")
             row = self.names(f"w1_{g.key}")
             out.append(f"{row} = {first}")

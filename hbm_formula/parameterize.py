@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .design import Design, GroupBlock
+from .families import family_spec
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,11 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
     4 x (150 + 150): s and d centered, dept not: 576 leapfrog steps per draw, R-hat 3.3; s alone centered:
     287 steps, R-hat 2.6; all non-centered: 55 steps. Repeated until nothing changes (a term made
     non-centered may meet another). A term nested in a centered one (classes in a centered school) is
-    not concerned: the rule asks nothing of the parent."""
+    not concerned: the rule asks nothing of the parent. Nor is a term crossed with the other on
+    population columns only: the lowering then makes a centered term absorb them and samples the
+    non-centered one's mean apart (lower.split_terms), which removes the ridge through their levels
+    (InstEval, 4 x (150 + 150): s centered, d and dept not, 55 steps per draw, 1.09 bulk ESS/s; all
+    non-centered 63 steps, 0.49)."""
     def relation(blk: GroupBlock, other: GroupBlock) -> tuple[int, str] | None:
         """How ``blk`` stands to ``other`` when they share a column (an intercept, a slope), hence a sum:
         (rank, words), nested before crossed; None when ``blk`` is ``other``'s parent or nothing is shared.
@@ -195,7 +200,19 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
             return 0, f"{blk.label} is nested in {other.label}"
         if pairs == nb:
             return None  # other is nested in blk: blk is its parent
+        if shared_population(blk, other):
+            return None  # crossed on population columns: other's mean is sampled apart (lower.split_terms)
         return 1, f"{blk.label} is crossed with {other.label}"
+
+    def shared_population(blk: GroupBlock, other: GroupBlock) -> bool:
+        """Every column the two share is a population column of their predictor (not of an ordinal's mu,
+        whose thresholds stand in for the intercept), so the lowering makes a centered term absorb it and
+        samples the non-centered one's mean apart: no ridge through all of their levels."""
+        p = design.predictors[blk.predictor]
+        if p.name == "mu" and family_spec(design.spec.family.name).kind == "ordinal":
+            return False
+        pop = ({"Intercept"} if p.intercept else set()) | set(p.coef_names)
+        return set(blk.coef_names) & set(other.coef_names) <= pop
 
     changed = True
     while changed:

@@ -89,10 +89,11 @@ def _householder(J: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("slope", [False, True])
-def test_centered_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: np.random.Generator, slope: bool) -> None:
-    """(1|a) + (1|b), both centered: b's levels are H w with w's first row (sqrt(J) x b's mean) non-centered,
-    and a's levels centre on the Intercept plus b's mean. The same model: its density at the mapped point is
-    the one with b non-centered, up to the Jacobian of the map, and b's effects come back unchanged."""
+def test_a_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: np.random.Generator, slope: bool) -> None:
+    """(1|a) + (1|b): b's levels are H w with w's first row (sqrt(J) x b's mean) non-centered and the other rows
+    centered (or non-centered, as b is); a's levels centre on the Intercept plus b's mean. The same model: at the
+    mapped point its density is that of b with one level non-centered and the rest centered (no split), up to
+    the Jacobian of the map, and b's and a's effects come back unchanged."""
     a, b = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
     a, b = np.repeat(a.ravel(), 3), np.repeat(b.ravel(), 3)
     x = rng.normal(size=a.size)
@@ -107,9 +108,11 @@ def test_centered_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: n
     from hbm_formula.parameterize import Centering
 
     ga, gb = cm.design.groups
-    assert "mean_split(" in cm.code and "rot_b" in cm.code and "loc_a = " in cm.code
-    mixed = lower(cm.spec, cm.design, cm.params, Centering({ga.number: np.ones(4, bool), gb.number: np.zeros(5, bool)}))
-    assert "mean_split(" not in mixed.code  # b non-centered: nothing to split
+    a_c = np.ones(4, bool)
+    split_nc = lower(cm.spec, cm.design, cm.params, Centering({ga.number: a_c, gb.number: np.zeros(5, bool)}))
+    ref = lower(cm.spec, cm.design, cm.params, Centering({ga.number: a_c, gb.number: np.arange(5) < 4}))
+    assert "mean_split(" in cm.code and "rot_b" in cm.code and "loc_a = " in cm.code and "mean_split(" in split_nc.code
+    assert "mean_split(" not in ref.code  # partially centered: not split
     K = 2 if slope else 1
     sd_a, sd_b = rng.uniform(0.5, 1.5, K), rng.uniform(0.5, 1.5, K)
     if slope:
@@ -122,22 +125,27 @@ def test_centered_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: n
     coef_a = rng.normal(size=(4, K)) + 0.3
     common = {"Intercept_c": jnp.array(0.1), "b": jnp.array(0.2), "sd_a": jnp.asarray(sd_a), "sd_b": jnp.asarray(sd_b),
               "sigma": jnp.array(1.1)} | extra
-    z_b = r_b @ np.linalg.inv(T).T
     sq = (lambda m: m[:, 0]) if not slope else (lambda m: m)
-    mixed_pt = common | {"coef_a": jnp.asarray(sq(coef_a)), "z_b": jnp.asarray(sq(z_b))}
+    Tinv = np.linalg.inv(T)
+    ref_pt = common | {"coef_a": jnp.asarray(sq(coef_a)), "rc_b": jnp.asarray(sq(r_b[:4])),
+                       "z_b": jnp.asarray(sq(r_b[4:] @ Tinv.T))}
     w = _householder(5) @ r_b
     split_pt = common | {"coef_a": jnp.asarray(sq(coef_a + r_b.mean(0))), "rot_b": jnp.asarray(sq(w[1:])),
-                         "z_mean_b": jnp.asarray(np.linalg.solve(T, w[0]) if slope else w[0, 0] / sd_b)}
-    model_split, model_mixed = _exec_code(cm.code), _exec_code(mixed.code)
-    lp_mixed, _ = log_density(model_mixed, (), mixed.data, mixed_pt)
-    lp_split, _ = log_density(model_split, (), cm.lowered.data, split_pt)
+                         "z_mean_b": jnp.asarray(Tinv @ w[0] if slope else w[0, 0] / sd_b)}
+    nc_pt = {k: v for k, v in split_pt.items() if k != "rot_b"} | {"z_b": jnp.asarray(sq(w[1:] @ Tinv.T))}
+    lp_ref, _ = log_density(_exec_code(ref.code), (), ref.data, ref_pt)
+    lp_split, _ = log_density(_exec_code(cm.code), (), cm.lowered.data, split_pt)
+    lp_nc, _ = log_density(_exec_code(split_nc.code), (), split_nc.data, nc_pt)
     log_det_T = float(np.log(np.abs(np.linalg.det(T))))
-    np.testing.assert_allclose(float(lp_split), float(lp_mixed) - 4 * log_det_T, rtol=1e-5)
-    # a's population values: with x absorbed, the intercept at x = 0 and the slope; else the centered intercept
+    # one row non-centered in both (a level there, the mean here): the densities agree exactly
+    np.testing.assert_allclose(float(lp_split), float(lp_ref), rtol=1e-5)
+    np.testing.assert_allclose(float(lp_nc), float(lp_ref) + 4 * log_det_T, rtol=1e-5)
     pop = np.array([0.1 - 0.2 * float(np.asarray(cm.data["X_mean"]).ravel()[0]), 0.2]) if slope else np.array([0.1])
-    tr = handlers.trace(handlers.substitute(model_split, data=split_pt)).get_trace(**cm.lowered.data)
-    np.testing.assert_allclose(np.asarray(tr["r_b"]["value"]).reshape(5, K), r_b, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(tr["r_a"]["value"]).reshape(4, K), coef_a - pop, rtol=1e-4, atol=1e-5)
+    for code, data, pt in ((cm.code, cm.lowered.data, split_pt), (split_nc.code, split_nc.data, nc_pt)):
+        tr = handlers.trace(handlers.substitute(_exec_code(code), data=pt)).get_trace(**data)
+        np.testing.assert_allclose(np.asarray(tr["r_b"]["value"]).reshape(5, K), r_b, rtol=1e-4, atol=1e-5)
+        # a's population values: with x absorbed, the intercept at x = 0 and the slope; else the centered intercept
+        np.testing.assert_allclose(np.asarray(tr["r_a"]["value"]).reshape(4, K), coef_a - pop, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -189,10 +197,18 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
     alone = hf.compile("y ~ 1 + (1 | d)", _nested_frame(rng, True))
     assert alone.parameterization().loc["d", "chosen"] == "centered"  # 50 rows each, SD 1: informative
     for nested, word in ((True, "nested in dept"), (False, "crossed with dept")):
-        cm = hf.compile("y ~ 1 + (1 | d) + (1 | dept)", _nested_frame(rng, nested))
+        # crossed on a column the population lacks (no intercept): the rule holds
+        formula = "y ~ 1 + (1 | d) + (1 | dept)" if nested else "y ~ 0 + (1 | d) + (1 | dept)"
+        cm = hf.compile(formula, _nested_frame(rng, nested))
         par = cm.parameterization()
         assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
         assert par.loc["d", "chosen"] == "noncentered" and word in par.loc["d", "reason"], par
+    # crossed on the Intercept: d centered absorbs it and dept's mean is sampled apart, in either order
+    for formula in ("y ~ 1 + (1 | d) + (1 | dept)", "y ~ 1 + (1 | dept) + (1 | d)"):
+        cm = hf.compile(formula, _nested_frame(rng, False))
+        par = cm.parameterization()
+        assert par.loc["d", "chosen"] == "centered" and par.loc["dept", "chosen"] == "noncentered", par
+        assert "coef_d = numpyro.sample('coef_d', dist.Normal(loc_d" in cm.code and "z_mean_dept" in cm.code
 
 
 def test_auto_ridge_rule_needs_a_shared_column_and_names_the_relation(rng: np.random.Generator) -> None:
