@@ -113,6 +113,8 @@ def test_a_term_beside_an_absorbing_one_has_its_mean_sampled_apart(rng: np.rando
     ref = lower(cm.spec, cm.design, cm.params, Centering({ga.number: a_c, gb.number: np.arange(5) < 4}))
     assert "mean_split(" in cm.code and "rot_b" in cm.code and "loc_a = " in cm.code and "mean_split(" in split_nc.code
     assert "mean_split(" not in ref.code  # partially centered: not split
+    # beside a non-centered owner nothing is split (measured worse there)
+    assert "mean_split(" not in hf.compile(formula, df, param="noncentered").code
     K = 2 if slope else 1
     sd_a, sd_b = rng.uniform(0.5, 1.5, K), rng.uniform(0.5, 1.5, K)
     if slope:
