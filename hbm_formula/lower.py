@@ -158,6 +158,11 @@ class _Emitter:
         self.loc_table: dict[int, str] = {}  # group term -> variable holding its columns' population values
         self.pending_loc: tuple[str, str] | None = None
         self.split: dict[int, dict[str, int]] = {}  # terms whose mean is sampled apart (split_terms)
+        # a factor's level dimension is its label, unless that is an internal dimension of another term
+        # (a factor named `b__rot` beside b's rotated levels): then <label>_level
+        labels = [b.label for b in design.groups] + [j.label for j in design.joints]
+        internal = {f"{lab}__{k}" for lab in labels for k in ("coef", "cor", "rot", "centered", "noncentered")}
+        self.level_dim = {lab: f"{lab}_level" if lab in internal else lab for lab in labels}
         self.split_means: dict[tuple[int, str], str] = {}  # (such a term, column) -> variable of its mean
         self.nl_values: dict[str, str] = {}  # non-linear parameter -> code of its value (bounds applied)
 
@@ -225,9 +230,12 @@ class _Emitter:
         rank = {"centered": 0, "partially centered": 1, "noncentered": 2}
         owner: dict[str, GroupBlock] = {}
         for c in cols:
-            # a centered term before the others: a non-centered one then has its mean sampled apart (split_terms)
+            # a centered term before the others (a non-centered one then has its mean sampled apart, see
+            # split_terms), and the term with most population columns first: it absorbs them all, and the
+            # others, which share some, are split (a term that absorbs one column and shares another is not)
             blk = min((b for b in p.groups if b.joint is None and c in b.coef_names),
-                      key=lambda b: rank[Centering.chosen(self.centering.of(b))], default=None)
+                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))],
+                                     -len(set(b.coef_names) & set(cols))), default=None)
             if blk is not None:
                 owner[c] = blk
         return owner
@@ -463,10 +471,10 @@ class _Emitter:
         for m, a in zip(j.members, j.offsets(), strict=True):
             rm = self.names(f"r_{m.label}")
             if m.n_coef == 1:
-                self.dims[f"r_{m.label}"] = [j.label]
+                self.dims[f"r_{m.label}"] = [self.level_dim[j.label]]
                 cols = f"{r}[:, {a}]"
             else:
-                self.dims[f"r_{m.label}"] = [j.label, f"{m.label}__coef"]
+                self.dims[f"r_{m.label}"] = [self.level_dim[j.label], f"{m.label}__coef"]
                 cols = f"{r}[:, {a}:{a + m.n_coef}]"
             out.append(f"{rm} = numpyro.deterministic({self.site('r_' + m.label)!r}, {cols})")
             self.var[f"r:{m.number}"] = rm
@@ -476,7 +484,7 @@ class _Emitter:
         out = self.section(f"{g.title}, {J} levels, {kind}, {Centering.chosen(g.centered).replace('noncentered', 'non-centered')}")
         if g.requested == "auto":
             out.append(f"# auto: {_comment(g.reason)}")
-        self.coords[g.label] = list(g.levels)
+        self.coords[self.level_dim[g.label]] = list(g.levels)
         if g.site_r:
             self.summary.append(f"sd_{g.label}")
         if len(g.coef_names) > 1 or not g.site_r:
@@ -487,7 +495,7 @@ class _Emitter:
         """The (J, K) matrix (or J vector for one coefficient) of group effects, in the chosen parameterization."""
         K, J = len(g.coef_names), len(g.levels)
         vec = K == 1 and g.site_r  # one coefficient: vectors over the levels, not (J, 1) matrices
-        lvl, coef = g.label, f"{g.label}__coef"
+        lvl, coef = self.level_dim[g.label], f"{g.label}__coef"
         shape = [lvl] if vec else [lvl, coef]
         r_site = f"r_{g.label}" if g.site_r else None
         r = self.names(f"r_{g.key}")
@@ -528,8 +536,8 @@ class _Emitter:
             zm = self.names(f"z_mean_{g.key}")
             zm_site = self.site(f"z_mean_{g.label}", internal=True)
             self.dims[zm_site] = [] if vec else [coef]
-            self.coords[f"{lvl}__rot"] = list(g.levels[1:])
-            rot_dims = [f"{lvl}__rot"] + ([] if vec else [coef])
+            self.coords[f"{g.label}__rot"] = list(g.levels[1:])
+            rot_dims = [f"{g.label}__rot"] + ([] if vec else [coef])
             out.append(f"# {param}, the mean apart: the levels are H w, H the reflection taking the first axis to "
                        f"the mean's direction; w's first row (sqrt(J) x the mean) non-centered, the others {param}")
             out.append(f"{zm} = numpyro.sample({zm_site!r}, dist.Normal(0.0, 1.0)"

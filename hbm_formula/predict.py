@@ -110,6 +110,21 @@ def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, r
     rng = np.random.default_rng(req.seed + 17)
     out: dict[str, np.ndarray] = {}
     new_levels = dict(rows.new_levels) if rows is not None else {}
+    if req.new_levels == "error":  # one message naming every factor with new levels (not only the first)
+        found = []
+        for blk in cm.design.groups:
+            lv = new_levels.get(blk.number, ())
+            members = list(cm.design.joint(blk.joint).members) if blk.joint is not None else [blk]
+            if lv and not (req.re_keep is not None and not any(req.re_keep[m.number].any() for m in members)):
+                shown = ", ".join(lv[:10]) + (", ..." if len(lv) > 10 else "")
+                found.append(f"{len(lv)} level(s) of '{blk.term.group_label}' ({shown})")
+        found = list(dict.fromkeys(found))  # a factor's terms share its new levels
+        if found:
+            raise DataError(
+                f"newdata has {'; '.join(found)} the model was not fitted with; "
+                "choose new_levels='gaussian' (new effects drawn from the fitted distribution), 'uncertainty', "
+                "'old_levels' or 'population' (zero effects)"
+            )
     done: set[int] = set()
     for blk in cm.design.groups:
         if blk.number in done:

@@ -46,6 +46,20 @@ def test_a_grouping_factor_named_like_a_variable_fits(rng: np.random.Generator, 
     assert fit.idata.posterior["b"].dims[-1] == "b_coef"
 
 
+@pytest.mark.filterwarnings("ignore:SVI did not converge")
+def test_a_grouping_factor_named_like_an_internal_dimension_fits(rng: np.random.Generator) -> None:
+    """b's rotated levels (its mean sampled apart) live on a dimension b__rot; a factor named b__rot keeps
+    its own levels on b__rot_level (a review: the InferenceData failed with conflicting sizes)."""
+    n = 300
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "a": rng.integers(0, 6, n),
+                       "b": rng.integers(0, 5, n), "b__rot": rng.integers(0, 9, n)})
+    fit = hf.fit("y ~ x + (1 | a) + (1 | b) + (1 | b__rot)", df, param="centered", method="svi", steps=300,
+                 draws=50, progress=False)
+    assert "rot_b" in fit.model.code
+    assert fit.idata.posterior["r_b__rot"].sizes["b__rot_level"] == 9
+    assert len(fit.model.coords["b__rot"]) == 4  # b's 5 levels less the mean's row
+
+
 def test_same_seed_same_draws(grouped: pd.DataFrame) -> None:
     a = hf.fit("y ~ x + (1 | g)", grouped, seed=7, chains=2, warmup=100, draws=50, progress=False)
     b = hf.fit("y ~ x + (1 | g)", grouped, seed=7, chains=2, warmup=100, draws=50, progress=False)

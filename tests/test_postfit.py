@@ -67,6 +67,18 @@ def test_new_county_gaussian_draws_follow_the_fitted_group_distribution(radon_fi
     np.testing.assert_array_equal(d, again)  # seeded: reproducible
 
 
+@pytest.mark.filterwarnings("ignore:SVI did not converge")
+def test_new_levels_error_names_every_factor(rng: np.random.Generator) -> None:
+    """The default new_levels='error' lists the new levels of every factor, not only the first found."""
+    n = 200
+    df = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 4, n), "b": rng.integers(0, 5, n)})
+    fit = hf.fit("y ~ 1 + (1 | a) + (1 | b)", df, method="svi", steps=300, draws=20, progress=False)
+    with pytest.raises(hf.DataError, match=r"1 level\(s\) of 'a' \(9\); 2 level\(s\) of 'b' \(7, 8\) the model"):
+        fit.predict(pd.DataFrame({"a": [9, 1, 1], "b": [1, 7, 8]}))
+    ok = fit.predict(pd.DataFrame({"a": [9], "b": [1]}), re_formula="~ (1 | b)")  # a left out: its levels free
+    assert ok.predictions["y"].shape[-1] == 1
+
+
 def test_population_new_levels_equal_no_group_effects(radon_fit: hf.Fit) -> None:
     new = pd.DataFrame({"floor": [0, 1], "county": ["NOWHERE", "AITKIN"]})
     pop = radon_fit.predict(new.iloc[:1], kind="epred", new_levels="population").predictions["epred"].values
