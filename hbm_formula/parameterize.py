@@ -206,13 +206,15 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
 
     def shared_population(blk: GroupBlock, other: GroupBlock) -> bool:
         """Every column the two share is a population column of their predictor (not of an ordinal's mu,
-        whose thresholds stand in for the intercept), so the lowering makes a centered term absorb it and
-        samples the non-centered one's mean apart: no ridge through all of their levels."""
+        whose thresholds stand in for the intercept) and other has no population column blk lacks, so the
+        lowering makes a centered term absorb them and samples the non-centered one's mean apart: no ridge
+        through all of their levels."""
         p = design.predictors[blk.predictor]
         if p.name == "mu" and family_spec(design.spec.family.name).kind == "ordinal":
             return False
         pop = ({"Intercept"} if p.intercept else set()) | set(p.coef_names)
-        return set(blk.coef_names) & set(other.coef_names) <= pop
+        # ... and other absorbs none (every population column of other is one of blk's, which outranks it)
+        return set(blk.coef_names) & set(other.coef_names) <= pop and set(other.coef_names) & pop <= set(blk.coef_names)
 
     changed = True
     while changed:

@@ -210,6 +210,10 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
         par = cm.parameterization()
         assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
         assert par.loc["d", "chosen"] == "noncentered" and word in par.loc["d", "reason"], par
+    # ... and where the non-centered term would absorb a column of its own (x), it is not split: the rule holds
+    df = _nested_frame(rng, False).assign(x=lambda d: rng.normal(size=len(d)))
+    par = hf.compile("y ~ x + (1 | d) + (1 + x | dept)", df).parameterization()
+    assert par.loc["d", "chosen"] == "noncentered" and "crossed with dept" in par.loc["d", "reason"], par
     # crossed on the Intercept: d centered absorbs it and dept's mean is sampled apart, in either order
     for formula in ("y ~ 1 + (1 | d) + (1 | dept)", "y ~ 1 + (1 | dept) + (1 | d)"):
         cm = hf.compile(formula, _nested_frame(rng, False))
