@@ -125,8 +125,8 @@ class _Group:
     reason: str
     loc: str | None = None  # hierarchical centering: the population intercepts the level coefficients centre on
     site_r: bool = True
-    #: centered around zero beside a term that absorbs a shared population column: its mean sampled apart
-    #: (see _Emitter.split_terms); the variable that receives the mean row
+    #: a term beside a centered one that absorbs a shared population column: its mean sampled apart
+    #: (see _Emitter.split_terms); the variable that receives the mean
     mean_var: str | None = None
 
 
@@ -220,10 +220,11 @@ class _Emitter:
 
     # -------------------------------------------------------------- population-level effects
     def absorbed(self, p: PredictorData) -> dict[str, GroupBlock]:
-        """Population columns (``Intercept`` and slopes) that also vary by a group term: each is added to the
-        first such term's effects (the first centered one, if any) before their gather (``(r + loc)[g]``), so the row-level predictor does
-        not repeat it, and a centered term samples its level coefficients around it (hierarchical
-        centering: the population values then enter the likelihood only through the levels, no ridge)."""
+        """Population columns (``Intercept`` and slopes) that also vary by a group term: each is added to one
+        such term's effects before their gather (``(r + loc)[g]``), so the row-level predictor does not
+        repeat it, and a centered term samples its level coefficients around it (hierarchical centering:
+        the population values then enter the likelihood only through the levels, no ridge). The term is a
+        centered one before the others, then the one with most population columns, then the first."""
         if self.fam.kind == "ordinal" and p.name == "mu":
             return {}
         cols = (["Intercept"] if p.intercept else []) + list(p.coef_names)
@@ -366,8 +367,9 @@ class _Emitter:
         self.summary[start:] = sorted(self.summary[start:], key=lambda s: order.get(s.split("_", 1)[1], -1))
 
     def split_terms(self) -> dict[int, dict[str, int]]:
-        """Centered terms whose mean is sampled apart from the rest of their levels: term -> {shared column:
-        the term that absorbs it}.
+        """Terms whose mean is sampled apart from the rest of their levels: term -> {shared column: the
+        term that absorbs it}. Centered or non-centered terms that absorb no column themselves, beside a
+        (partially) centered term that absorbs a column they have.
 
         A fully centered term around zero (``(1|b)`` beside ``(1|a)``, which absorbs the Intercept) leaves
         the split of the data's sums a_j + b_k to the priors: all b_k up by c, all a_j and the Intercept

@@ -137,14 +137,8 @@ def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, r
         S, J = tables[0].shape[:2]
         unused = req.re_keep is not None and not any(req.re_keep[m.number].any() for m in members)
         if M:
-            policy = "population" if unused else req.new_levels  # left out by re_formula: no effects needed
-            if policy == "error":
-                shown = ", ".join(new_levels[blk.number][:10]) + (", ..." if M > 10 else "")
-                raise DataError(
-                    f"newdata has {M} level(s) of '{blk.term.group_label}' the model was not fitted with: {shown}; "
-                    "choose new_levels='gaussian' (new effects drawn from the fitted distribution), 'uncertainty', "
-                    "'old_levels' or 'population' (zero effects)"
-                )
+            # left out by re_formula: no effects needed ("error" has raised above for every other term)
+            policy = "population" if unused else req.new_levels
             widths = [t.shape[2] for t in tables]
             if policy == "gaussian":
                 sd, L, _ = _block_sd_L(cm, draws, blk)
