@@ -205,10 +205,13 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
         return 1, f"{blk.label} is crossed with {other.label}"
 
     def shared_population(blk: GroupBlock, other: GroupBlock) -> bool:
-        """Every column the two share is a population column of their predictor (not of an ordinal's mu,
-        whose thresholds stand in for the intercept) and other has no population column blk lacks, so the
+        """Neither is ID-linked, every column the two share is a population column of their predictor (not
+        of an ordinal's mu, whose thresholds stand in for the intercept) and other has no population column
+        blk lacks, so the
         lowering makes a centered term absorb them and samples the non-centered one's mean apart: no ridge
         through all of their levels."""
+        if blk.joint is not None or other.joint is not None:
+            return False  # an ID-linked term neither absorbs a column nor is split (a review: R-hat 1.17)
         p = design.predictors[blk.predictor]
         if p.name == "mu" and family_spec(design.spec.family.name).kind == "ordinal":
             return False

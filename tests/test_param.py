@@ -214,6 +214,12 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
     df = _nested_frame(rng, False).assign(x=lambda d: rng.normal(size=len(d)))
     par = hf.compile("y ~ x + (1 | d) + (1 + x | dept)", df).parameterization()
     assert par.loc["d", "chosen"] == "noncentered" and "crossed with dept" in par.loc["d", "reason"], par
+    # ... and not for ID-linked terms, which neither absorb nor are split (a review: R-hat 1.17, min ESS 16)
+    df = _nested_frame(rng, False)
+    df["y"] += np.expm1(rng.normal(0, 0.5, 120))[df["d"]] * rng.normal(size=len(df))  # sigma varies by d too
+    par = hf.compile("y ~ 1 + (1 | ID | d) + (1 | dept)\nsigma ~ 1 + (1 | ID | d)", df).parameterization()
+    assert par.loc["dept", "chosen"] == "noncentered", par
+    assert par.loc["d", "chosen"] == "noncentered" and "crossed with dept" in par.loc["d", "reason"], par
     # crossed on the Intercept: d centered absorbs it and dept's mean is sampled apart, in either order
     for formula in ("y ~ 1 + (1 | d) + (1 | dept)", "y ~ 1 + (1 | dept) + (1 | d)"):
         cm = hf.compile(formula, _nested_frame(rng, False))
