@@ -184,8 +184,8 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
     not concerned: the rule asks nothing of the parent. Nor is a term crossed with the other on
     population columns only: the lowering then makes a centered term absorb them and samples the
     non-centered one's mean apart (lower.split_terms), which removes the ridge through their levels
-    (InstEval, 4 x (150 + 150): s centered, d and dept not, 55 steps per draw, 1.09 bulk ESS/s; all
-    non-centered 63 steps, 0.49)."""
+    (InstEval, 4 x (500 + 500): s centered, d and dept not, 39 steps per draw, 0.76 bulk ESS/s; all
+    non-centered 55 steps, 0.60)."""
     def relation(blk: GroupBlock, other: GroupBlock) -> tuple[int, str] | None:
         """How ``blk`` stands to ``other`` when they share a column (an intercept, a slope), hence a sum:
         (rank, words), nested before crossed; None when ``blk`` is ``other``'s parent or nothing is shared.
