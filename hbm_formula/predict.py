@@ -91,10 +91,20 @@ def parse_re_formula(cm: Any, re_formula: str | None) -> dict[int, np.ndarray] |
     return keep
 
 
+def _members(design: Any, blk: GroupBlock) -> list[GroupBlock]:
+    """The terms sampled with ``blk``: the members of its ID block, or itself."""
+    return list(design.joint(blk.joint).members) if blk.joint is not None else [blk]
+
+
+def _left_out(req: Request, members: list[GroupBlock]) -> bool:
+    """re_formula leaves every one of these terms out (their new levels need no effects)."""
+    return req.re_keep is not None and not any(req.re_keep[m.number].any() for m in members)
+
+
 def _block_sd_L(cm: Any, draws: dict[str, np.ndarray], blk: GroupBlock) -> tuple[np.ndarray, np.ndarray | None, list[GroupBlock]]:
     """SDs (S, K) and Cholesky factor (S, K, K) or None of a term, or of the ID block holding it."""
     design = cm.design
-    members = list(design.joint(blk.joint).members) if blk.joint is not None else [blk]
+    members = _members(design, blk)
     sds = []
     for m in members:
         sd = draws[f"sd_{m.label}"]
@@ -114,8 +124,7 @@ def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, r
         found = []
         for blk in cm.design.groups:
             lv = new_levels.get(blk.number, ())
-            members = list(cm.design.joint(blk.joint).members) if blk.joint is not None else [blk]
-            if lv and not (req.re_keep is not None and not any(req.re_keep[m.number].any() for m in members)):
+            if lv and not _left_out(req, _members(cm.design, blk)):
                 shown = ", ".join(lv[:10]) + (", ..." if len(lv) > 10 else "")
                 found.append(f"{len(lv)} level(s) of '{blk.term.group_label}' ({shown})")
         found = list(dict.fromkeys(found))  # a factor's terms share its new levels
@@ -129,13 +138,13 @@ def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, r
     for blk in cm.design.groups:
         if blk.number in done:
             continue
-        members = list(cm.design.joint(blk.joint).members) if blk.joint is not None else [blk]
+        members = _members(cm.design, blk)
         done.update(m.number for m in members)
         M = len(new_levels.get(blk.number, ()))
         tables = [np.asarray(draws[f"r_{m.label}"]) for m in members]
         tables = [t.reshape(t.shape[0], t.shape[1], -1) for t in tables]  # (S, J, K_m)
         S, J = tables[0].shape[:2]
-        unused = req.re_keep is not None and not any(req.re_keep[m.number].any() for m in members)
+        unused = _left_out(req, members)
         if M:
             # left out by re_formula: no effects needed ("error" has raised above for every other term)
             policy = "population" if unused else req.new_levels
