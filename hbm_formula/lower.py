@@ -157,6 +157,7 @@ class _Emitter:
         self.locs: dict[int, dict[str, str]] = {}  # group term -> population values of its columns (absorbed)
         self.loc_table: dict[int, str] = {}  # group term -> variable holding its columns' population values
         self.pending_loc: tuple[str, str] | None = None
+        self.owners: dict[str, dict[str, GroupBlock]] = {}  # predictor -> column -> the term absorbing it
         self.split: dict[int, dict[str, int]] = {}  # terms whose mean is sampled apart (split_terms)
         # a factor's level dimension is its label, unless that is an internal dimension of another term
         # (a factor named `b__rot` beside b's rotated levels): then <label>_level
@@ -245,7 +246,7 @@ class _Emitter:
         sfx = "" if p.name == "mu" else f"_{p.name}"
         out = self.section(f"population-level effects of {p.name}: {_comment(p.linear.population_text())}")
         terms: list[str] = []
-        owner = self.absorbed(p)
+        owner = self.owners[p.name] = self.absorbed(p)
         rest = [k for k, c in enumerate(p.coef_names) if c not in owner]
         moved = [k for k, c in enumerate(p.coef_names) if c in owner]
         # one coefficient: a scalar site, a data column and a number (``X * b``, not ``X @ b`` over a vector of
@@ -381,9 +382,6 @@ class _Emitter:
         first row, sqrt(J) times b's mean, non-centered (data say nothing about it), and the absorbing term's
         levels sampled around the population value plus b's mean. The data then see a_j + b_k through
         coordinates free of the mean; what remains is a two-way trade between the Intercept and b's mean."""
-        owners: dict[str, dict[str, GroupBlock]] = {}
-        for p in self.design.predictors.values():
-            owners[p.name] = self.absorbed(p)
         out: dict[int, dict[str, int]] = {}
         for blk in self.design.groups:
             if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2
@@ -392,7 +390,7 @@ class _Emitter:
             # only beside an owner that samples levels around the population values: beside a non-centered
             # owner the ridge runs through the Intercept alone, and a split measured worse there (the review's
             # crossed + nested case all non-centered: min bulk ESS 31-225 split, 217-449 not)
-            shared = {c: o.number for c, o in owners.get(blk.predictor, {}).items()
+            shared = {c: o.number for c, o in self.owners.get(blk.predictor, {}).items()
                       if c in blk.coef_names and o.number != blk.number
                       and Centering.chosen(self.centering.of(o)) != "noncentered"}
             if shared:
