@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import parameterize
+from . import parameterize, progcache
 from .design import Design, build_design, float32_risk, prior_range_risk
 from .errors import HBMError
 from .ir import ModelSpec
@@ -140,7 +140,9 @@ def _exec_code(code: str) -> Callable[..., Any]:
     """Run the generated source in a fresh namespace and return ``model``.
 
     The source is built by ``lower`` from checked IR only; registering it with
-    linecache makes tracebacks show the generated lines.
+    linecache makes tracebacks show the generated lines. The function carries a hash of its source
+    (``progcache.KEY``): the source is exactly what runs (the data are arguments), so it names the
+    model's traced programs kept on disk. A wrapped model (``with_obs_mask``) has none.
     """
     global _model_counter
     _model_counter += 1
@@ -148,7 +150,9 @@ def _exec_code(code: str) -> Callable[..., Any]:
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     namespace: dict[str, Any] = {"__name__": "hbm_formula_generated", "__builtins__": builtins}
     exec(builtins.compile(code, filename, "exec"), namespace)  # noqa: S102 - generated, not user, code
-    return namespace["model"]
+    model = namespace["model"]
+    setattr(model, progcache.KEY, progcache.source_key(code))
+    return model
 
 
 def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size: int | None = None) -> Centering:
@@ -529,9 +533,10 @@ def fit(
     t1 = time.perf_counter()
     log_sites = tuple(f"sd_{b.label}" for b in cm.design.groups) + tuple(e.name for e in cm.params
                                                                          if e.support == "positive")
-    start, units = _start_values(cm, log_sites)
-    svi_cfg = replace(svi_cfg, local_sites=_local_sites(cm), init_values=start, log_sites=log_sites,
-                      units=units)
+    if method == "svi" or init == "svi":  # (a trace of the model: not for NUTS alone)
+        start, units = _start_values(cm, log_sites)
+        svi_cfg = replace(svi_cfg, local_sites=_local_sites(cm), init_values=start, log_sites=log_sites,
+                          units=units)
     notes: list[str] = []
     x64 = run.get("x64")
     risk = float32_risk(cm.design) or prior_range_risk(cm.params)

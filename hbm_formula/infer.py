@@ -82,17 +82,26 @@ def release_compiled(force: bool = False) -> bool:
     return True
 
 
+def cache_dir() -> Path | None:
+    """The folder of hbm_formula's caches (JAX's compiled programs, and ``exported/``: traced programs), or None
+    when ``HBM_FORMULA_CACHE=0``: ``$HBM_FORMULA_CACHE``, else ``$XDG_CACHE_HOME/hbm_formula/jax`` (default
+    ``~/.cache/hbm_formula/jax``)."""
+    where = os.environ.get("HBM_FORMULA_CACHE")
+    if where == "0":
+        return None
+    return Path(where) if where else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hbm_formula" / "jax"
+
+
 def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache: a refit of the same model structure
     skips XLA compilation. ``HBM_FORMULA_CACHE=0`` turns it off."""
     import jax
 
-    where = os.environ.get("HBM_FORMULA_CACHE")
-    if where == "0":
+    path = cache_dir()
+    if path is None:
         return
     if jax.config.jax_compilation_cache_dir:
         return  # the user configured one
-    path = Path(where) if where else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hbm_formula" / "jax"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -199,8 +208,9 @@ class Progress:
 
 def latent_shapes(model: Any, data: dict[str, Any], unconstrained: bool = False) -> dict[str, Any]:
     """Shapes and dtypes of the model's latent (sampled, not observed) sites, from one abstract trace
-    (``jax.eval_shape``): nothing is evaluated or compiled. ``unconstrained``: on the scale NUTS samples
-    (each site's support mapped onto the reals)."""
+    (``jax.eval_shape``): nothing is evaluated or compiled; for a generated model kept on disk (a refit does
+    not trace it for them). ``unconstrained``: on the scale NUTS samples (each site's support mapped onto the
+    reals)."""
     import jax
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
@@ -210,7 +220,10 @@ def latent_shapes(model: Any, data: dict[str, Any], unconstrained: bool = False)
         return {name: biject_to(site["fn"].support).inv(site["value"]) if unconstrained else site["value"]
                 for name, site in tr.items() if site["type"] == "sample" and not site["is_observed"]}
 
-    return jax.eval_shape(trace, data)
+    from . import progcache
+
+    return progcache.shapes(model, data, "unconstrained" if unconstrained else "latent",
+                            lambda: jax.eval_shape(trace, data))
 
 
 def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
@@ -242,76 +255,120 @@ def run_nuts(
 ) -> NUTSRun:
     """NUTS with warmup (step size and diagonal mass matrix adaptation, as NumPyro's ``MCMC``), run in
     compiled chunks of ``CHUNK`` iterations: one chain per device when there are enough devices
-    (pmap), else vectorized. The data are arguments of the compiled program, never constants, so
+    (``shard_map``), else vectorized. The data are arguments of the compiled program, never constants, so
     a refit of the same model structure on other data of the same shapes reuses the compiled code.
 
+    A generated model (``progcache.key_of``) has its traced programs (start, chunk, constrain) kept on disk
+    (``progcache``): a refit reads them instead of tracing the model again.
     ``init_params`` (unconstrained, one row per chain) and a diagonal ``inverse_mass_matrix`` come
-    from an SVI fit with ``init="svi"``."""
+    from an SVI fit with ``init="svi"`` (the matrix is a constant of the program: not kept on disk)."""
     import time
 
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from numpyro.infer.hmc import hmc
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from . import progcache
 
     cfg.check()
     enable_compilation_cache()
     t0 = time.perf_counter()
     method = chain_method_for(cfg.chains, cfg.chain_method)
     C = cfg.chains
+    key = progcache.key_of(model) if inverse_mass_matrix is None else None
+    if key is not None:
+        key = (*key, "nuts", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
 
     @jax.jit
-    def start_keys(seed: Any) -> tuple[Any, Any]:  # one small program, not an op-by-op compile per key op
-        key = jax.random.PRNGKey(seed)
-        return key, jax.random.split(jax.random.split(key)[1], C)
+    def start_keys(seed: Any) -> Any:  # one small program, not an op-by-op compile per key op
+        return jax.random.split(jax.random.split(jax.random.PRNGKey(seed))[1], C)
 
-    key, chain_keys = start_keys(cfg.seed)
-    shapes, potential_fn_gen, constrain = nuts_functions(model, data)
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+    chain_keys = start_keys(cfg.seed)
+    parallel = method == "parallel"
+    if parallel:
+        mesh = Mesh(np.array(jax.local_devices()[:C]), ("chain",))
+        per_chain, shared = NamedSharding(mesh, P("chain")), NamedSharding(mesh, P())
+    else:
+        per_chain = shared = None
 
-    def uniform_start(key: Any, like: Any, lead: int, fold: int) -> Any:
-        """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain
-        (``like``: shapes with ``lead`` leading batch axes), from ``key`` folded with ``fold``."""
-        leaves, treedef = jax.tree.flatten(like)
-        sizes = [(C,) + tuple(v.shape[lead:]) for v in leaves]
+    def batched(f: Any, chained: tuple[bool, ...]) -> Any:
+        """``f`` of one chain, run for every chain: one per device (as pmap: the leading axis is the
+        devices'), else vectorized on one."""
+        if not parallel:
+            return jax.jit(jax.vmap(f, in_axes=tuple(0 if c else None for c in chained)))
 
-        @jax.jit
-        def draw(k: Any) -> list[Any]:
-            keys = jax.random.split(jax.random.fold_in(k, fold), len(sizes))
-            return [jax.random.uniform(kk, s, minval=-2.0, maxval=2.0) for kk, s in zip(keys, sizes, strict=True)]
+        def one(*args: Any) -> Any:
+            args = tuple(jax.tree.map(lambda v: v[0], a) if c else a for a, c in zip(args, chained, strict=True))
+            return jax.tree.map(lambda v: v[None], f(*args))
 
-        return jax.tree.unflatten(treedef, draw(key))
+        return jax.jit(jax.shard_map(one, mesh=mesh, in_specs=tuple(P("chain") if c else P() for c in chained),
+                                     out_specs=P("chain"), check_vma=False))
 
-    if init_params is None:
-        init_params = uniform_start(key, shapes, 0, 1)
-    elif C == 1:
-        init_params = jax.tree.map(lambda v: jnp.asarray(v)[None], init_params)
+    def like(tree: Any, sharding: Any) -> Any:
+        return jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=sharding), tree)
+
+    arrays = jax.device_put({k: jnp.asarray(v) for k, v in data.items()}, shared)
+    arrays_like = like(arrays, shared)
     total = cfg.warmup + cfg.draws
+    traced: dict[str, Any] = {}
+
+    def kernel() -> Any:
+        """NumPyro's NUTS around the model, traced only when a program is not read from disk."""
+        if not traced:
+            from numpyro.infer.hmc import hmc
+
+            shapes, potential_fn_gen, constrain = nuts_functions(model, data)
+            init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+            traced.update(shapes=shapes, constrain=constrain, init=init_kernel, sample=sample_kernel)
+        return traced
 
     def init_one(z: Any, rng: Any, arrays: dict[str, Any]) -> Any:
-        return init_kernel(z, cfg.warmup, inverse_mass_matrix=inverse_mass_matrix,
-                           target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
-                           trajectory_length=None, model_kwargs=arrays, rng_key=rng)
+        return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass_matrix,
+                                target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
+                                trajectory_length=None, model_kwargs=arrays, rng_key=rng)
 
     def chunk_one(state: Any, arrays: dict[str, Any]) -> tuple[Any, Any]:
+        sample_kernel = kernel()["sample"]
+
         def body(st: Any, _: Any) -> tuple[Any, Any]:
             st = sample_kernel(st, model_kwargs=arrays)
             return st, (st.z, st.diverging, st.accept_prob, st.num_steps, st.energy, st.potential_energy)
 
         return jax.lax.scan(body, state, None, length=CHUNK)
 
-    arrays = {k: jnp.asarray(v) for k, v in data.items()}
-    if method == "parallel":
-        devices = jax.local_devices()[:C]
-        init_fn = jax.pmap(init_one, in_axes=(0, 0, None), devices=devices)
-        chunk_fn = jax.pmap(chunk_one, in_axes=(0, None), devices=devices)
-        # host arrays: pmap puts each chain's row on its device (a device array would be sliced by a compiled
-        # program per argument first)
-        init_params, chain_keys = jax.tree.map(np.asarray, (init_params, chain_keys))
-    else:  # vectorized (and sequential, run as a batch of one at a time)
-        init_fn = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None)))
-        chunk_fn = jax.jit(jax.vmap(chunk_one, in_axes=(0, None)))
-    state = init_fn(init_params, chain_keys, arrays)
+    # the start's shapes: from the exported start program when there is one (no trace), else the model's
+    init_path = progcache.file_for("nuts-init", key, arrays_like, parallel) if key is not None else None
+    stored = progcache.load(init_path)
+    if stored is not None:
+        z_tree = stored.in_tree.children()[0].children()[0]
+        z_like = jax.tree.unflatten(z_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=per_chain)
+                                             for a in stored.in_avals[:z_tree.num_leaves]])
+    else:
+        z_like = like(jax.tree.map(lambda v: jax.ShapeDtypeStruct((C, *v.shape), v.dtype), kernel()["shapes"]),
+                      per_chain)
+    keys_like = jax.ShapeDtypeStruct(chain_keys.shape, chain_keys.dtype, sharding=per_chain)
+    # (the start program's file is named by the data's shapes alone, so that it can be found before the
+    # latent shapes are known; those follow from the model's source and the data's shapes)
+    init_fn, init_exp = progcache.program("nuts-init", key, batched(init_one, (True, True, False)),
+                                          (z_like, keys_like, arrays_like), parallel, path=init_path, stored=stored)
+
+    def uniform_start(fold: int) -> Any:
+        """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain, drawn on
+        the host (a JAX draw is a program to compile: half a second for threefry on CPU) from the seed and
+        ``fold``."""
+        gen = np.random.default_rng([cfg.seed, fold])
+        return jax.tree.map(lambda v: gen.uniform(-2.0, 2.0, v.shape).astype(v.dtype), z_like)
+
+    if init_params is None:
+        init_params = uniform_start(1)
+    elif C == 1:
+        init_params = jax.tree.map(lambda v: np.asarray(v)[None], init_params)
+    # from the host: a device array would be sliced onto the devices by a compiled program per argument first
+    init_params = jax.tree.map(np.asarray, init_params)
+    chain_keys = jax.device_put(np.asarray(chain_keys), per_chain)
+    state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
             np.stack([np.isfinite(np.asarray(v)).reshape(C, -1).all(axis=1) for v in jax.tree.leaves(state.z_grad)]),
@@ -320,11 +377,12 @@ def run_nuts(
             break
         if attempt == 19:
             raise RuntimeError("Cannot find valid initial parameters: the log density or its gradient is not finite")
-        fresh = uniform_start(key, init_params, 1, 100 + attempt)
-        keep = jnp.asarray(ok)
-        init_params = jax.tree.map(lambda v, f, k=keep: jnp.where(k.reshape((C,) + (1,) * (jnp.ndim(v) - 1)), v, f),
+        fresh = uniform_start(100 + attempt)
+        init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
-        state = init_fn(init_params, chain_keys, arrays)
+        state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays)
+    chunk_fn, _ = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False)),
+                                    (like(state, per_chain), arrays_like), parallel)
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
     kept: list[Any] = []
@@ -343,7 +401,14 @@ def run_nuts(
     t2 = time.perf_counter()
     zs, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
     flat = {k: v.reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}
-    samples = jax.jit(jax.vmap(constrain, in_axes=(0, None)))(flat, arrays)
+    one_device = {k: jnp.asarray(v) for k, v in data.items()}  # all draws in one program, on one device
+
+    def constrain(z: Any, arrays: dict[str, Any]) -> Any:
+        return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
+
+    constrain_fn, _ = progcache.program("nuts-constrain", key, jax.jit(constrain),
+                                        (like(flat, None), like(one_device, None)))
+    samples = constrain_fn(flat, one_device)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
     extra = dict(zip(EXTRA_FIELDS, (div, acc, steps, energy, pe), strict=True))
     t3 = time.perf_counter()

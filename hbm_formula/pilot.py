@@ -66,7 +66,8 @@ class Information:
 def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, table: list[Any],
             batch_size: int | None = None, obs: str = "y", decide: Any = None) -> Information:
     """The information of every group term's levels, from the non-centered ``model`` (see module doc).
-    ``decide`` (Information -> a Centering) lets the sweeps stop once its decision is stable (STABLE_SWEEPS)."""
+    ``decide`` (Information -> a Centering) lets the sweeps stop once its decision is stable (STABLE_SWEEPS).
+    A generated model's two traced passes are kept on disk (progcache)."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -147,6 +148,12 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
 
     def host(out: Any) -> Any:
         return jax.tree.map(lambda v: np.asarray(v, dtype=float), out)
+
+    from . import progcache
+
+    named = None if progcache.key_of(model) is None else (*progcache.key_of(model), obs)
+    block_pass = progcache.cached("auto-block", named, block_pass)
+    aux_pass = progcache.cached("auto-aux", named, aux_pass)
 
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
     shapes_of = latent_shapes(model, {k: v[:chunk] if k in obs_keys else v for k, v in data.items()})

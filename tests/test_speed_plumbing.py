@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import hbm_formula as hf
-from hbm_formula import infer
+from hbm_formula import infer, progcache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,116 @@ def test_second_fit_in_a_new_process_hits_the_compilation_cache(tmp_path: Path) 
     new = set(second) - set(first)
     # JAX records cache hits as "-atime" companions of the entries; no new executable may appear
     assert not {n for n in new if not n.endswith("-atime")}, new
+
+
+_REFIT = """
+import sys
+import numpy as np, pandas as pd
+import hbm_formula as hf
+from hbm_formula import infer
+def traced(*a, **k):
+    raise AssertionError("traced the model again")
+if sys.argv[2] == "refit":  # the sampler's and the auto measurement's programs (and shapes) must come from disk
+    infer.nuts_functions = traced
+    import jax
+    jax.eval_shape = traced
+df = pd.read_csv(sys.argv[1])
+fit = hf.fit("Reaction ~ Days + (Days | Subject)", df, chains=2, warmup=100, draws=100, seed=int(sys.argv[3]),
+             progress=False)
+print("checksum", repr(float(np.asarray(fit.idata.posterior["b"]).sum())))
+"""
+
+
+def test_a_refit_in_a_new_process_reads_its_traced_programs_from_disk(tmp_path: Path) -> None:
+    """With the cache warm, a refit of the same model does not trace NUTS around the model again (nor the auto
+    measurement): the exported programs are read back, and they give the draws the traced ones gave; another seed
+    is an argument of the same programs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HBM_FORMULA_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env["HBM_FORMULA_CACHE"] = str(tmp_path / "cache")
+
+    def run(mode: str, seed: int) -> str:
+        cmd = [sys.executable, "-c", _REFIT, str(ROOT / "examples" / "data" / "sleepstudy.csv"), mode, str(seed)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "could not measure" not in out.stderr, out.stderr[-2000:]
+        return out.stdout.split("checksum")[1].strip()
+
+    first = run("first", 0)
+    names = {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in (tmp_path / "cache" / "exported").iterdir()}
+    assert {"nuts-init", "nuts-chunk", "nuts-constrain", "auto-block", "log-lik"} <= names
+    assert run("refit", 0) == first
+    assert run("refit", 1) != first
+
+
+@pytest.fixture
+def exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Traced programs kept in a temporary folder (JAX's compilation cache stays off in the tests)."""
+    where = tmp_path / "exported"
+    monkeypatch.setattr(progcache, "folder", lambda: where)
+    return where
+
+
+def _files(where: Path) -> set[str]:
+    return {p.name for p in where.glob("*.jaxexport")} if where.exists() else set()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # short runs: their R-hat is not the point
+def test_the_programs_on_disk_are_named_by_everything_they_are_built_from(grouped: pd.DataFrame,
+                                                                          exported: Path) -> None:
+    """Same model and data shapes: the same files, whatever the seed or the data's values, and the same draws as
+    a traced run. Another warmup, prior or number of rows: other files."""
+    opts = dict(chains=2, warmup=60, draws=40, progress=False, param="noncentered")
+    f = "y ~ x + (1 | g)"
+    first = hf.fit(f, grouped, seed=1, **opts).idata.posterior["b"].values
+    files = _files(exported)
+    assert {n.split("-")[0] + "-" + n.split("-")[1] for n in files} >= {"nuts-init", "nuts-chunk", "nuts-constrain"}
+    again = hf.fit(f, grouped, seed=1, **opts).idata.posterior["b"].values
+    other_seed = hf.fit(f, grouped, seed=2, **opts).idata.posterior["b"].values
+    # other values with the same mean and SD (the default priors are scaled by them, as literals of the program)
+    reordered = grouped.assign(y=grouped.y.to_numpy()[::-1])
+    reordered_b = hf.fit(f, reordered, seed=1, **opts).idata.posterior["b"].values
+    assert _files(exported) == files
+    np.testing.assert_array_equal(again, first)
+    assert not np.allclose(other_seed, first)
+    assert abs(np.median(reordered_b)) < 0.5 < np.median(first)  # the data are arguments: new answer, same programs
+    traced = progcache.folder
+    try:
+        progcache.folder = lambda: None  # no cache: traced and jitted as it is
+        plain = hf.fit(f, grouped, seed=1, **opts).idata.posterior["b"].values
+    finally:
+        progcache.folder = traced
+    np.testing.assert_allclose(plain, first, rtol=1e-5, atol=1e-6)
+
+    def new_after(**changes: object) -> set[str]:
+        before = _files(exported)
+        data = changes.pop("data", grouped)
+        hf.fit(changes.pop("formula", f), data, seed=1, **(opts | changes))
+        return {n.split("-")[0] + "-" + n.split("-")[1] for n in _files(exported) - before}
+
+    assert "nuts-chunk" in new_after(warmup=80)
+    assert "nuts-chunk" in new_after(target_accept=0.9)
+    assert "nuts-chunk" in new_after(priors={"sigma": "exponential(2)"})
+    assert "nuts-chunk" in new_after(data=grouped.iloc[:-20])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_damaged_program_file_is_traced_again(grouped: pd.DataFrame, exported: Path) -> None:
+    opts = dict(chains=2, warmup=60, draws=40, progress=False, param="noncentered", seed=1)
+    first = hf.fit("y ~ x + (1 | g)", grouped, **opts).idata.posterior["b"].values
+    for p in exported.glob("*.jaxexport"):
+        p.write_bytes(b"not a program")
+    again = hf.fit("y ~ x + (1 | g)", grouped, **opts).idata.posterior["b"].values
+    np.testing.assert_array_equal(again, first)
+    assert all(p.stat().st_size > 1000 for p in exported.glob("*.jaxexport"))  # rewritten
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_wrapped_model_keeps_nothing_on_disk(grouped: pd.DataFrame, exported: Path) -> None:
+    """shard_data runs a wrapper around the generated model (an observation mask): not named by the source alone,
+    so nothing of it is kept."""
+    hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=60, draws=40, progress=False, param="noncentered",
+           shard_data=True)
+    assert not {n for n in _files(exported) if n.startswith("nuts-")}
 
 
 _SVI_THEN_NUTS = """

@@ -1,0 +1,190 @@
+"""Traced programs kept on disk (``jax.export``), so that a refit of the same model skips tracing.
+
+With JAX's persistent compilation cache warm, a fit still traces the sampler (NumPyro's NUTS
+around the generated model) and lowers it to StableHLO before the cache can be asked: about a
+second on a small model. Here a program is exported once (traced and lowered), serialised, and
+later read back and called instead of being traced again. The file is named by a hash of
+everything the program is built from: the caller's key (the generated model's source, the
+sampler's settings), the shapes and dtypes of its arguments, the device layout, and the versions
+of JAX, NumPyro and this package. Data values are arguments, never part of the program, so
+other data of the same shapes (and another seed) reuse the file.
+
+Files live in ``exported/`` inside the compilation cache folder (``infer.cache_dir()``);
+``HBM_FORMULA_CACHE=0`` turns both off. A file that cannot be read is traced again and rewritten;
+a program that cannot be exported runs as an ordinary jitted function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_REGISTERED = False
+
+#: the attribute of a generated model function holding its name here (``api._exec_code``: a hash of its source)
+KEY = "hbm_source_key"
+
+
+def source_key(code: str) -> tuple[str, str]:
+    """The name of a generated model: a hash of its source without its comment lines (which carry what the data
+    showed, e.g. the number of rows or the auto measurement's figures, and change nothing that runs)."""
+    lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith("#")]
+    return ("model", hashlib.sha256("\n".join(lines).encode()).hexdigest())
+
+
+def key_of(model: Any) -> tuple[Any, ...] | None:
+    """The name of ``model``'s programs (None: a model not generated from source, e.g. a wrapper: not kept)."""
+    return getattr(model, KEY, None)
+
+
+def _register() -> None:
+    """NumPyro's sampler state is made of namedtuples: name them for the exported tree structure."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from jax import export
+    from numpyro.infer.hmc import HMCState
+    from numpyro.infer.hmc_util import HMCAdaptState
+
+    for cls, name in ((HMCState, "numpyro.HMCState"), (HMCAdaptState, "numpyro.HMCAdaptState")):
+        with contextlib.suppress(ValueError):  # registered already (by another copy of this module, after a reload)
+            export.register_namedtuple_serialization(cls, serialized_name=name)
+    _REGISTERED = True
+
+
+def folder() -> Path | None:
+    """Where exported programs are kept, or None when the cache is off."""
+    from .infer import cache_dir
+
+    base = cache_dir()
+    return None if base is None else base / "exported"
+
+
+def _spec(args: Any) -> list[str]:
+    import jax
+
+    leaves, tree = jax.tree.flatten(args)
+    return [str(tree)] + [f"{getattr(v, 'dtype', type(v).__name__)}{tuple(getattr(v, 'shape', ()))}" for v in leaves]
+
+
+def file_for(name: str, key: tuple[Any, ...], args: Any, sharded: bool) -> Path | None:
+    """The file of program ``name`` built from ``key`` for arguments shaped like ``args``."""
+    import jax
+    import numpy as np
+    import numpyro
+
+    from ._version import __version__
+
+    where = folder()
+    if where is None:
+        return None
+    parts = [name, repr(key), *_spec(args), jax.__version__, numpyro.__version__, __version__,
+             jax.default_backend(), str(jax.local_device_count() if sharded else 1),
+             str(jax.dtypes.canonicalize_dtype(np.float64))]  # x64 on (also inside jax.enable_x64) or off
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+    return where / f"{name}-{digest}.jaxexport"
+
+
+def load(path: Path | None) -> Any:
+    """The exported program at ``path``, or None (absent, unreadable, or written by another JAX)."""
+    if path is None or not path.is_file():
+        return None
+    _register()
+    from jax import export
+
+    try:
+        return export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # noqa: BLE001 - a damaged or foreign file is only a cache miss
+        return None
+
+
+def save(path: Path, exported: Any) -> None:
+    """Write atomically (a concurrent process reads the whole file or none); a failure is a cache miss."""
+    try:
+        write(path, exported.serialize())
+    except Exception:  # noqa: BLE001 - a tree node that cannot be named: not fatal
+        return
+
+
+def shapes(model: Any, data: Any, what: str, trace: Any) -> dict[str, Any]:
+    """``trace()`` (a dict of ``jax.ShapeDtypeStruct`` found by an abstract trace of a generated model), kept on
+    disk as JSON per model, ``what`` and shapes of ``data``: a refit does not trace the model for them."""
+    import json
+
+    import jax
+
+    key = key_of(model)
+    path = file_for(f"shapes-{what}", key, data, False) if key is not None else None
+    path = path.with_suffix(".json") if path is not None else None
+    if path is not None and path.is_file():
+        try:
+            return {k: jax.ShapeDtypeStruct(tuple(shape), dtype) for k, shape, dtype in json.loads(path.read_text())}
+        except (ValueError, TypeError, OSError):  # damaged: traced again below
+            pass
+    out = trace()
+    if path is not None:
+        write(path, json.dumps([[k, list(v.shape), str(v.dtype)] for k, v in out.items()]).encode())
+    return out
+
+
+def write(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (a concurrent process reads the whole file or none); a failure is a cache miss."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:  # no space, a read-only folder: not fatal
+        return
+
+
+def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, sharded: bool = False,
+            path: Path | None = None, stored: Any = None) -> tuple[Any, Any]:
+    """A callable equivalent to ``jitted`` (a ``jax.jit`` function) on arguments shaped like ``args``
+    (``jax.ShapeDtypeStruct`` with their shardings): read from disk when this program was exported before,
+    else exported now and written. With no ``key`` (or the cache off) ``jitted`` itself. ``path`` and
+    ``stored``: the file and its program when the caller looked them up already (a file named by some of
+    the arguments only). Returns ``(callable, exported program or None)``."""
+    import jax
+
+    if key is None:
+        return jitted, None
+    path = path if path is not None else file_for(name, key, args, sharded)
+    if path is None:
+        return jitted, None
+    exp = stored if stored is not None else load(path)
+    if exp is None:
+        _register()
+        from jax import export
+
+        try:
+            exp = export.export(jitted)(*args)
+        except Exception:  # noqa: BLE001 - not exportable (e.g. a host callback): run it as it is
+            return jitted, None
+        save(path, exp)
+    return jax.jit(exp.call), exp
+
+
+def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:
+    """``jitted`` (a ``jax.jit`` function of arrays on one device), its traced program kept on disk per shape of
+    its arguments (``program``), resolved at the first call with each shape. With no ``key``: ``jitted``."""
+    if key is None or folder() is None:
+        return jitted
+    table: dict[tuple[str, ...], Any] = {}
+
+    def call(*args: Any) -> Any:
+        sig = tuple(_spec(args))
+        if sig not in table:
+            table[sig] = program(name, key, jitted, args)[0]
+        return table[sig](*args)
+
+    return call
