@@ -37,7 +37,7 @@ from .ir import Call, Expr, ModelSpec, Num, Var, render
 from .likelihoods import HELPERS, LIKELIHOODS, Lik, inv_link
 from .parameterize import Centering
 from .params import ParamEntry
-from .priors import prior_code, vector_prior_code
+from .priors import prior_code, prior_parts, vector_prior_code, vector_prior_parts
 
 #: the observation site of every generated model
 OBS_SITE = "y"
@@ -72,6 +72,11 @@ def _take(var: str, idx: list[int], n: int) -> str:
     if idx == list(range(idx[0], idx[-1] + 1)):
         return f"{var}[{idx[0]}:{idx[-1] + 1}]"
     return f"{var}[jnp.array({idx})]"
+
+
+def _shown(code: str) -> str:
+    """A prior's code with its numbers, for the comment beside a site that takes them as an argument."""
+    return code.replace("dist.", "")
 
 
 def _comment(text: str) -> str:
@@ -184,6 +189,11 @@ class _Emitter:
             self.obs_keys.append(name)
         return name
 
+    def _signature(self) -> list[str]:
+        """The model's data arguments: the data first, then the priors' numbers (``prior_<site>``)."""
+        priors = [a for a in self.args if self.sources[a][0] == "prior"]
+        return [a for a in self.args if a not in priors] + priors
+
     def site(self, preferred: str, internal: bool = False) -> str:
         """A site name, unique in the model. Public names (those users set priors on or read:
         ``Intercept_k``, ``b``, ``sd_g``, ...) are kept as they are; an internal site (``Intercept_c``,
@@ -202,22 +212,53 @@ class _Emitter:
                 self.helpers.append(h)
 
     # -------------------------------------------------------------- priors
+    def prior(self, site: str, ctor: str, values: Any, suffix: str) -> str:
+        """Code of a prior whose numbers are the data argument ``prior_<site>``, unpacked into the constructor's
+        arguments (a row per argument; for a vector site with numbers differing by element, a column per element).
+        The numbers are arguments, not literals, so that priors differing only in value (default priors scaled by
+        other data, a prior sensitivity check) give the same compiled program."""
+        arr = np.asarray(values, dtype=float)
+        name = self.arg(f"prior_{site}", ("prior", site), arr.T if arr.ndim == 2 else arr, per_obs=False)
+        return f"{ctor}(*{name}){suffix}"
+
+    def prior_vector_code(self, site: str, entries: list[ParamEntry], support: str) -> tuple[str, str] | None:
+        """(code, the prior as literals for a comment) of one vector site over ``entries``, None when their priors
+        differ in kind."""
+        parts = vector_prior_parts([e.prior for e in entries], support, site)
+        if parts is None:
+            return None
+        ctor, values, suffix = parts
+        shown = vector_prior_code([e.prior for e in entries], support, site) or ""
+        if len(set(values)) == 1:
+            return f"{self.prior(site, ctor, values[0], suffix)}.expand([{len(entries)}]).to_event(1)", shown
+        return f"{self.prior(site, ctor, values, suffix)}.to_event(1)", shown
+
+    def prior_scalar_code(self, site: str, entry: ParamEntry, support: str) -> tuple[str, str]:
+        """(code, the prior as literals for a comment) of a scalar site."""
+        ctor, args, suffix = prior_parts(entry.prior, support, entry.name)
+        return self.prior(site, ctor, args, suffix), prior_code(entry.prior, support, entry.name)
+
     def sample_vector(self, out: list[str], var: str, site: str, entries: list[ParamEntry], support: str) -> None:
         """A vector site over ``entries``; one site per element if their priors differ in kind."""
-        code = vector_prior_code([e.prior for e in entries], support, site)
-        if code is not None:
-            out.append(f"{var} = numpyro.sample({self.site(site)!r}, {code})")
+        name = self.site(site)
+        vector = self.prior_vector_code(name, entries, support)
+        if vector is not None:
+            out.append(f"{var} = numpyro.sample({name!r}, {vector[0]})  # {_shown(vector[1])}")
             return
+        self.sites.discard(name)
         parts = []
         for e in entries:
             v = self.names(e.name)
-            out.append(f"{v} = numpyro.sample({self.site(e.name)!r}, {prior_code(e.prior, support, e.name)})")
+            one = self.site(e.name)
+            code, shown = self.prior_scalar_code(one, e, support)
+            out.append(f"{v} = numpyro.sample({one!r}, {code})  # {_shown(shown)}")
             parts.append(v)
         out.append(f"{var} = jnp.stack([{', '.join(parts)}])")
 
     def sample_scalar(self, out: list[str], var: str, site: str, entry: ParamEntry, support: str) -> None:
         site = site if site in self.sites else self.site(site)
-        out.append(f"{var} = numpyro.sample({site!r}, {prior_code(entry.prior, support, entry.name)})")
+        code, shown = self.prior_scalar_code(site, entry, support)
+        out.append(f"{var} = numpyro.sample({site!r}, {code})  # {_shown(shown)}")
 
     # -------------------------------------------------------------- population-level effects
     def absorbed(self, p: PredictorData) -> dict[str, GroupBlock]:
@@ -337,16 +378,17 @@ class _Emitter:
     def thresholds(self, out: list[str]) -> None:
         levels = self.design.response.levels or ()
         entries = [self.table[f"Intercept_{k}"] for k in range(1, len(levels))]
-        code = vector_prior_code([e.prior for e in entries], "real", "Intercept")
-        if code is None or not code.endswith(".to_event(1)"):
+        site = self.site("Intercept")
+        vector = self.prior_vector_code(site, entries, "real")
+        if vector is None or not vector[0].endswith(".to_event(1)"):
             raise PriorError("the thresholds of an ordinal model take one prior family, e.g. Intercept ~ normal(0, 2.5)")
-        base = code[: -len(".to_event(1)")]
+        base = vector[0][: -len(".to_event(1)")]
         if ".expand(" not in base:
             base = f"{base}.expand([{len(entries)}])"
         self.use("OrderedIID")
         out.append(f"# thresholds between the {len(levels)} ordered categories: the priors restricted to increasing values")
         self.var["thresholds"] = self.names("Intercept")
-        out.append(f"{self.var['thresholds']} = numpyro.sample({self.site('Intercept')!r}, OrderedIID({base}))")
+        out.append(f"{self.var['thresholds']} = numpyro.sample({site!r}, OrderedIID({base}))  # {_shown(vector[1])}")
         self.coords["Intercept_dim"] = [f"{levels[k]}|{levels[k + 1]}" for k in range(len(levels) - 1)]
         self.dims["Intercept"] = ["Intercept_dim"]
 
@@ -747,7 +789,9 @@ class _Emitter:
                 continue  # se(s): the known SEs are the whole residual SD
             else:
                 e = self.table[aux.name]
-                lines.append(f"{v} = numpyro.sample({self.site(aux.name)!r}, {prior_code(e.prior, aux.support, aux.name)})")
+                site = self.site(aux.name)
+                code, shown = self.prior_scalar_code(site, e, aux.support)
+                lines.append(f"{v} = numpyro.sample({site!r}, {code})  # {_shown(shown)}")
                 self.summary.append(aux.name)
             codes[aux.name] = v
         if resp.se is not None:
@@ -845,7 +889,7 @@ class _Emitter:
             header.append("")
         header += [
             "",
-            f"def model({', '.join(self.args)}, y=None, predict=False):",
+            f"def model({', '.join(self._signature())}, y=None, predict=False):",
             '    """NumPyro model; call with the arrays of CompiledModel.data (y=None to sample it)."""',
         ]
         return "\n".join(header) + "\n" + body + "\n"

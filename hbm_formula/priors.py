@@ -3,7 +3,9 @@ lowering to NumPyro distribution code.
 
 A prior string is parsed by the grammar (``parse.parse_prior``) into a
 ``PriorDist`` of a name and numbers; here the name is looked up in a fixed
-table and the numbers are printed as literals. Nothing is evaluated.
+table; the numbers become a data argument of the generated model (``prior_<site>``,
+shown in a comment beside the site), or are printed as literals for display.
+Nothing is evaluated.
 """
 
 from __future__ import annotations
@@ -124,6 +126,27 @@ def prior_code(d: PriorDist, support: str, target: str) -> str:
     if support == "corr":
         return _lit(args[0])
     return f"{ctor}({', '.join(_lit(a) for a in args)}){suffix}"
+
+
+def prior_parts(d: PriorDist, support: str, target: str) -> tuple[str, tuple[float, ...], str]:
+    """A checked scalar prior as (constructor, numeric arguments rounded as they would be printed, code
+    suffix): the generated model takes the numbers as a data argument, so that a model whose priors change
+    only in value (default priors scaled by other data, a prior sensitivity check) is the same program."""
+    ctor, args, suffix = _parts(d, support, target)
+    return ctor, tuple(float(_lit(a)) for a in args), suffix
+
+
+def vector_prior_parts(dists: list[PriorDist], support: str, target: str
+                       ) -> tuple[str, list[tuple[float, ...]], str] | None:
+    """(constructor, each parameter's numeric arguments, suffix) for one vector site over parameters whose priors
+    share a constructor (numbers may differ); None when the constructors differ, or when they carry a suffix
+    (a truncation) and their numbers differ."""
+    parts = [prior_parts(d, support, target) for d in dists]
+    if len({(c, sfx) for c, _, sfx in parts}) != 1:
+        return None
+    if parts[0][2] and len({a for _, a, _ in parts}) != 1:
+        return None
+    return parts[0][0], [a for _, a, _ in parts], parts[0][2]
 
 
 def vector_prior_code(dists: list[PriorDist], support: str, target: str) -> str | None:

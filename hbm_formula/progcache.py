@@ -30,10 +30,15 @@ KEY = "hbm_source_key"
 
 
 def source_key(code: str) -> tuple[str, str]:
-    """The name of a generated model: a hash of its source without its comment lines (which carry what the data
-    showed, e.g. the number of rows or the auto measurement's figures, and change nothing that runs)."""
-    lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith("#")]
-    return ("model", hashlib.sha256("\n".join(lines).encode()).hexdigest())
+    """The name of a generated model: a hash of its source without its comments (which carry what the data
+    showed: the number of rows, the auto measurement's figures, the priors' numbers, which are arguments; none
+    of them changes what runs)."""
+    import io
+    import tokenize
+
+    tokens = [f"{t.type}:{t.string}" for t in tokenize.generate_tokens(io.StringIO(code).readline)
+              if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    return ("model", hashlib.sha256("\x00".join(tokens).encode()).hexdigest())
 
 
 def key_of(model: Any) -> tuple[Any, ...] | None:
@@ -74,6 +79,7 @@ def _spec(args: Any) -> list[str]:
 def file_for(name: str, key: tuple[Any, ...], args: Any, sharded: bool) -> Path | None:
     """The file of program ``name`` built from ``key`` for arguments shaped like ``args``."""
     import jax
+    import jaxlib.version
     import numpy as np
     import numpyro
 
@@ -82,7 +88,7 @@ def file_for(name: str, key: tuple[Any, ...], args: Any, sharded: bool) -> Path 
     where = folder()
     if where is None:
         return None
-    parts = [name, repr(key), *_spec(args), jax.__version__, numpyro.__version__, __version__,
+    parts = [name, repr(key), *_spec(args), jax.__version__, jaxlib.version.__version__, numpyro.__version__, __version__,
              jax.default_backend(), str(jax.local_device_count() if sharded else 1),
              str(jax.dtypes.canonicalize_dtype(np.float64))]  # x64 on (also inside jax.enable_x64) or off
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]

@@ -336,6 +336,7 @@ def test_prior_by_group_and_coefficient(radon: pd.DataFrame) -> None:
 
 def test_aux_parameter_priors(grouped: pd.DataFrame) -> None:
     cm = hf.compile("yc ~ x + (1 | g)", grouped, family="negbinomial", priors={"shape": "gamma(2, 0.5)"})
-    assert "numpyro.sample('shape', dist.Gamma(2.0, 0.5))" in cm.code
+    assert "numpyro.sample('shape', dist.Gamma(*prior_shape))" in cm.code
+    np.testing.assert_array_equal(cm.data["prior_shape"], [2.0, 0.5])
     with pytest.raises(hf.PriorError, match="lies between 0 and 1"):
         hf.compile("yc ~ x", grouped, family="zero_inflated_poisson", priors={"zi": "normal(0, 1)"})

@@ -133,8 +133,8 @@ def _files(where: Path) -> set[str]:
 @pytest.mark.filterwarnings("ignore::UserWarning")  # short runs: their R-hat is not the point
 def test_the_programs_on_disk_are_named_by_everything_they_are_built_from(grouped: pd.DataFrame,
                                                                           exported: Path) -> None:
-    """Same model and data shapes: the same files, whatever the seed or the data's values, and the same draws as
-    a traced run. Another warmup, prior or number of rows: other files."""
+    """Same model and data shapes: the same files, whatever the seed, the data's values or the priors' numbers, and
+    the same draws as a traced run. Another warmup, kind of prior or number of rows: other files."""
     opts = dict(chains=2, warmup=60, draws=40, progress=False, param="noncentered")
     f = "y ~ x + (1 | g)"
     first = hf.fit(f, grouped, seed=1, **opts).idata.posterior["b"].values
@@ -142,13 +142,16 @@ def test_the_programs_on_disk_are_named_by_everything_they_are_built_from(groupe
     assert {n.split("-")[0] + "-" + n.split("-")[1] for n in files} >= {"nuts-init", "nuts-chunk", "nuts-constrain"}
     again = hf.fit(f, grouped, seed=1, **opts).idata.posterior["b"].values
     other_seed = hf.fit(f, grouped, seed=2, **opts).idata.posterior["b"].values
-    # other values with the same mean and SD (the default priors are scaled by them, as literals of the program)
-    reordered = grouped.assign(y=grouped.y.to_numpy()[::-1])
-    reordered_b = hf.fit(f, reordered, seed=1, **opts).idata.posterior["b"].values
+    # other values of the data, and so other default priors (scaled by the response's mean and SD), and another
+    # prior's numbers: all arguments of the same programs
+    shifted = grouped.assign(y=10 * grouped.y + 50.0)
+    shifted_icept = hf.fit(f, shifted, seed=1, **opts).idata.posterior["Intercept"].values
+    tight = hf.fit(f, grouped, seed=1, **opts, priors={"sigma": "exponential(2)"}).idata.posterior["b"].values
     assert _files(exported) == files
     np.testing.assert_array_equal(again, first)
     assert not np.allclose(other_seed, first)
-    assert abs(np.median(reordered_b)) < 0.5 < np.median(first)  # the data are arguments: new answer, same programs
+    assert 40 < np.median(shifted_icept) < 60  # new answer, same programs
+    assert not np.allclose(tight, first)
     traced = progcache.folder
     try:
         progcache.folder = lambda: None  # no cache: traced and jitted as it is
@@ -165,7 +168,7 @@ def test_the_programs_on_disk_are_named_by_everything_they_are_built_from(groupe
 
     assert "nuts-chunk" in new_after(warmup=80)
     assert "nuts-chunk" in new_after(target_accept=0.9)
-    assert "nuts-chunk" in new_after(priors={"sigma": "exponential(2)"})
+    assert "nuts-chunk" in new_after(priors={"sigma": "gamma(2, 1)"})
     assert "nuts-chunk" in new_after(data=grouped.iloc[:-20])
 
 
