@@ -115,8 +115,10 @@ def _block_sd_L(cm: Any, draws: dict[str, np.ndarray], blk: GroupBlock) -> tuple
     return sd, L, members
 
 
-def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, req: Request) -> dict[str, np.ndarray]:
-    """Each group term's ``r_<g>`` draws for prediction: new levels appended, left-out columns zeroed."""
+def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, req: Request,
+                  repeats: Mapping[tuple[str, ...], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Each group term's ``r_<g>`` draws for prediction: new levels appended, then the repeated levels of
+    ``renest`` (per factor, the levels they repeat), left-out columns zeroed."""
     rng = np.random.default_rng(req.seed + 17)
     out: dict[str, np.ndarray] = {}
     new_levels = dict(rows.new_levels) if rows is not None else {}
@@ -165,6 +167,8 @@ def effect_tables(cm: Any, draws: dict[str, np.ndarray], rows: NewRows | None, r
                 eff = np.zeros((S, M, sum(widths)))
             splits = np.cumsum(widths)[:-1]
             tables = [np.concatenate([t, e], axis=1) for t, e in zip(tables, np.split(eff, splits, axis=2), strict=True)]
+        if repeats and blk.factor in repeats:
+            tables = [np.concatenate([t, t[:, repeats[blk.factor]]], axis=1) for t in tables]
         for m, t in zip(members, tables, strict=True):
             if req.re_keep is not None:
                 t = t * req.re_keep[m.number][None, None, :]
@@ -190,11 +194,55 @@ def model_data(cm: Any, rows: NewRows | None) -> dict[str, np.ndarray]:
             out[arg] = np.asarray(rows.arrays[("X", src[1])])[:, src[2]].astype(np.asarray(cm.data[arg]).dtype)
         elif src[0] == "X_mean1":  # ... and its mean, a number
             out[arg] = np.asarray(rows.arrays[("X_mean", src[1])]).reshape(()).astype(np.asarray(cm.data[arg]).dtype)
+        elif src[0] == "nested":  # each level of the finer factor -> its level of the coarse one (``renest``)
+            out[arg] = rows.arrays[("nested", arg)]
         elif src in rows.arrays:
             out[arg] = np.asarray(rows.arrays[src]).astype(np.asarray(cm.data[arg]).dtype)
         else:  # pragma: no cover - every source is built by new_rows
             raise HBMError(f"cannot build {arg} for new data")
     return out
+
+
+def renest(cm: Any, rows: NewRows | None) -> tuple[NewRows | None, dict[tuple[str, ...], np.ndarray]]:
+    """New rows for a model that gathers a coarse factor's effects through a finer factor's levels
+    (``lower.nested_folds``: classes within schools, from the fitted data). A row whose class sits in
+    another school than the fitted data put it in (or a new class in two schools) gets a level of its own
+    that repeats that class's effects, mapped to its school: predictions add the effects of both factors
+    as the model does, whatever the nesting of the new rows. Returns the rows (their finer level indices
+    and each fold's map, ``("nested", data argument)``, in ``arrays``) and, per finer factor, the level each
+    such extra level repeats (``effect_tables`` appends their effects)."""
+    folds = [(arg, src[1], src[2]) for arg, src in cm.lowered.sources.items() if src[0] == "nested"]
+    if rows is None or not folds:
+        return rows, {}
+    blocks = {b.number: b for b in cm.design.groups}
+    arrays = dict(rows.arrays)
+    copies: dict[tuple[str, ...], np.ndarray] = {}
+    for arg, coarse, fine in folds:
+        factor = blocks[fine].factor
+        fitted = np.asarray(cm.data[arg])
+        g_f, g_c = np.asarray(arrays[("g", fine)]), np.asarray(arrays[("g", coarse)])
+        J = len(fitted) + len(rows.new_levels.get(fine, ())) + len(copies.get(factor, ()))
+        owner = np.full(J, -1, dtype=np.int64)
+        owner[:len(fitted)] = fitted
+        pairs, inverse = np.unique(np.stack([g_f, g_c], axis=1), axis=0, return_inverse=True)
+        index = pairs[:, 0].copy()
+        repeats = list(copies.get(factor, ()))
+        extra_owner: list[int] = []
+        for k, (f, c) in enumerate(pairs):
+            if owner[f] < 0:  # a new level, first seen here
+                owner[f] = c
+            elif owner[f] != c:  # in another coarse level than fitted: a level of its own, repeating f's effects
+                index[k] = J + len(extra_owner)
+                repeats.append(int(f))
+                extra_owner.append(int(c))
+        new_g = index[np.ravel(inverse)].astype(np.int32)
+        for b in cm.design.groups:
+            if b.factor == factor:
+                arrays[("g", b.number)] = new_g
+        arrays[("nested", arg)] = np.concatenate([owner, np.asarray(extra_owner, dtype=np.int64)]).astype(fitted.dtype)
+        if repeats:
+            copies[factor] = np.asarray(repeats, dtype=np.int64)
+    return NewRows(rows.design, rows.frame, arrays, rows.new_levels), copies
 
 
 def _kinds(cm: Any) -> list[str]:
@@ -224,11 +272,11 @@ def predict_draws(cm: Any, idata: Any, newdata: Any = None, kind: str = "respons
         raise HBMError(f"unknown kind '{kind}'; kinds for this model: {', '.join(_kinds(cm))}")
     if new_levels not in NEW_LEVELS:
         raise HBMError(f"unknown new_levels '{new_levels}'; choose one of {', '.join(NEW_LEVELS)}")
-    rows = None if newdata is None else new_rows(cm.design, newdata)
+    rows, repeats = renest(cm, None if newdata is None else new_rows(cm.design, newdata))
     req = Request(kind, parse_re_formula(cm, re_formula), new_levels, seed)
     draws, _ = _draw_arrays(idata, ndraws, seed)
     draws = model_shapes(draws, cm.lowered.squeezed)
-    draws.update(effect_tables(cm, draws, rows, req))
+    draws.update(effect_tables(cm, draws, rows, req, repeats))
     data = model_data(cm, rows)
     n = rows.n if rows is not None else cm.design.n
     S = next(iter(draws.values())).shape[0]

@@ -338,3 +338,68 @@ def test_log_density_is_finite_at_prior_draws(cbpp: pd.DataFrame) -> None:
     tr = handlers.trace(handlers.seed(cm.model, jax.random.PRNGKey(3))).get_trace(**cm.data)
     params = {k: v["value"] for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
     assert np.isfinite(cm.log_density(params))
+
+
+def _schools(rng: np.random.Generator, schools: int = 12, classes: int = 5, rows: int = 8) -> pd.DataFrame:
+    school = np.repeat(np.arange(schools), classes * rows)
+    cls = np.repeat(np.arange(schools * classes), rows)
+    df = pd.DataFrame({"school": [f"s{i}" for i in school], "cls": [f"c{i}" for i in cls],
+                       "x": rng.normal(size=school.size)})
+    df["y"] = (1 + 0.5 * df.x + rng.normal(0, 1, schools)[school] + rng.normal(0, 0.5, schools * classes)[cls]
+               + rng.normal(0, 1, school.size))
+    return df
+
+
+def test_a_nested_factor_is_gathered_through_the_finer_one(rng: np.random.Generator,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classes within schools: the school effects join the class table before its gather (one gather over the
+    rows fewer), and the model is the same: equal log densities at random points, under every parameterization
+    and in either term order; slopes on the coarse factor are not folded."""
+    from numpyro.infer.util import log_density
+
+    from hbm_formula import lower as lower_mod
+    from hbm_formula.api import _exec_code
+
+    df = _schools(rng)
+    for f in ("y ~ x + (1 | school) + (1 | cls)", "y ~ x + (1 | cls) + (1 | school)", "y ~ x + (1 | school/cls)"):
+        for param in ("noncentered", "centered", "auto"):
+            cm = hf.compile(f, df, param=param)
+            assert "in_school" in cm.data and "g_school" not in cm.data, (f, param)
+            assert "is nested in school" in cm.code
+            coarse = next(b for b in cm.design.groups if b.factor == ("school",))
+            fine = next(b for b in cm.design.groups if b.factor != ("school",))
+            np.testing.assert_array_equal(cm.data["in_school"][fine.g], coarse.g)  # each class's school
+            with monkeypatch.context() as m:
+                m.setattr(lower_mod, "nested_folds", lambda by_factor: {})
+                plain = hf.compile(f, df, param=param)
+            assert "g_school" in plain.data and "in_school" not in plain.data
+            for seed in range(2):
+                point = {k: jnp.asarray(v[0]) for k, v in cm.sample_prior(draws=1, seed=seed + 1).items()
+                         if k in cm.latent_sites()}
+                lp, _ = log_density(_exec_code(cm.code), (), cm.data, point)
+                lp_plain, _ = log_density(_exec_code(plain.code), (), plain.data, point)
+                np.testing.assert_allclose(float(lp), float(lp_plain), rtol=1e-5)
+    assert "in_school" not in hf.compile("y ~ x + (1 + x | school) + (1 | cls)", df).data
+
+
+def test_predictions_through_a_nested_gather_add_both_factors_effects(rng: np.random.Generator) -> None:
+    df = _schools(rng)
+    fit = hf.fit("y ~ x + (1 | school) + (1 | cls)", df, chains=2, warmup=150, draws=100, progress=False, seed=2,
+                 param="noncentered")
+    post = fit.idata.posterior
+    pred = fit.predict(kind="epred", summary=True)
+    by_hand = (post["Intercept"].values[..., None] + post["b"].values[..., 0, None] * df.x.to_numpy()
+               + post["r_school"].values[..., fit.model.design.groups[0].g]
+               + post["r_cls"].values[..., fit.model.design.groups[1].g])
+    np.testing.assert_allclose(pred["mean"].to_numpy(), by_hand.mean(axis=(0, 1)), rtol=1e-4, atol=1e-4)
+    # a new class in a fitted school gets that school's effect; a fitted class in another school (the data's
+    # nesting broken) gets its own effect plus that school's, as the sum of the two terms says
+    lv = {b.factor[0]: list(b.levels) for b in fit.model.design.groups}
+    new = pd.DataFrame({"school": ["s3", "s3", "s5", "s0"], "cls": ["new1", "c0", "c0", "c0"], "x": [0.0] * 4})
+    out = fit.predict(new, kind="epred", new_levels="population", summary=True)
+    r_s, r_c, icept = post["r_school"].values, post["r_cls"].values, post["Intercept"].values
+    expect = [icept + r_s[..., lv["school"].index("s3")],
+              icept + r_s[..., lv["school"].index("s3")] + r_c[..., lv["cls"].index("c0")],
+              icept + r_s[..., lv["school"].index("s5")] + r_c[..., lv["cls"].index("c0")],
+              icept + r_s[..., lv["school"].index("s0")] + r_c[..., lv["cls"].index("c0")]]
+    np.testing.assert_allclose(out["mean"].to_numpy(), [float(e.mean()) for e in expect], rtol=1e-4, atol=1e-4)
