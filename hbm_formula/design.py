@@ -418,17 +418,27 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
             plist.append((name, lin))
     predictors: dict[str, PredictorData] = {}
     number = 0
-    labels_used: dict[str, int] = {}
+
+    def base_label(gt: Any, pname: str) -> str:
+        base = gt.group_label if pname == "mu" else f"{gt.group_label}__{pname}"
+        return base.replace("/", "_")  # a backticked factor `a/b`: netCDF (the fit file) refuses '/' in names
+
+    # a second term on a factor is <factor>_2 (_3, ...), skipping a label another factor has (`g_2` beside two
+    # terms on g: a review found sd_g_2 sampled twice)
+    bases = {base_label(gt, pname) for pname, lin in plist for gt in lin.group_terms}
+    taken: set[str] = set()
     for pname, lin in plist:
         center = lin.intercept and not (fam.kind == "ordinal" and pname == "mu")
         pdata = _population(pname, lin, df, center)
         blocks = []
         for gt in lin.group_terms:
             number += 1
-            base = gt.group_label if pname == "mu" else f"{gt.group_label}__{pname}"
-            base = base.replace("/", "_")  # a backticked factor `a/b`: netCDF (the fit file) refuses '/' in names
-            labels_used[base] = labels_used.get(base, 0) + 1
-            label = base if labels_used[base] == 1 else f"{base}_{labels_used[base]}"
+            base = base_label(gt, pname)
+            label, k = base, 1
+            while label in taken or (k > 1 and label in bases):
+                k += 1
+                label = f"{base}_{k}"
+            taken.add(label)
             blocks.append(_group_block(number, pname, gt, label, df))
         predictors[pname] = replace(pdata, groups=tuple(blocks))
 
@@ -690,6 +700,13 @@ def _check_nl_names(spec: ModelSpec, columns: Iterable[Any]) -> None:
     cols = [str(c) for c in columns]
     params = [n for n, _ in spec.nlpars]
     text = str(spec.formula)
+    family = family_spec(spec.family.name)
+    for name in params:  # else the family's parameter and the curve's would be one variable (a review: the decay
+        # rate of a * exp(-sigma * t) became the residual SD too)
+        if family.aux_param(name) is not None:
+            m = re.search(rf"(?<![\w`]){re.escape(name)}(?![\w`])", text)
+            raise FormulaError(f"'{name}' is a parameter of the {family.name} family and cannot also name a non-linear "
+                               f"parameter: rename it (e.g. '{name}_nl' or 'k')", text, *(m.span() if m else (0, 1)))
     for v in data_vars(spec.formula.rhs):  # type: ignore[arg-type]
         m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
         where = m.span() if m else (0, 1)

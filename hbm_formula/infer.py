@@ -313,6 +313,7 @@ def run_nuts(
     arrays_like = like(arrays, shared)
     total = cfg.warmup + cfg.draws
     traced: dict[str, Any] = {}
+    started: list[bool] = []  # the init kernel traced in this process
 
     def kernel() -> Any:
         """NumPyro's NUTS around the model, traced only when a program is not read from disk."""
@@ -325,12 +326,18 @@ def run_nuts(
         return traced
 
     def init_one(z: Any, rng: Any, arrays: dict[str, Any]) -> Any:
+        started.append(True)
         return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass_matrix,
                                 target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
                                 trajectory_length=None, model_kwargs=arrays, rng_key=rng)
 
     def chunk_one(state: Any, arrays: dict[str, Any]) -> tuple[Any, Any]:
         sample_kernel = kernel()["sample"]
+        if not started:
+            # NumPyro's sample kernel reads settings its init kernel stores (tree depth, adaptation): with the start
+            # program read from disk, trace the init kernel once, abstractly, for them
+            one_chain = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), (z_like, keys_like))
+            jax.eval_shape(init_one, *one_chain, arrays)
 
         def body(st: Any, _: Any) -> tuple[Any, Any]:
             st = sample_kernel(st, model_kwargs=arrays)
@@ -340,7 +347,10 @@ def run_nuts(
 
     # the start's shapes: from the exported start program when there is one (no trace), else the model's
     init_path = progcache.file_for("nuts-init", key, arrays_like, parallel) if key is not None else None
+    keys_like = jax.ShapeDtypeStruct(chain_keys.shape, chain_keys.dtype, sharding=per_chain)
     stored = progcache.load(init_path)
+    if stored is not None and not progcache.fits(stored, (None, keys_like, arrays_like), prefix=1):
+        stored = None  # another program under this name (a swapped or stale file): traced again
     if stored is not None:
         z_tree = stored.in_tree.children()[0].children()[0]
         z_like = jax.tree.unflatten(z_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=per_chain)
@@ -348,7 +358,6 @@ def run_nuts(
     else:
         z_like = like(jax.tree.map(lambda v: jax.ShapeDtypeStruct((C, *v.shape), v.dtype), kernel()["shapes"]),
                       per_chain)
-    keys_like = jax.ShapeDtypeStruct(chain_keys.shape, chain_keys.dtype, sharding=per_chain)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
     # latent shapes are known; those follow from the model's source and the data's shapes)
     init_fn, init_exp = progcache.program("nuts-init", key, batched(init_one, (True, True, False)),

@@ -281,15 +281,15 @@ class _Emitter:
         if vector is not None:
             out.append(f"{var} = numpyro.sample({name!r}, {vector[0]})  # {_shown(vector[1])}")
             return
-        self.sites.discard(name)
         parts = []
         for e in entries:
             v = self.names(e.name)
-            one = self.site(e.name)
+            one = self.site(e.name.replace("/", "_"))  # (netCDF, the fit file, refuses '/' in a variable's name)
             code, shown = self.prior_scalar_code(one, e, support)
             out.append(f"{v} = numpyro.sample({one!r}, {code})  # {_shown(shown)}")
             parts.append(v)
-        out.append(f"{var} = jnp.stack([{', '.join(parts)}])")
+        # the vector as a site of its own too: summaries, fixef, hypothesis and predictions read it by its name
+        out.append(f"{var} = numpyro.deterministic({name!r}, jnp.stack([{', '.join(parts)}]))")
 
     def sample_scalar(self, out: list[str], var: str, site: str, entry: ParamEntry, support: str) -> None:
         site = site if site in self.sites else self.site(site)

@@ -25,6 +25,9 @@ from typing import Any
 
 _REGISTERED = False
 
+#: JAX settings that change a traced program (random keys' shape and bits, matmul precision)
+_FLAGS = ("jax_default_prng_impl", "jax_threefry_partitionable", "jax_default_matmul_precision")
+
 #: the attribute of a generated model function holding its name here (``api._exec_code``: a hash of its source)
 KEY = "hbm_source_key"
 
@@ -90,7 +93,8 @@ def file_for(name: str, key: tuple[Any, ...], args: Any, sharded: bool) -> Path 
         return None
     parts = [name, repr(key), *_spec(args), jax.__version__, jaxlib.version.__version__, numpyro.__version__, __version__,
              jax.default_backend(), str(jax.local_device_count() if sharded else 1),
-             str(jax.dtypes.canonicalize_dtype(np.float64))]  # x64 on (also inside jax.enable_x64) or off
+             str(jax.dtypes.canonicalize_dtype(np.float64)),  # x64 on (also inside jax.enable_x64) or off
+             *(f"{flag}={getattr(jax.config, flag)}" for flag in _FLAGS)]
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
     return where / f"{name}-{digest}.jaxexport"
 
@@ -106,6 +110,30 @@ def load(path: Path | None) -> Any:
         return export.deserialize(bytearray(path.read_bytes()))
     except Exception:  # noqa: BLE001 - a damaged or foreign file is only a cache miss
         return None
+
+
+def fits(exp: Any, args: Any, prefix: int | None = None) -> bool:
+    """Whether an exported program takes arguments shaped like ``args`` (its tree, shapes and dtypes; with
+    ``prefix``, only the arguments from that position on, the others being unknown yet)."""
+    import jax
+
+    leaves, tree = jax.tree.flatten(((*args,), {}))
+    try:
+        if prefix is None:
+            if exp.in_tree != tree:
+                return False
+            avals = exp.in_avals
+        else:
+            children = exp.in_tree.children()[0].children()
+            if len(children) != len(args) or any(c != jax.tree.structure(a) for c, a in
+                                                  zip(children[prefix:], args[prefix:], strict=True)):
+                return False
+            avals = exp.in_avals[sum(c.num_leaves for c in children[:prefix]):]
+            leaves = jax.tree.leaves(args[prefix:])
+        return len(avals) == len(leaves) and all(
+            tuple(a.shape) == tuple(v.shape) and a.dtype == v.dtype for a, v in zip(avals, leaves, strict=True))
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return False
 
 
 def save(path: Path, exported: Any) -> None:
@@ -128,7 +156,9 @@ def shapes(model: Any, data: Any, what: str, trace: Any) -> dict[str, Any]:
     path = path.with_suffix(".json") if path is not None else None
     if path is not None and path.is_file():
         try:
-            return {k: jax.ShapeDtypeStruct(tuple(shape), dtype) for k, shape, dtype in json.loads(path.read_text())}
+            rows = json.loads(path.read_text())
+            if all(isinstance(k, str) and all(isinstance(n, int) and n >= 0 for n in shape) for k, shape, _ in rows):
+                return {k: jax.ShapeDtypeStruct(tuple(shape), dtype) for k, shape, dtype in rows}
         except (ValueError, TypeError, OSError):  # damaged: traced again below
             pass
     out = trace()
@@ -145,6 +175,9 @@ def write(path: Path, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # the umask's permissions (a shared cache), not mkstemp's 0600
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -168,6 +201,8 @@ def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, shar
     if path is None:
         return jitted, None
     exp = stored if stored is not None else load(path)
+    if exp is not None and not fits(exp, args):  # another program under this name (a swapped or stale file)
+        exp = None
     if exp is None:
         _register()
         from jax import export

@@ -163,3 +163,15 @@ def test_offset_of_log_zero_is_reported() -> None:
 def test_all_errors_share_one_base() -> None:
     assert issubclass(hf.FormulaError, hf.HBMError) and issubclass(hf.DataError, hf.HBMError)
     assert issubclass(hf.PriorError, hf.FormulaError)
+
+
+def test_a_second_term_on_a_factor_skips_a_label_another_factor_has() -> None:
+    """A review: `(1|g) + (0 + x|g) + (1|g_2)` labelled the second term on g `g_2`, like the factor g_2: two sites
+    named sd_g_2 (a crash). The second term is now g_3; every site is distinct and maps to its own factor."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"g": rng.integers(0, 6, 120).astype(str), "g_2": rng.integers(0, 5, 120).astype(str),
+                       "x": rng.normal(size=120), "y": rng.normal(size=120)})
+    cm = hf.compile("y ~ x + (1|g) + (0 + x|g) + (1|g_2)", df)
+    assert [(b.label, b.factor) for b in cm.design.groups] == [("g", ("g",)), ("g_3", ("g",)), ("g_2", ("g_2",))]
+    sites = [ln for ln in cm.code.splitlines() if "numpyro.sample('sd_" in ln]
+    assert len(sites) == 3 and len({ln.split("'")[1] for ln in sites}) == 3

@@ -259,8 +259,31 @@ def test_mixed_prior_families_get_one_site_per_coefficient(radon: pd.DataFrame) 
     cm = hf.compile("log_radon ~ floor + uranium", radon, priors={"b_floor": "student_t(3, 0, 1)"})
     names = site_names(cm)
     assert names["b_floor"] == () and names["b_uranium"] == ()
-    assert "dist.StudentT(*prior_b_floor)" in cm.code and "b = jnp.stack([b_floor, b_uranium])" in cm.code
+    assert "dist.StudentT(*prior_b_floor)" in cm.code
+    assert "b = numpyro.deterministic('b', jnp.stack([b_floor, b_uranium]))" in cm.code
     np.testing.assert_array_equal(cm.data["prior_b_floor"], [3.0, 0.0, 1.0])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a short run
+def test_coefficients_sampled_apart_still_form_their_vector(tmp_path: Path) -> None:
+    """A review: a prior of another kind on one coefficient (or one SD) left no `b` (`sd_g`) in the fit: the summary
+    lost those rows and fixef, hypothesis and new-level predictions raised KeyError; and a column named `mg/l` made
+    its own site `b_mg/l`, which the fit file refused after the whole fit had run."""
+    rng = np.random.default_rng(11)
+    df = pd.DataFrame({"mg/l": rng.normal(size=90), "x2": rng.normal(size=90), "g": np.repeat(list("abcdef"), 15)})
+    df["y"] = 0.6 * df["mg/l"] - 0.4 * df.x2 + rng.normal(size=90)
+    fit = hf.fit("y ~ `mg/l` + x2 + (1 + x2 | g)", df, priors={"b_mg/l": "student_t(3, 0, 1)",
+                                                                  "sd_g__x2": "normal(0, 0.5)"},
+                 chains=2, warmup=150, draws=100, progress=False, seed=3)
+    rows = fit.summary().index
+    assert {"b[mg/l]", "b[x2]", "sd_g[Intercept]", "sd_g[x2]"} <= set(rows)
+    fe = fit.fixef()
+    assert list(fe.index) == ["Intercept", "mg/l", "x2"] and fe.loc["mg/l", "mean"] > 0.3
+    assert fit.hypothesis("x2 < 0").shape[0] == 1
+    new = pd.DataFrame({"mg/l": [0.0], "x2": [1.0], "g": ["new"]})
+    assert np.isfinite(fit.predict(new, kind="epred", new_levels="gaussian", summary=True)["mean"]).all()
+    fit.save(tmp_path / "fit.nc")
+    assert hf.load(tmp_path / "fit.nc").summary().loc["b[mg/l]", "mean"] == pytest.approx(fe.loc["mg/l", "mean"])
 
 
 def test_unknown_prior_name_lists_valid_ones(radon: pd.DataFrame) -> None:

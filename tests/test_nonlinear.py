@@ -215,3 +215,18 @@ def test_joint_block_can_be_centered_and_auto(rng: np.random.Generator) -> None:
     par = auto.parameterization()
     # one decision for the whole block: every member reports the same levels centered
     assert par["centered_levels"].nunique() == 1 and "# auto:" in auto.code
+
+
+@pytest.mark.parametrize("family,name", [("gaussian", "sigma"), ("student", "nu"), ("gamma", "shape")])
+def test_a_nonlinear_parameter_cannot_take_a_family_parameters_name(family: str, name: str) -> None:
+    """A review: `a * exp(-sigma * t)` made the decay rate and the residual SD one variable, silently."""
+    t = np.tile(np.arange(1.0, 11.0), 4)
+    df = pd.DataFrame({"t": t, "grp": np.repeat(list("abcd"), 10), "resp": 2 * np.exp(-0.7 * t) + 0.1})
+    priors = {"Intercept_a": "normal(2, 1)", f"Intercept_{name}": "normal(0.5, 1)"}
+    with pytest.raises(hf.FormulaError, match=rf"'{name}' is a parameter of the {family} family") as err:
+        hf.compile(f"resp ~ a * exp(-{name} * t)", df, family=family, priors=priors,
+                   nl={"a": "~ 1 + (1|grp)", name: "~ 1, lb = 0"})
+    assert "^" * len(name) in str(err.value)
+    hf.compile("resp ~ a * exp(-k * t)", df, family=family, priors={"Intercept_a": "normal(2, 1)",
+                                                                    "Intercept_k": "normal(0.5, 1)"},
+               nl={"a": "~ 1 + (1|grp)", "k": "~ 1, lb = 0"})
