@@ -360,7 +360,7 @@ def run_nuts(
                       per_chain)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
     # latent shapes are known; those follow from the model's source and the data's shapes)
-    init_fn, init_exp = progcache.program("nuts-init", key, batched(init_one, (True, True, False)),
+    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False)),
                                           (z_like, keys_like, arrays_like), parallel, path=init_path, stored=stored)
 
     def uniform_start(fold: int) -> Any:
@@ -390,7 +390,7 @@ def run_nuts(
         init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
         state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays)
-    chunk_fn, _ = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False)),
+    chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False)),
                                     (like(state, per_chain), arrays_like), parallel)
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
@@ -410,12 +410,13 @@ def run_nuts(
     t2 = time.perf_counter()
     zs, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
     flat = {k: v.reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}
-    one_device = {k: jnp.asarray(v) for k, v in data.items()}  # all draws in one program, on one device
+    # all draws in one program, on one device (the data are there already when the chains ran on one)
+    one_device = {k: jnp.asarray(v) for k, v in data.items()} if parallel else arrays
 
     def constrain(z: Any, arrays: dict[str, Any]) -> Any:
         return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
 
-    constrain_fn, _ = progcache.program("nuts-constrain", key, jax.jit(constrain),
+    constrain_fn = progcache.program("nuts-constrain", key, jax.jit(constrain),
                                         (like(flat, None), like(one_device, None)))
     samples = constrain_fn(flat, one_device)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}

@@ -151,7 +151,8 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
 
     from . import progcache
 
-    named = None if progcache.key_of(model) is None else (*progcache.key_of(model), obs)
+    key = progcache.key_of(model)
+    named = None if key is None else (*key, obs)
     block_pass = progcache.cached("auto-block", named, block_pass)
     aux_pass = progcache.cached("auto-aux", named, aux_pass)
 

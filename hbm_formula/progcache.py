@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -168,38 +166,33 @@ def shapes(model: Any, data: Any, what: str, trace: Any) -> dict[str, Any]:
 
 
 def write(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically (a concurrent process reads the whole file or none); a failure is a cache miss."""
+    """Write ``data`` as the fit files are written (``results.write_bytes_atomic``: a concurrent process reads
+    the whole file or none, the umask's permissions for a shared cache, killed writes' leftovers removed); a
+    failure (no space, a read-only folder) is a cache miss."""
+    from .errors import HBMError
+    from .results import write_bytes_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # the umask's permissions (a shared cache), not mkstemp's 0600
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError:  # no space, a read-only folder: not fatal
+        write_bytes_atomic(data, path)
+    except (HBMError, OSError):
         return
 
 
 def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, sharded: bool = False,
-            path: Path | None = None, stored: Any = None) -> tuple[Any, Any]:
+            path: Path | None = None, stored: Any = None) -> Any:
     """A callable equivalent to ``jitted`` (a ``jax.jit`` function) on arguments shaped like ``args``
     (``jax.ShapeDtypeStruct`` with their shardings): read from disk when this program was exported before,
     else exported now and written. With no ``key`` (or the cache off) ``jitted`` itself. ``path`` and
     ``stored``: the file and its program when the caller looked them up already (a file named by some of
-    the arguments only). Returns ``(callable, exported program or None)``."""
+    the arguments only)."""
     import jax
 
     if key is None:
-        return jitted, None
+        return jitted
     path = path if path is not None else file_for(name, key, args, sharded)
     if path is None:
-        return jitted, None
+        return jitted
     exp = stored if stored is not None else load(path)
     if exp is not None and not fits(exp, args):  # another program under this name (a swapped or stale file)
         exp = None
@@ -210,9 +203,9 @@ def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, shar
         try:
             exp = export.export(jitted)(*args)
         except Exception:  # noqa: BLE001 - not exportable (e.g. a host callback): run it as it is
-            return jitted, None
+            return jitted
         save(path, exp)
-    return jax.jit(exp.call), exp
+    return jax.jit(exp.call)
 
 
 def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:
@@ -225,7 +218,7 @@ def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:
     def call(*args: Any) -> Any:
         sig = tuple(_spec(args))
         if sig not in table:
-            table[sig] = program(name, key, jitted, args)[0]
+            table[sig] = program(name, key, jitted, args)
         return table[sig](*args)
 
     return call

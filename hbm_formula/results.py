@@ -518,5 +518,9 @@ def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
     return _write_atomic(path, ".tmp", lambda tmp: Path(tmp).write_text(text))
 
 
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
+    return _write_atomic(path, ".tmp", lambda tmp: Path(tmp).write_bytes(data))
+
+
 def load(path: str | os.PathLike[str]) -> Any:
     return _arviz().from_netcdf(path)
