@@ -700,16 +700,20 @@ def _check_nl_names(spec: ModelSpec, columns: Iterable[Any]) -> None:
     cols = [str(c) for c in columns]
     params = [n for n, _ in spec.nlpars]
     text = str(spec.formula)
+
+    def span(name: str) -> tuple[int, int]:
+        """Where ``name`` first stands in the formula, for the caret."""
+        m = re.search(rf"(?<![\w`]){re.escape(name)}(?![\w`])", text)
+        return m.span() if m else (0, 1)
+
     family = family_spec(spec.family.name)
     for name in params:  # else the family's parameter and the curve's would be one variable (a review: the decay
         # rate of a * exp(-sigma * t) became the residual SD too)
         if family.aux_param(name) is not None:
-            m = re.search(rf"(?<![\w`]){re.escape(name)}(?![\w`])", text)
             raise FormulaError(f"'{name}' is a parameter of the {family.name} family and cannot also name a non-linear "
-                               f"parameter: rename it (e.g. '{name}_nl' or 'k')", text, *(m.span() if m else (0, 1)))
+                               f"parameter: rename it (e.g. '{name}_nl' or 'k')", text, *span(name))
     for v in data_vars(spec.formula.rhs):  # type: ignore[arg-type]
-        m = re.search(rf"(?<![\w`]){re.escape(v.name)}(?![\w`])", text)
-        where = m.span() if m else (0, 1)
+        where = span(v.name)
         if v.name in params and v.name in cols:
             raise FormulaError(
                 f"'{v.name}' is both a data column and a non-linear parameter: rename the parameter", text, *where

@@ -264,7 +264,7 @@ class _Emitter:
         if parts is None:
             return None
         ctor, values, suffix = parts
-        shown = vector_prior_code([e.prior for e in entries], support, site) or ""
+        shown = vector_prior_code(parts)
         if len(set(values)) == 1:
             return f"{self.prior(site, ctor, values[0], suffix)}.expand([{len(entries)}]).to_event(1)", shown
         return f"{self.prior(site, ctor, values, suffix)}.to_event(1)", shown
@@ -696,7 +696,7 @@ class _Emitter:
         folds = nested_folds(by_factor)
         # a coarse factor folded into a finer one is gathered through the finer factor's table first
         order = sorted(by_factor, key=lambda f: f not in folds)
-        through: dict[int, list[str]] = {}  # fine intercept-only term -> mapped tables of coarse terms added to it
+        through: dict[int, str] = {}  # fine intercept-only term -> the coarse term's table mapped to its levels
         for factor in order:
             blocks = by_factor[factor]
             label = ":".join(factor)
@@ -712,8 +712,8 @@ class _Emitter:
             for blk in blocks:  # members of an ID block too: their slices are the sites predictions replace
                 col[blk.number] = width
                 r = self.var[f"r:{blk.number}"]
-                if through.get(blk.number):
-                    r = f"({' + '.join([r, *through[blk.number]])})"
+                if blk.number in through:
+                    r = f"({r} + {through[blk.number]})"
                 tables.append((r, 0 if blk.n_coef == 1 else blk.n_coef))
                 width += blk.n_coef
             intercepts = ["0.0"] * width  # population values added to the columns of the terms that vary them
@@ -737,7 +737,7 @@ class _Emitter:
             what = ", ".join(f"{_comment(str(b.term))} in {b.predictor}" for b in blocks)
             if fold is not None:  # nested: its levels' effects join the finer factor's levels before their gather
                 fine = fold[0]
-                through.setdefault(fine.number, []).append(f"{table}[{g}]")
+                through[fine.number] = f"{table}[{g}]"  # (a factor takes one coarse factor at most)
                 coarse_name, fine_name = _comment(blocks[0].term.group_label), _comment(fine.term.group_label)
                 out.append(f"# {fine_name} is nested in {coarse_name}: the effects of {coarse_name} are gathered "
                            f"through the levels of {fine_name} ({g}), one gather over the rows fewer")

@@ -221,12 +221,12 @@ def renest(cm: Any, rows: NewRows | None) -> tuple[NewRows | None, dict[tuple[st
         factor = blocks[fine].factor
         fitted = np.asarray(cm.data[arg])
         g_f, g_c = np.asarray(arrays[("g", fine)]), np.asarray(arrays[("g", coarse)])
-        J = len(fitted) + len(rows.new_levels.get(fine, ())) + len(copies.get(factor, ()))
+        J = len(fitted) + len(rows.new_levels.get(fine, ()))  # (a finer factor takes one coarse factor at most)
         owner = np.full(J, -1, dtype=np.int64)
         owner[:len(fitted)] = fitted
         pairs, inverse = np.unique(np.stack([g_f, g_c], axis=1), axis=0, return_inverse=True)
         index = pairs[:, 0].copy()
-        repeats = list(copies.get(factor, ()))
+        repeats: list[int] = []
         extra_owner: list[int] = []
         for k, (f, c) in enumerate(pairs):
             if owner[f] < 0:  # a new level, first seen here

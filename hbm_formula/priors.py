@@ -149,25 +149,13 @@ def vector_prior_parts(dists: list[PriorDist], support: str, target: str
     return parts[0][0], [a for _, a, _ in parts], parts[0][2]
 
 
-def vector_prior_code(dists: list[PriorDist], support: str, target: str) -> str | None:
-    """Code for one vector site over parameters whose priors share a
-    constructor (numbers may differ); None when the constructors differ."""
-    parts = [_parts(d, support, target) for d in dists]
-    if len({(c, sfx) for c, _, sfx in parts}) != 1:
-        return None
-    ctor, args0, suffix = parts[0]
-    n = len(dists)
-    if all(a == args0 for _, a, _ in parts):
-        return f"{ctor}({', '.join(_lit(a) for a in args0)}){suffix}.expand([{n}]).to_event(1)"
-    if suffix:
-        return None
-    cols = []
-    for i in range(len(args0)):
-        column = [a[i] for _, a, _ in parts]
-        if len(set(column)) == 1:
-            cols.append(_lit(column[0]))
-        else:
-            cols.append("jnp.array([" + ", ".join(_lit(v) for v in column) + "])")
-    if all(not c.startswith("jnp.") for c in cols):  # pragma: no cover - equal args handled above
-        return None
+def vector_prior_code(parts: tuple[str, list[tuple[float, ...]], str]) -> str:
+    """The literal code (shown beside the site, whose numbers are a data argument) of a vector site's prior, from
+    ``vector_prior_parts``: one distribution expanded when every element's numbers are equal, else a column of
+    numbers per argument that differs."""
+    ctor, values, suffix = parts
+    if len(set(values)) == 1:
+        return f"{ctor}({', '.join(_lit(a) for a in values[0])}){suffix}.expand([{len(values)}]).to_event(1)"
+    cols = [_lit(col[0]) if len(set(col)) == 1 else "jnp.array([" + ", ".join(_lit(v) for v in col) + "])"
+            for col in zip(*values, strict=True)]
     return f"{ctor}({', '.join(cols)}).to_event(1)"
