@@ -159,6 +159,8 @@ class NUTSRun:
     samples: dict[str, Any]
     extra: dict[str, Any]
     seconds: dict[str, float]
+    #: leapfrog steps each chain took in warmup (the sampling's, per draw, are ``extra["num_steps"]``)
+    warmup_steps: Any = None
 
 
 #: iterations per compiled call: progress is shown between calls, so the program itself has no host
@@ -395,6 +397,7 @@ def run_nuts(
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
     kept: list[Any] = []
+    warmup_steps = np.zeros(C, np.int64)
     done = 0
     try:
         while done < total:
@@ -403,6 +406,7 @@ def run_nuts(
             take = min(CHUNK, total - done)
             if first < take:
                 kept.append(jax.tree.map(lambda a, f=first, t=take: np.asarray(a)[:, f:t], out))
+            warmup_steps = warmup_steps + np.asarray(out[3])[:, :min(first, take)].sum(axis=1)
             done += CHUNK
             progress.update(take, "warmup" if done <= cfg.warmup else "sampling")
     finally:
@@ -422,7 +426,7 @@ def run_nuts(
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
     extra = dict(zip(EXTRA_FIELDS, (div, acc, steps, energy, pe), strict=True))
     t3 = time.perf_counter()
-    return NUTSRun(samples, extra, {"init": t1 - t0, "sample": t2 - t1, "postprocess": t3 - t2})
+    return NUTSRun(samples, extra, {"init": t1 - t0, "sample": t2 - t1, "postprocess": t3 - t2}, warmup_steps)
 
 
 # ---------------------------------------------------------------- SVI

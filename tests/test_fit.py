@@ -68,6 +68,20 @@ def test_same_seed_same_draws(grouped: pd.DataFrame) -> None:
     assert not np.array_equal(a.idata.posterior["b"].values, c.idata.posterior["b"].values)
 
 
+def test_warmup_leapfrog_steps_are_counted_per_chain(grouped: pd.DataFrame) -> None:
+    """fit.raw.warmup_steps: each chain's leapfrog steps in warmup (at least one per iteration), the same whatever
+    follows the warmup (warmup ends inside the second 200-iteration chunk here), none without warmup."""
+    opts = dict(seed=3, chains=2, warmup=250, progress=False)
+    short = hf.fit("y ~ x + (1 | g)", grouped, draws=10, **opts).raw
+    long = hf.fit("y ~ x + (1 | g)", grouped, draws=300, **opts).raw
+    assert short.warmup_steps.shape == (2,)
+    assert (short.warmup_steps >= 250).all() and (short.warmup_steps <= 250 * 2**10).all()
+    np.testing.assert_array_equal(short.warmup_steps, long.warmup_steps)
+    assert long.extra["num_steps"].shape == (2, 300)
+    none = hf.fit("y ~ x + (1 | g)", grouped, seed=3, chains=2, warmup=0, draws=20, progress=False).raw
+    np.testing.assert_array_equal(none.warmup_steps, [0, 0])
+
+
 @pytest.mark.parametrize(
     "formula,family,truth",
     [
