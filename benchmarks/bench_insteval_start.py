@@ -3,8 +3,8 @@
 
 InstEval (``y ~ service + (1|s) + (1|d) + (1|dept)``, 73,421 rows, 4,100 levels), 4 chains, defaults
 otherwise, one fit per variant in this process, in turn: the default start (NumPyro's: uniform in (-2, 2) on
-the unconstrained scale, identity mass matrix until its first adaptation window ends), ``init="svi"`` (SVI's
-means as the start and its scales as the first mass matrix) with SVI's default budget, and with 2,000 SVI
+the unconstrained scale, identity mass matrix until its first adaptation window ends), ``init="svi"`` (each chain
+from a draw of SVI's guide, its variances as the first mass matrix) with SVI's default budget, and with 2,000 SVI
 steps. Per variant: the whole fit's wall time, SVI's share, leapfrog steps per chain in warmup and per draw in
 sampling, min bulk ESS and max R-hat over the population-level parameters and SDs, and min ESS per second of
 the whole fit. Results: a table on stdout and ``benchmarks/results/bench_insteval_start.json``.

@@ -460,6 +460,11 @@ def _options(method: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict
     return nuts, svi, run
 
 
+#: warmup shorter than this, with most transitions divergent, is named as their likely cause: the step size was not
+#: tuned (warmup 0-2 on a small Gaussian model: every transition diverged, the chains never moved; 10: none)
+SHORT_WARMUP = 50
+
+
 def fit(
     formula: str | ModelSpec,
     data: Any,
@@ -655,6 +660,11 @@ def _infer(
         cause = gradient_report(cm)
         if cause:
             msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged because {cause}")
+        elif cfg.warmup < SHORT_WARMUP:  # (the general advice, target_accept or the parameterization, is not it)
+            msgs = [m for m in msgs if "transitions diverged: the posterior may be biased" not in m]
+            msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged: warmup={cfg.warmup} is too short to tune "
+                           f"NUTS's step size (it samples with its untuned start); use warmup of at least 100 (the "
+                           f"default is 1000)")
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
     return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3}, notes)

@@ -159,7 +159,8 @@ class NUTSRun:
     samples: dict[str, Any]
     extra: dict[str, Any]
     seconds: dict[str, float]
-    #: leapfrog steps each chain took in warmup (the sampling's, per draw, are ``extra["num_steps"]``)
+    #: leapfrog steps each chain took in warmup's iterations (the sampling's, per draw, are ``extra["num_steps"]``;
+    #: NumPyro's step-size searches at the start and at the adaptation windows' ends are not counted)
     warmup_steps: Any = None
 
 

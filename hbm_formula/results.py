@@ -297,7 +297,8 @@ def _rhat_plain(a: np.ndarray) -> float:
     n = a.shape[1]
     between = n * np.var(a.mean(axis=1), ddof=1)
     within = np.mean(np.var(a, axis=1, ddof=1))
-    return float(np.sqrt((between / within + n - 1) / n))
+    with np.errstate(divide="ignore", invalid="ignore"):  # chains that never moved: R-hat nan, no numpy warning
+        return float(np.sqrt((between / within + n - 1) / n))
 
 
 def rhat(a: np.ndarray) -> float:

@@ -1,6 +1,8 @@
 """End to end: formula + data → NUTS → InferenceData, for every family of the
 core compiler, with named coordinates, reproducible seeds and diagnostics."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,6 +82,18 @@ def test_warmup_leapfrog_steps_are_counted_per_chain(grouped: pd.DataFrame) -> N
     assert long.extra["num_steps"].shape == (2, 300)
     none = hf.fit("y ~ x + (1 | g)", grouped, seed=3, chains=2, warmup=0, draws=20, progress=False).raw
     np.testing.assert_array_equal(none.warmup_steps, [0, 0])
+
+
+def test_most_transitions_divergent_after_a_too_short_warmup_says_so(grouped: pd.DataFrame) -> None:
+    """warmup=0: NUTS samples with its untuned step size, every transition diverges and the chains never move; the
+    warning names the warmup (not target_accept), and constant chains leak no numpy warning from R-hat."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = hf.fit("y ~ x + (1 | g)", grouped, seed=1, chains=2, warmup=0, draws=50, progress=False)
+    assert fit.raw.extra["diverging"].mean() > 0.25
+    assert "warmup=0 is too short to tune NUTS's step size" in fit.warnings[0]
+    assert not any("target_accept" in w for w in fit.warnings)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
 @pytest.mark.parametrize(
