@@ -661,7 +661,7 @@ def _infer(
         if cause:
             msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged because {cause}")
         elif cfg.warmup < SHORT_WARMUP:  # (the general advice, target_accept or the parameterization, is not it)
-            msgs = [m for m in msgs if "transitions diverged: the posterior may be biased" not in m]
+            msgs = [m for m in msgs if results.DIVERGED not in m]
             msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged: warmup={cfg.warmup} is too short to tune "
                            f"NUTS's step size (it samples with its untuned start); use warmup of at least 100 (the "
                            f"default is 1000)")

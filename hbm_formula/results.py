@@ -293,6 +293,10 @@ def _split(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:, :half], a[:, -half:]], axis=0)
 
 
+#: the divergence warning's words after its counts (``api`` replaces the warning when it knows the cause)
+DIVERGED = "transitions diverged: the posterior may be biased"
+
+
 def _rhat_plain(a: np.ndarray) -> float:
     n = a.shape[1]
     between = n * np.var(a.mean(axis=1), ddof=1)
@@ -408,7 +412,7 @@ def diagnostics(idata: Any, var_names: list[str]) -> list[str]:
         if n_div:
             total = int(np.size(ss["diverging"]))
             msgs.append(
-                f"{n_div} of {total} transitions diverged: the posterior may be biased; "
+                f"{n_div} of {total} {DIVERGED}; "
                 "try target_accept=0.95 (--target-accept 0.95) or a different parameterization"
             )
     chains = next(iter(draws.groups["posterior"].values())).shape[0] if "posterior" in draws.groups else 1
