@@ -407,7 +407,8 @@ def run_nuts(
             take = min(CHUNK, total - done)
             if first < take:
                 kept.append(jax.tree.map(lambda a, f=first, t=take: np.asarray(a)[:, f:t], out))
-            warmup_steps = warmup_steps + np.asarray(out[3])[:, :min(first, take)].sum(axis=1)
+            if first:  # (a chunk with warmup iterations: their step counts, read once)
+                warmup_steps = warmup_steps + np.asarray(out[3])[:, :min(first, take)].sum(axis=1)
             done += CHUNK
             progress.update(take, "warmup" if done <= cfg.warmup else "sampling")
     finally:
