@@ -45,6 +45,8 @@ class CompiledModel:
     model: Callable[..., Any]
     #: seconds spent measuring the data for param="auto" (0 when nothing was measured)
     auto_seconds: float = 0.0
+    #: the auto measurement itself (a ``pilot.Information``; None when nothing was measured): NUTS's start
+    measurement: Any = field(default=None, repr=False, compare=False)
 
     @property
     def code(self) -> str:
@@ -155,28 +157,34 @@ def _exec_code(code: str) -> Callable[..., Any]:
     return model
 
 
-def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size: int | None = None) -> Centering:
-    """The ``auto`` decision: each level's information, measured on the non-centered model, then the rule.
-    A measurement that fails falls back to non-centered, with a warning that says so."""
+def _pilot(design: Design, spec: ModelSpec, table: list[ParamEntry], batch_size: int | None = None,
+           measure_only: bool = False, population: bool = True) -> tuple[Centering, Any]:
+    """The ``auto`` decision: each level's information, measured on the non-centered model, then the rule;
+    and the measurement (None where it failed). A measurement that fails falls back to non-centered, with a
+    warning that says so (``measure_only``: for NUTS's start alone, no warning, no decision)."""
     from . import infer, pilot
 
     infer.enable_compilation_cache()  # the measurement's two compiled passes are cached like the fit's programs
     lowered = lower(spec, design, table, parameterize.fixed(design))
     try:
         info = pilot.measure(_exec_code(lowered.code), lowered.data, lowered.obs_keys, design, table, batch_size,
-                             obs=lowered.obs_site, decide=lambda i: parameterize.choose(design, i))
+                             obs=lowered.obs_site, decide=None if measure_only else lambda i: parameterize.choose(design, i),
+                             population=population and batch_size is None)
     except Exception as exc:  # noqa: BLE001 - any failure here must not stop the fit: the safe choice remains
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        warnings.warn(f"param='auto' could not measure the data's information ({msg}); using non-centered",
-                      UserWarning, stacklevel=4)
-        return parameterize.fixed(design)
+        if not measure_only:
+            warnings.warn(f"param='auto' could not measure the data's information ({msg}); using non-centered",
+                          UserWarning, stacklevel=4)
+        return parameterize.fixed(design), None
+    if measure_only:
+        return parameterize.fixed(design), info
     choice = parameterize.choose(design, info)
     failed = [b.label for b in design.groups
               if choice.reasons.get(b.number, "").startswith("non-centered: the data's information could not")]
     if failed:
         warnings.warn(f"param='auto' could not measure the data's information for {', '.join(failed)} (a non-finite "
                       "curvature); using non-centered there", UserWarning, stacklevel=4)
-    return choice
+    return choice, info
 
 
 def compile(  # noqa: A001 - the natural name of the stage, as in the issue's API
@@ -197,23 +205,24 @@ def compile(  # noqa: A001 - the natural name of the stage, as in the issue's AP
 
 
 def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Centering | None = None,
-                 batch_size: int | None = None) -> CompiledModel:
-    """Design, parameters, parameterization and code of a parsed model (``centering`` given: no pilot)."""
+                 batch_size: int | None = None, population: bool = False) -> CompiledModel:
+    """Design, parameters, parameterization and code of a parsed model (``centering`` given: no pilot;
+    ``population``: the measurement also takes the population-level curvature NUTS's start reads)."""
     design = build_design(spec, data, na=na)
     spec = design.spec  # the parsed spec with what the data decide written in (dose-response bounds)
     table = param_table(spec, design)
-    measured = 0.0
+    measured, info = 0.0, None
     if centering is None and parameterize.needs_decision(design):
         import jax  # noqa: F401 - the model's own imports (it runs on them): not the measurement's time
         import numpyro  # noqa: F401
 
         t0 = time.perf_counter()
-        centering = _pilot(design, spec, table, batch_size)
+        centering, info = _pilot(design, spec, table, batch_size, population=population)
         measured = time.perf_counter() - t0
     elif centering is None:
         centering = parameterize.fixed(design)
     lowered = lower(spec, design, table, centering)
-    return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code), measured)
+    return CompiledModel(spec, design, table, centering, lowered, _exec_code(lowered.code), measured, info)
 
 
 @dataclass
@@ -494,7 +503,10 @@ def fit(
 
     - NUTS: ``target_accept`` (0.8), ``max_tree_depth`` (10), ``chain_method``
       ("auto": one chain per device when there are enough, else vectorized),
-      ``init="svi"`` (start NUTS from an SVI fit);
+      ``init``: where NUTS starts and its first mass matrix: by default the ``param="auto"``
+      measurement's quick mode where there is one (with group terms), else NumPyro's uniform(-2, 2);
+      ``"pilot"`` (that measurement, made for the start whatever ``param``), ``"uniform"``, or ``"svi"``
+      (an SVI fit's draws and variances);
     - SVI: ``guide`` ("normal", "lowrank", "fullrank"), ``rank``, ``steps``,
       ``lr``, ``optimizer``, ``schedule``, ``batch_size`` (minibatches), ``tol``;
     - ``shard_data=True``: split the observations over all JAX devices (across
@@ -515,10 +527,10 @@ def fit(
         raise HBMError(f"unknown method '{method}': use 'nuts' or 'svi'")
     nuts_opts, svi_opts, run = _options(method, options)
     init, shard_data = run.get("init"), bool(run.get("shard_data", False))
-    if init not in (None, "svi"):
-        raise HBMError(f"unknown init '{init}': use init='svi' (or leave it out)")
-    if init == "svi" and method != "nuts":
-        raise HBMError("init='svi' starts NUTS from an SVI fit; it goes with method='nuts'")
+    if init not in (None, "svi", "pilot", "uniform"):
+        raise HBMError(f"unknown init '{init}': use init='pilot', 'svi' or 'uniform' (or leave it out)")
+    if init in ("svi", "pilot", "uniform") and method != "nuts":
+        raise HBMError(f"init='{init}' is where NUTS starts; it goes with method='nuts'")
     if shard_data and svi_opts.get("batch_size") is not None:
         raise HBMError("shard_data splits the full data over devices; minibatches (batch_size) are small already: use one")
     cfg = infer.NUTSConfig(chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress, **nuts_opts)
@@ -534,7 +546,8 @@ def fit(
     t0 = time.perf_counter()
     spec = parse(formula, family=family, link=link, priors=priors, dpars=dpars, nl=nl, param=param)
     # auto's measurement streams the rows batch_size at a time when minibatches are asked for
-    cm = compile_spec(spec, data, na=na, batch_size=svi_cfg.batch_size if method == "svi" else None)
+    cm = compile_spec(spec, data, na=na, batch_size=svi_cfg.batch_size if method == "svi" else None,
+                      population=method == "nuts" and init in (None, "pilot") and not prior_only)
     t1 = time.perf_counter()
     log_sites = tuple(f"sd_{b.label}" for b in cm.design.groups) + tuple(e.name for e in cm.params
                                                                          if e.support == "positive")
@@ -616,10 +629,28 @@ def _infer(
             warnings.warn(m, UserWarning, stacklevel=3)
         return Fit(cm, idata, "svi", msgs, res, {"fit": t2 - t1, "results": time.perf_counter() - t2}, notes)
     init_params, inv_mass = None, None
+    t_svi = time.perf_counter()
     if init == "svi":
         svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg, obs)
         init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
+    elif init in (None, "pilot") and cm.design.groups and not multi_process:
+        # (the default: from the auto measurement where param="auto" made one; init="pilot" measures for it)
+        from . import start
+
+        info = cm.measurement
+        if init == "pilot" and (info is None or not info.population_curvature):
+            info = _pilot(cm.design, cm.spec, cm.params, measure_only=True)[1]
+        try:
+            if info is not None:
+                init_params, inv_mass = start.pilot_start(cm, info, chains, seed)
+        except Exception as exc:  # noqa: BLE001 - a start is an optimisation: NumPyro's own remains
+            init_params, inv_mass = None, None
+            notes.append(f"NUTS started from NumPyro's uniform start: the measurement's start failed "
+                         f"({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+        if init_params is not None and chains == 1:  # (run_nuts takes one chain's start without a chain axis)
+            init_params = {k: v[0] for k, v in init_params.items()}
     t2 = time.perf_counter()
+    t_start = 0.0 if init == "svi" else t2 - t_svi
     if shard_data and multi_process:
         # NumPyro's MCMC embeds its data in the compiled program, which cannot hold other
         # processes' shards: use the functional NUTS that takes the data as arguments
@@ -667,7 +698,8 @@ def _infer(
                            f"default is 1000)")
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
-    return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1, "sample": t3 - t2, "results": t4 - t3}, notes)
+    return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1 - t_start, "start": t_start, "sample": t3 - t2,
+                                                "results": t4 - t3}, notes)
 
 
 def default_priors(

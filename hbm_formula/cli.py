@@ -164,7 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpar", action="append", default=[], metavar="'NAME ~ TERMS'",
                    help="formula of a distributional parameter, e.g. --dpar 'sigma ~ x + (1|g)' (repeatable)")
     p.add_argument("--method", choices=["nuts", "svi"], default="nuts", help="NUTS (default) or SVI")
-    p.add_argument("--init", choices=["svi"], default=None, help="start NUTS from an SVI fit (its draws and scales)")
+    p.add_argument("--init", choices=["pilot", "uniform", "svi"], default=None,
+                   help="where NUTS starts, with its first mass matrix: the auto measurement's quick mode (default "
+                        "with param auto; 'pilot' measures for it whatever --param), NumPyro's uniform(-2, 2), or an "
+                        "SVI fit's draws and scales")
     p.add_argument("--guide", choices=["normal", "lowrank", "fullrank"], default="normal", help="SVI guide")
     p.add_argument("--rank", type=int, default=None, help="rank of the lowrank guide")
     p.add_argument("--steps", type=int, default=None, help="SVI step cap (default 20000; 10000 with minibatches)")

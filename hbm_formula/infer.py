@@ -263,8 +263,9 @@ def run_nuts(
 
     A generated model (``progcache.key_of``) has its traced programs (start, chunk, constrain) kept on disk
     (``progcache``): a refit reads them instead of tracing the model again.
-    ``init_params`` (unconstrained, one row per chain) and a diagonal ``inverse_mass_matrix`` come
-    from an SVI fit with ``init="svi"`` (the matrix is a constant of the program: not kept on disk)."""
+    ``init_params`` (unconstrained, one row per chain) and the first diagonal ``inverse_mass_matrix`` (flat,
+    in the order NumPyro ravels the sites; the identity when not given) come from ``init="pilot"`` or
+    ``init="svi"``; the matrix is an argument of the start program, so either start reuses the same programs."""
     import time
 
     import jax
@@ -280,9 +281,9 @@ def run_nuts(
     t0 = time.perf_counter()
     method = chain_method_for(cfg.chains, cfg.chain_method)
     C = cfg.chains
-    key = progcache.key_of(model) if inverse_mass_matrix is None else None
+    key = progcache.key_of(model)
     if key is not None:
-        key = (*key, "nuts", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
+        key = (*key, "nuts-m", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
 
     @jax.jit
     def start_keys(seed: Any) -> Any:  # one small program, not an op-by-op compile per key op
@@ -328,9 +329,9 @@ def run_nuts(
             traced.update(shapes=shapes, constrain=constrain, init=init_kernel, sample=sample_kernel)
         return traced
 
-    def init_one(z: Any, rng: Any, arrays: dict[str, Any]) -> Any:
+    def init_one(z: Any, rng: Any, arrays: dict[str, Any], inverse_mass: Any) -> Any:
         started.append(True)
-        return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass_matrix,
+        return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass,
                                 target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
                                 trajectory_length=None, model_kwargs=arrays, rng_key=rng)
 
@@ -340,7 +341,7 @@ def run_nuts(
             # NumPyro's sample kernel reads settings its init kernel stores (tree depth, adaptation): with the start
             # program read from disk, trace the init kernel once, abstractly, for them
             one_chain = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), (z_like, keys_like))
-            jax.eval_shape(init_one, *one_chain, arrays)
+            jax.eval_shape(init_one, *one_chain, arrays, mass_like)
 
         def body(st: Any, _: Any) -> tuple[Any, Any]:
             st = sample_kernel(st, model_kwargs=arrays)
@@ -352,7 +353,7 @@ def run_nuts(
     init_path = progcache.file_for("nuts-init", key, arrays_like, parallel) if key is not None else None
     keys_like = jax.ShapeDtypeStruct(chain_keys.shape, chain_keys.dtype, sharding=per_chain)
     stored = progcache.load(init_path)
-    if stored is not None and not progcache.fits(stored, (None, keys_like, arrays_like), prefix=1):
+    if stored is not None and not progcache.fits(stored, (None, keys_like, arrays_like, None), prefix=1, upto=3):
         stored = None  # another program under this name (a swapped or stale file): traced again
     if stored is not None:
         z_tree = stored.in_tree.children()[0].children()[0]
@@ -361,10 +362,15 @@ def run_nuts(
     else:
         z_like = like(jax.tree.map(lambda v: jax.ShapeDtypeStruct((C, *v.shape), v.dtype), kernel()["shapes"]),
                       per_chain)
+    size = sum(int(np.prod(v.shape[1:])) for v in jax.tree.leaves(z_like))
+    dtype = jax.tree.leaves(z_like)[0].dtype
+    mass_like = jax.ShapeDtypeStruct((size,), dtype, sharding=shared)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
     # latent shapes are known; those follow from the model's source and the data's shapes)
-    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False)),
-                                          (z_like, keys_like, arrays_like), parallel, path=init_path, stored=stored)
+    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False)),
+                                (z_like, keys_like, arrays_like, mass_like), parallel, path=init_path, stored=stored)
+    mass = jax.device_put(np.ones(size, dtype) if inverse_mass_matrix is None
+                          else np.asarray(inverse_mass_matrix, dtype).reshape(size), shared)
 
     def uniform_start(fold: int) -> Any:
         """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain, drawn on
@@ -380,7 +386,7 @@ def run_nuts(
     # from the host: a device array would be sliced onto the devices by a compiled program per argument first
     init_params = jax.tree.map(np.asarray, init_params)
     chain_keys = jax.device_put(np.asarray(chain_keys), per_chain)
-    state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays)
+    state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
             np.stack([np.isfinite(np.asarray(v)).reshape(C, -1).all(axis=1) for v in jax.tree.leaves(state.z_grad)]),
@@ -392,7 +398,7 @@ def run_nuts(
         fresh = uniform_start(100 + attempt)
         init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
-        state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays)
+        state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass)
     chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False)),
                                     (like(state, per_chain), arrays_like), parallel)
     t1 = time.perf_counter()

@@ -28,7 +28,7 @@ the rows looped on the device ``batch_size`` at a time when minibatches are aske
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,12 +61,25 @@ class Information:
     rows_seen: int
     #: rows per pass (batch_size when minibatches are asked for, else all rows)
     chunk_rows: int
+    #: the quick mode itself: each term's shrunk level effects (by number; (levels,) or (levels, coefficients))
+    #: and the log of each scalar distributional parameter (sigma, shape, ...), with the curvature of the
+    #: log-likelihood in it where the secant steps measured one (negative: a maximum)
+    tables: dict[int, np.ndarray] = field(default_factory=dict)
+    log_aux: dict[str, float] = field(default_factory=dict)
+    aux_curvature: dict[str, float] = field(default_factory=dict)
+    #: with ``population=True``: each population-level site's value at the quick mode (its prior median, held)
+    #: and the curvature of the log-likelihood in each of its scalars there (negative at a maximum)
+    population_point: dict[str, np.ndarray] = field(default_factory=dict)
+    population_curvature: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, table: list[Any],
-            batch_size: int | None = None, obs: str = "y", decide: Any = None) -> Information:
+            batch_size: int | None = None, obs: str = "y", decide: Any = None, population: bool = False
+            ) -> Information:
     """The information of every group term's levels, from the non-centered ``model`` (see module doc).
     ``decide`` (Information -> a Centering) lets the sweeps stop once its decision is stable (STABLE_SWEEPS).
+    ``population``: also the curvature of the log-likelihood in each population-level scalar (intercepts,
+    coefficients) at the quick mode, with the effects held there (one more compiled pass; for NUTS's start).
     A generated model's two traced passes are kept on disk (progcache)."""
     import jax
     import jax.numpy as jnp
@@ -146,6 +159,21 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             return jax.tree.map(lambda v: v.astype(jnp.float32), grad)
         return _scan_sum(per_pass, {k: jnp.zeros((), jnp.float32) for k in aux}, fixed_arrays, rows_, masks_)
 
+    def pop_pass(names: tuple[str, ...], tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any],
+                 fixed_arrays: dict[str, Any], rows_: dict[str, Any], masks_: Any) -> Any:
+        """The second derivative of the log-likelihood in each population-level scalar (forward over forward,
+        one unit tangent per scalar, effects and distributional parameters held)."""
+        from jax.flatten_util import ravel_pytree
+
+        flat, unravel = ravel_pytree({k: point[k] for k in names})
+        basis = jnp.eye(flat.shape[0], dtype=flat.dtype)
+
+        def per_pass(arrays: dict[str, Any], mask: Any) -> Any:
+            f = lambda v: jnp.sum(row_loglik(tab, aux, point | unravel(v), arrays, mask))  # noqa: E731
+            second = lambda e: jax.jvp(lambda v: jax.jvp(f, (v,), (e,))[1], (flat,), (e,))[1]  # noqa: E731
+            return jax.vmap(second)(basis).astype(jnp.float32)
+        return _scan_sum(per_pass, jnp.zeros(flat.shape[0], jnp.float32), fixed_arrays, rows_, masks_)
+
     def host(out: Any) -> Any:
         return jax.tree.map(lambda v: np.asarray(v, dtype=float), out)
 
@@ -178,11 +206,16 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                 one_row = np.bincount(blk.g, minlength=len(blk.levels)) <= 1
                 if one_row.any() and blk.number in out:
                     out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
-        return Information(out, dict(effects), dict(sds), dict(ses), n, chunk)
+        tables = {b.number: np.asarray(tab[sites[b.number]], dtype=float) for b in blocks}
+        curv = {k: (g1 - g0) / (a1 - a0) for k, (a0, g0) in aux_prev.items() if k in aux_last
+                for a1, g1 in [aux_last[k]] if abs(a1 - a0) > 1e-6}
+        return Information(out, dict(effects), dict(sds), dict(ses), n, chunk, tables,
+                           {k: float(v) for k, v in aux.items()}, curv)
 
     reach = {b.number: _reach([prior_scale(e.prior) for e in group_sds(table, b.label)], b.n_coef) for b in blocks}
     chosen, same = None, 0
     aux_last: dict[str, tuple[float, float]] = {}
+    aux_prev: dict[str, tuple[float, float]] = {}  # the secant's previous point (its curvature, for the start)
     for sweep in range(ITERATIONS):
         moved = 0.0
         # a quick mode: Newton steps level by level, each level's estimate shrunk toward the mean of
@@ -191,6 +224,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         # term at a time (Gauss-Seidel): nested or crossed terms must not both claim the same deviations.
         for _ in range(AUX_STEPS if aux else 0):
             ga = host(aux_pass(tab, aux, point, fixed_dev, stacked_rows, masks))
+            aux_prev = aux_last
             aux, aux_last = _secant_step(aux, ga, aux_last), {k: (float(aux[k]), float(ga[k])) for k in aux}
         for blk in blocks:
             grad_sum, hess_sum = host(block_pass(tab, aux, point, fixed_dev, stacked_rows, masks, level_of[blk.number],
@@ -243,7 +277,35 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             chosen = choice
             if same >= STABLE_SWEEPS - 1 and moved < STABLE_MOVED:
                 break
-    return result()
+    out = result()
+    names = tuple(sorted(k for k in point if population_site(k) and k not in aux))
+    if population and names and sum(int(np.size(point[k])) for k in names) <= MAX_POPULATION:
+        from jax.flatten_util import ravel_pytree
+
+        try:  # (only NUTS's start reads it: a failure here must not cost the decision)
+            import functools
+
+            pop_fn = progcache.cached("auto-pop", None if named is None else (*named, names),
+                                      jax.jit(functools.partial(pop_pass, names)))
+            curv = host(pop_fn(tab, aux, point, fixed_dev, stacked_rows, masks))
+        except Exception:  # noqa: BLE001
+            return out
+        flat = ravel_pytree({k: np.zeros(np.shape(point[k]), np.float32) for k in names})[1]
+        out = replace(out, population_curvature={k: np.asarray(v, float) for k, v in flat(curv).items()},
+                      population_point={k: np.asarray(point[k], float) for k in names})
+    return out
+
+
+#: the population-level scalars whose curvature ``measure(population=True)`` takes at most (one tangent each)
+MAX_POPULATION = 512
+#: latent sites of the group terms (their effects and SDs): not population-level
+_GROUP_PREFIXES = ("sd_", "z_", "L_", "r_", "coef_", "rot_", "rc_")
+
+
+def population_site(name: str) -> bool:
+    """A population-level latent site of a generated model (intercepts, coefficients, non-linear parameters'
+    coefficients, thresholds), as opposed to a group term's."""
+    return not name.startswith(_GROUP_PREFIXES)
 
 
 def _secant_step(aux: dict[str, Any], grad: dict[str, float], last: dict[str, tuple[float, float]]

@@ -110,9 +110,9 @@ def load(path: Path | None) -> Any:
         return None
 
 
-def fits(exp: Any, args: Any, prefix: int | None = None) -> bool:
+def fits(exp: Any, args: Any, prefix: int | None = None, upto: int | None = None) -> bool:
     """Whether an exported program takes arguments shaped like ``args`` (its tree, shapes and dtypes; with
-    ``prefix``, only the arguments from that position on, the others being unknown yet)."""
+    ``prefix``, only the arguments from that position on, up to ``upto``, the others being unknown yet)."""
     import jax
 
     leaves, tree = jax.tree.flatten(((*args,), {}))
@@ -123,11 +123,13 @@ def fits(exp: Any, args: Any, prefix: int | None = None) -> bool:
             avals = exp.in_avals
         else:
             children = exp.in_tree.children()[0].children()
+            end = len(args) if upto is None else upto
             if len(children) != len(args) or any(c != jax.tree.structure(a) for c, a in
-                                                  zip(children[prefix:], args[prefix:], strict=True)):
+                                                  zip(children[prefix:end], args[prefix:end], strict=True)):
                 return False
-            avals = exp.in_avals[sum(c.num_leaves for c in children[:prefix]):]
-            leaves = jax.tree.leaves(args[prefix:])
+            first = sum(c.num_leaves for c in children[:prefix])
+            avals = exp.in_avals[first:first + sum(c.num_leaves for c in children[prefix:end])]
+            leaves = jax.tree.leaves(args[prefix:end])
         return len(avals) == len(leaves) and all(
             tuple(a.shape) == tuple(v.shape) and a.dtype == v.dtype for a, v in zip(avals, leaves, strict=True))
     except (AttributeError, TypeError, ValueError, IndexError):

@@ -85,11 +85,13 @@ def test_warmup_leapfrog_steps_are_counted_per_chain(grouped: pd.DataFrame) -> N
 
 
 def test_most_transitions_divergent_after_a_too_short_warmup_says_so(grouped: pd.DataFrame) -> None:
-    """warmup=0: NUTS samples with its untuned step size, every transition diverges and the chains never move; the
-    warning names the warmup (not target_accept), and constant chains leak no numpy warning from R-hat."""
+    """warmup=0 from NumPyro's uniform start: NUTS samples with its untuned step size, every transition diverges
+    and the chains never move; the warning names the warmup (not target_accept), and constant chains leak no numpy
+    warning from R-hat."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = hf.fit("y ~ x + (1 | g)", grouped, seed=1, chains=2, warmup=0, draws=50, progress=False)
+        fit = hf.fit("y ~ x + (1 | g)", grouped, seed=1, chains=2, warmup=0, draws=50, progress=False,
+                     init="uniform")
     assert fit.raw.extra["diverging"].mean() > 0.25
     assert "warmup=0 is too short to tune NUTS's step size" in fit.warnings[0]
     assert not any("target_accept" in w for w in fit.warnings)
