@@ -110,7 +110,8 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     pop |= {k: np.asarray(v, float) for k, v in info.population_point.items() if k in pop}
     for b in design.groups:
         site = _intercept_site(b.predictor, shapes)
-        if b.label in T and "Intercept" in b.coef_names and site is not None:
+        # (a term linked by an ID starts at its prior's centre, effects 0: its mean stays with its effects)
+        if b.label in T and b.joint is None and "Intercept" in b.coef_names and site is not None:
             c = b.coef_names.index("Intercept")
             mean = float(T[b.label][:, c].mean())
             T[b.label][:, c] -= mean
