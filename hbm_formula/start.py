@@ -22,7 +22,8 @@ mass matrix:
 
 A start alone does not help (the identity matrix still sets the step size), nor does the matrix alone: from
 a uniform draw far from the mode, a matrix scaled to the posterior pins the chains where they start (both
-measured on InstEval). Each chain starts at the point plus ``JITTER`` of these SDs of normal noise.
+measured on InstEval). Each chain starts at the point plus ``JITTER`` of these SDs of normal noise where they
+were measured, ``UNMEASURED`` unconstrained units elsewhere.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ JITTER = 2.0
 #: parent: InstEval's 14 departments read 6e-5 while the posterior's is 0.09)
 SD_RELIABLE = 1.0
 SD_FLOOR = 0.1
+#: ... and where no variance was measured (correlation factors, thresholds, a group SD not pinned, its offsets),
+#: this SD on the unconstrained scale
+UNMEASURED = 0.5
 #: bounds of a coordinate's variance in the first mass matrix
 VAR_MIN, VAR_MAX = 1e-10, 1e4
 
@@ -64,18 +68,18 @@ def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, n
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
-    point, mass = pilot_point(cm, info)
+    point, mass, spread = pilot_point(cm, info)
     dtype = jnp.zeros(()).dtype  # float32, or float64 under x64
     gen = np.random.default_rng([seed, 11])
-    starts = {k: (point[k][None] + JITTER * np.sqrt(mass[k])[None] * gen.standard_normal((chains, *point[k].shape))
-                  ).astype(dtype) for k in point}
+    starts = {k: (point[k][None] + spread[k][None] * gen.standard_normal((chains, *point[k].shape))).astype(dtype)
+              for k in point}
     flat, _ = ravel_pytree({k: jnp.asarray(mass[k], dtype) for k in sorted(mass)})
     return starts, np.asarray(jax.device_get(flat))
 
 
-def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The quick mode of ``info`` in ``cm``'s latent sites (unconstrained) and each coordinate's approximate
-    posterior variance there (see the module doc)."""
+def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The quick mode of ``info`` in ``cm``'s latent sites (unconstrained), each coordinate's approximate
+    posterior variance there (see the module doc), and the SD of the noise between the chains' starts."""
     import jax.numpy as jnp
 
     from . import infer, pilot
@@ -170,17 +174,20 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     point = {k: np.asarray(v, np.float64) for k, v in _unconstrained(cm.model, around)(values, one_row).items()}
 
     # the first inverse mass matrix, coordinate by coordinate on the unconstrained scale
-    def mass_of(name: str, z: np.ndarray) -> np.ndarray:
+    def mass_of(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The coordinates' variances, and where they were measured (elsewhere the identity's 1 or a prior's)."""
         prefix, blk = role(name)
         if name in pop:
-            return _population_var(name, z, info, design, sd, info_of)
+            return _population_var(name, z, info, design, sd, info_of), np.asarray(name in info.population_curvature)
         if name in info.log_aux:
             c = info.aux_curvature.get(name)
-            return np.asarray(-1.0 / c if c is not None and c < 0 else 1.0)
+            return np.asarray(-1.0 / c if c is not None and c < 0 else 1.0), np.asarray(c is not None and c < 0)
         if name.startswith("sd_") and name[3:] in sd_var:
-            return sd_var[name[3:]].reshape(z.shape) if z.ndim else sd_var[name[3:]][0]
+            if z.ndim:
+                return sd_var[name[3:]].reshape(z.shape), pinned[name[3:]].reshape(z.shape)
+            return sd_var[name[3:]][0], pinned[name[3:]][0]
         if blk is None:
-            return np.ones_like(z)
+            return np.ones_like(z), np.zeros(z.shape, bool)
         s2 = np.square(sd[blk.label])[None, :]
         info_j = info_of[blk.label]
         rows = {"z_": split(blk) and 1, "rot_": 1}.get(prefix)
@@ -190,23 +197,32 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
             info_j = info_j[centered_index(blk) if prefix == "rc_" else ~centered_index(blk)]
         # where the SD is not pinned, neither is the offsets' scale: the prior's variance (1 for z, the SD's
         # square for a centered level)
+        known = np.broadcast_to(pinned[blk.label][None, :], info_j.shape)
         if prefix in ("z_", "z_mean_"):
-            var = np.where(pinned[blk.label][None, :], 1.0 / (1.0 + info_j * s2), 1.0)
+            var = np.where(known, 1.0 / (1.0 + info_j * s2), 1.0)
             if prefix == "z_mean_":
-                var = var.mean(axis=0)
+                var, known = var.mean(axis=0), known.all(axis=0)
         else:
-            var = np.where(pinned[blk.label][None, :], 1.0 / (info_j + 1.0 / s2), s2)
-        return var.reshape(z.shape) if var.size == z.size else np.broadcast_to(var.mean(), z.shape)
+            var = np.where(known, 1.0 / (info_j + 1.0 / s2), s2)
+        if var.size == z.size:
+            return var.reshape(z.shape), known.reshape(z.shape)
+        return np.broadcast_to(var.mean(), z.shape), np.zeros(z.shape, bool)
 
-    mass = {k: np.clip(np.nan_to_num(np.broadcast_to(mass_of(k, v), v.shape), nan=1.0, posinf=VAR_MAX),
-                       VAR_MIN, VAR_MAX) for k, v in point.items()}
+    mass, spread = {}, {}
+    for k, v in point.items():
+        var, known = mass_of(k, v)
+        mass[k] = np.clip(np.nan_to_num(np.broadcast_to(var, v.shape), nan=1.0, posinf=VAR_MAX), VAR_MIN, VAR_MAX)
+        # a measured coordinate's chains start JITTER of its SDs apart; elsewhere UNMEASURED apart (2 unconstrained
+        # units would start a correlation factor at tanh(4) and pin a chain there: sleepstudy, 1 seed of 9)
+        spread[k] = np.where(np.broadcast_to(known, v.shape), JITTER * np.sqrt(mass[k]), UNMEASURED)
     # a value outside its support (e.g. a measured Student-t nu below its bound) maps to no finite coordinate:
     # there, NumPyro's centre and identity
     for k, v in point.items():
         bad = ~np.isfinite(v)
         if bad.any():
             point[k], mass[k] = np.where(bad, 0.0, v), np.where(bad, 1.0, mass[k])
-    return point, mass
+            spread[k] = np.where(bad, UNMEASURED, spread[k])
+    return point, mass, spread
 
 
 def _unconstrained(model: Any, around: tuple[str, ...]) -> Any:

@@ -40,7 +40,7 @@ def test_the_point_reproduces_the_measured_effects_in_every_parameterization(rad
     f = "log_radon ~ 1 + (1 | county) + (1 | floor)"
     cm = hf.compile(f, data, param=param)
     info = _measured(cm)
-    point, mass = start.pilot_point(cm, info)
+    point, mass, _ = start.pilot_point(cm, info)
     at = _deterministic(cm, point)
     prior_icept = pilot.prior_point({"Intercept_c": np.zeros(())}, cm.params, cm.design)["Intercept_c"]
     shift = 0.0
@@ -65,7 +65,7 @@ def test_the_first_mass_matrix_is_on_the_posteriors_scale(radon: pd.DataFrame) -
     of its posterior variance (NumPyro's identity is off by up to 2,000 here: log sigma's is 5e-4)."""
     f = "log_radon ~ floor + (1 + floor | county)"
     cm = hf.compile(f, radon)
-    point, mass = start.pilot_point(cm, _measured(cm))
+    point, mass, _ = start.pilot_point(cm, _measured(cm))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = hf.fit(f, radon, chains=2, warmup=500, draws=500, seed=3, progress=False)
