@@ -528,7 +528,8 @@ def fit(
     nuts_opts, svi_opts, run = _options(method, options)
     init, shard_data = run.get("init"), bool(run.get("shard_data", False))
     if init not in (None, "svi", "pilot", "uniform"):
-        raise HBMError(f"unknown init '{init}': use init='pilot', 'svi' or 'uniform' (or leave it out)")
+        shown = repr(init) if len(repr(init)) <= 40 else repr(init)[:37] + "..."
+        raise HBMError(f"unknown init {shown}: use init='pilot', 'svi' or 'uniform' (or leave it out)")
     if init in ("svi", "pilot", "uniform") and method != "nuts":
         raise HBMError(f"init='{init}' is where NUTS starts; it goes with method='nuts'")
     if shard_data and svi_opts.get("batch_size") is not None:
@@ -691,15 +692,26 @@ def _infer(
         cause = gradient_report(cm)
         if cause:
             msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged because {cause}")
-        elif cfg.warmup < SHORT_WARMUP:  # (the general advice, target_accept or the parameterization, is not it)
-            msgs = [m for m in msgs if results.DIVERGED not in m]
-            msgs.insert(0, f"{float(np.mean(div)):.0%} of transitions diverged: warmup={cfg.warmup} is too short to tune "
-                           f"NUTS's step size (it samples with its untuned start); use warmup of at least 100 (the "
-                           f"default is 1000)")
+        elif cfg.warmup < SHORT_WARMUP:
+            msgs = _short_warmup(msgs, float(np.mean(div)), cfg.warmup)
+    elif div is not None and float(np.mean(div)) > 0 and cfg.warmup < SHORT_WARMUP:
+        # fewer diverge from the measurement's start, but the cause is the same
+        msgs = _short_warmup(msgs, float(np.mean(div)), cfg.warmup)
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
     return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1 - t_start, "start": t_start, "sample": t3 - t2,
                                                 "results": t4 - t3}, notes)
+
+
+def _short_warmup(msgs: list[str], share: float, warmup: int) -> list[str]:
+    """The divergence warning with its cause, a warmup too short to tune the step size, in place of the general
+    advice (target_accept or the parameterization, which is not it)."""
+    from .results import DIVERGED
+
+    shown = f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
+    return [f"{shown} of transitions diverged: warmup={warmup} is too short to tune NUTS's step size (it samples "
+            f"with a step size from its first iterations); use warmup of at least 100 (the default is 1000)"] + [
+        m for m in msgs if DIVERGED not in m]
 
 
 def default_priors(

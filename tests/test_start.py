@@ -99,6 +99,9 @@ def test_a_default_fit_reaches_a_far_intercept_on_a_short_warmup() -> None:
     chains = default.idata.posterior["Intercept"].values.mean(axis=1)
     assert np.all(np.abs(chains - truth) < 2.0), (chains, truth)
     assert default.raw.warmup_steps.mean() < uniform.raw.warmup_steps.mean()
+    # a divergence after so short a warmup is named as its cause, not target_accept
+    assert default.raw.extra["diverging"].any() and "warmup=30 is too short" in default.warnings[0]
+    assert not any("target_accept" in w for w in default.warnings)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -110,5 +113,8 @@ def test_every_start_option_runs_and_a_wrong_one_is_named(sleepstudy: pd.DataFra
         assert np.isfinite(fit.idata.posterior["b"].values).all()
     with pytest.raises(hf.HBMError, match="unknown init 'middle'"):
         hf.fit(f, sleepstudy, init="middle", **opts)
+    with pytest.raises(hf.HBMError, match=r"^unknown init 'xxxxxxxxxx[x]*\.\.\.: use init='pilot'") as err:
+        hf.fit(f, sleepstudy, init="x" * 1000, **opts)
+    assert len(str(err.value)) < 120 and "\n" not in str(err.value)
     with pytest.raises(hf.HBMError, match="goes with method='nuts'"):
         hf.fit(f, sleepstudy, init="pilot", method="svi")
