@@ -48,18 +48,6 @@ VAR_MIN, VAR_MAX = 1e-10, 1e4
 _ROLES = ("z_mean_", "z_", "rot_", "coef_", "rc_", "r_")
 
 
-def _householder(r: np.ndarray) -> np.ndarray:
-    """H r for the reflection H of the generated ``mean_split`` (H is its own inverse: w = H r)."""
-    w = np.asarray(r, dtype=float)
-    J = w.shape[0]
-    u = 1.0 / np.sqrt(J)
-    v = np.zeros(J)
-    v[0] = 1.0
-    v -= u
-    c = (w[0] - u * w.sum(0)) / (1.0 - u)
-    return w - (v[:, None] * c if w.ndim == 2 else v * c)
-
-
 def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Each chain's starting point (unconstrained, one row per chain: the quick mode plus ``JITTER``
     approximate posterior SDs of noise) and the first diagonal inverse mass matrix (flat, in the order NumPyro
@@ -133,6 +121,10 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     def split(blk: Any) -> bool:
         return f"z_mean_{blk.label}" in shapes
 
+    def rotated(t: np.ndarray) -> np.ndarray:
+        """w = H t for the generated model's own ``mean_split`` (H, a reflection, is its own inverse)."""
+        return np.asarray(cm.model.__globals__["mean_split"](t[0], t[1:]), dtype=float)
+
     def centered_index(blk: Any) -> np.ndarray:
         return np.asarray(cm.centering.of(blk), bool)
 
@@ -151,11 +143,11 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
             s = sd[blk.label] if blk.n_coef > 1 else sd[blk.label][0]
             t = target(blk)
             if prefix == "z_mean_":
-                out = _householder(t)[0] / s
+                out = rotated(t)[0] / s
             elif prefix == "rot_":
-                out = _householder(t)[1:]
+                out = rotated(t)[1:]
             elif prefix == "z_":
-                out = (_householder(t)[1:] if split(blk) else
+                out = (rotated(t)[1:] if split(blk) else
                        t[~centered_index(blk)] if shape[0] != t.shape[0] else t) / s
             elif prefix == "rc_":
                 out = t[centered_index(blk)]
