@@ -697,10 +697,37 @@ def _infer(
     elif div is not None and float(np.mean(div)) > 0 and cfg.warmup < SHORT_WARMUP:
         # fewer diverge from the measurement's start, but the cause is the same
         msgs = _short_warmup(msgs, float(np.mean(div)), cfg.warmup)
+    deep = _deep_trees(draws, cfg.max_tree_depth)
+    if deep:
+        msgs.append(deep)
     for m in msgs:
         warnings.warn(m, UserWarning, stacklevel=3)
     return Fit(cm, idata, "nuts", msgs, mcmc, {"svi": t2 - t1 - t_start, "start": t_start, "sample": t3 - t2,
                                                 "results": t4 - t3}, notes)
+
+
+#: the share of draws at NUTS's maximum tree depth above which a fit says so
+DEEP_SHARE = 0.1
+
+
+def _deep_trees(draws: Any, max_tree_depth: int) -> str | None:
+    """A warning when many draws took the most leapfrog steps NUTS allows (its trajectory was cut, not ended
+    by a U-turn): the draws are valid, the fit slow and its ESS per draw low. The usual cause is parameters on
+    very different scales that the adapted diagonal mass matrix did not even out, or a posterior correlation
+    it cannot follow."""
+    import numpy as np
+
+    steps = draws.groups.get("sample_stats", {}).get("n_steps")
+    if steps is None or not np.size(steps):
+        return None
+    most = 2 ** int(max_tree_depth) - 1
+    share = float(np.mean(np.asarray(steps) >= most))
+    if share <= DEEP_SHARE:
+        return None
+    return (f"{share:.0%} of draws reached NUTS's maximum tree depth ({max_tree_depth}: {most:,} leapfrog steps "
+            "per draw): valid but slow, with few effective draws per step; usually parameters on very different "
+            "scales (a predictor in large units, a response far from unit scale) or strongly correlated ones: "
+            "rescale (scale(x), or other units), or raise max_tree_depth")
 
 
 def _short_warmup(msgs: list[str], share: float, warmup: int) -> list[str]:

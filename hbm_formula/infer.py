@@ -167,6 +167,11 @@ class NUTSRun:
 #: iterations per compiled call: progress is shown between calls, so the program itself has no host
 #: callbacks (it can be written to the persistent compilation cache) and runs at full speed
 CHUNK = 200
+#: the model argument carrying the scale of NUTS's coordinates (``run_nuts``), never a data array's name (those
+#: are identifiers the lowering writes: X, g_county, prior_b, ...)
+SCALE_KEY = "_hbm_coordinate_scale"
+#: the scale's bounds: the square roots of start.VAR_MIN and VAR_MAX (above 100 the regularization is harmless)
+SCALE_MIN, SCALE_MAX = 1e-12, 1e2
 EXTRA_FIELDS = ("diverging", "accept_prob", "num_steps", "energy", "potential_energy")
 
 
@@ -265,7 +270,14 @@ def run_nuts(
     (``progcache``): a refit reads them instead of tracing the model again.
     ``init_params`` (unconstrained, one row per chain) and the first diagonal ``inverse_mass_matrix`` (flat,
     in the order NumPyro ravels the sites; the identity when not given) come from ``init="pilot"`` or
-    ``init="svi"``; the matrix is an argument of the start program, so either start reuses the same programs."""
+    ``init="svi"``; the matrix is an argument of the start program, so either start reuses the same programs.
+
+    NUTS runs on coordinates ``u = z / scale``, ``scale`` the square root of that first matrix (1 where none
+    is given): the same sampler as the diagonal matrix itself, up to NumPyro's regularization of each
+    adapted variance towards 1e-3 (``(n / (n + 5)) var + 1e-3 * 5 / (n + 5)``, as Stan), which in the raw
+    coordinates swamped any posterior variance far below 1e-3: a coefficient of a predictor in units of 10,000
+    (posterior SD 4e-6) took every draw to the maximum tree depth (1,023 steps per draw, 17 times the time).
+    The scale is an argument of the programs, like the data."""
     import time
 
     import jax
@@ -325,26 +337,33 @@ def run_nuts(
             from numpyro.infer.hmc import hmc
 
             shapes, potential_fn_gen, constrain = nuts_functions(model, data)
-            init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+            def scaled_gen(**arrays: Any) -> Any:  # the potential of u = z / scale (the scale rides with the data)
+                arrays = dict(arrays)
+                scale = arrays.pop(SCALE_KEY)
+                pe = potential_fn_gen(**arrays)
+                return lambda u: pe(jax.tree.map(jnp.multiply, u, scale))
+
+            init_kernel, sample_kernel = hmc(potential_fn_gen=scaled_gen, algo="NUTS")
             traced.update(shapes=shapes, constrain=constrain, init=init_kernel, sample=sample_kernel)
         return traced
 
-    def init_one(z: Any, rng: Any, arrays: dict[str, Any], inverse_mass: Any) -> Any:
+    def init_one(z: Any, rng: Any, arrays: dict[str, Any], inverse_mass: Any, scale: Any) -> Any:
         started.append(True)
         return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass,
                                 target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
-                                trajectory_length=None, model_kwargs=arrays, rng_key=rng)
+                                trajectory_length=None, model_kwargs=arrays | {SCALE_KEY: scale}, rng_key=rng)
 
-    def chunk_one(state: Any, arrays: dict[str, Any]) -> tuple[Any, Any]:
+    def chunk_one(state: Any, arrays: dict[str, Any], scale: Any) -> tuple[Any, Any]:
         sample_kernel = kernel()["sample"]
         if not started:
             # NumPyro's sample kernel reads settings its init kernel stores (tree depth, adaptation): with the start
             # program read from disk, trace the init kernel once, abstractly, for them
             one_chain = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape[1:], v.dtype), (z_like, keys_like))
-            jax.eval_shape(init_one, *one_chain, arrays, mass_like)
+            jax.eval_shape(init_one, *one_chain, arrays, mass_like, scale)
 
         def body(st: Any, _: Any) -> tuple[Any, Any]:
-            st = sample_kernel(st, model_kwargs=arrays)
+            st = sample_kernel(st, model_kwargs=arrays | {SCALE_KEY: scale})
             return st, (st.z, st.diverging, st.accept_prob, st.num_steps, st.energy, st.potential_energy)
 
         return jax.lax.scan(body, state, None, length=CHUNK)
@@ -353,7 +372,7 @@ def run_nuts(
     init_path = progcache.file_for("nuts-init", key, arrays_like, parallel) if key is not None else None
     keys_like = jax.ShapeDtypeStruct(chain_keys.shape, chain_keys.dtype, sharding=per_chain)
     stored = progcache.load(init_path)
-    if stored is not None and not progcache.fits(stored, (None, keys_like, arrays_like, None), prefix=1, upto=3):
+    if stored is not None and not progcache.fits(stored, (None, keys_like, arrays_like, None, None), prefix=1, upto=3):
         stored = None  # another program under this name (a swapped or stale file): traced again
     if stored is not None:
         z_tree = stored.in_tree.children()[0].children()[0]
@@ -365,12 +384,22 @@ def run_nuts(
     size = sum(int(np.prod(v.shape[1:])) for v in jax.tree.leaves(z_like))
     dtype = jax.tree.leaves(z_like)[0].dtype
     mass_like = jax.ShapeDtypeStruct((size,), dtype, sharding=shared)
+    # the first inverse mass matrix in z's coordinates, then the scale of u = z / scale and the matrix in u's
+    first = (np.ones(size) if inverse_mass_matrix is None
+             else np.asarray(inverse_mass_matrix, np.float64).reshape(size))
+    flat_scale = np.sqrt(np.clip(np.nan_to_num(first, nan=1.0, posinf=SCALE_MAX ** 2), SCALE_MIN ** 2, SCALE_MAX ** 2))
+    cuts = np.cumsum([int(np.prod(v.shape[1:])) for v in jax.tree.leaves(z_like)])[:-1]
+    scale = jax.tree.unflatten(jax.tree.structure(z_like), [
+        part.reshape(v.shape[1:]).astype(v.dtype)
+        for part, v in zip(np.split(flat_scale, cuts), jax.tree.leaves(z_like), strict=True)])
+    host_scale, scale_like = scale, like(scale, shared)
+    scale = jax.device_put(scale, shared)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
     # latent shapes are known; those follow from the model's source and the data's shapes)
-    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False)),
-                                (z_like, keys_like, arrays_like, mass_like), parallel, path=init_path, stored=stored)
-    mass = jax.device_put(np.ones(size, dtype) if inverse_mass_matrix is None
-                          else np.asarray(inverse_mass_matrix, dtype).reshape(size), shared)
+    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False, False)),
+                                (z_like, keys_like, arrays_like, mass_like, scale_like), parallel, path=init_path,
+                                stored=stored)
+    mass = jax.device_put((first / np.square(flat_scale)).astype(dtype), shared)
 
     def uniform_start(fold: int) -> Any:
         """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain, drawn on
@@ -383,10 +412,12 @@ def run_nuts(
         init_params = uniform_start(1)
     elif C == 1:
         init_params = jax.tree.map(lambda v: np.asarray(v)[None], init_params)
-    # from the host: a device array would be sliced onto the devices by a compiled program per argument first
-    init_params = jax.tree.map(np.asarray, init_params)
+    # from the host: a device array would be sliced onto the devices by a compiled program per argument first;
+    # in u's coordinates
+    to_u = lambda z: jax.tree.map(lambda v, s: (np.asarray(v) / s).astype(s.dtype), z, host_scale)  # noqa: E731
+    init_params = to_u(init_params)
     chain_keys = jax.device_put(np.asarray(chain_keys), per_chain)
-    state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass)
+    state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
             np.stack([np.isfinite(np.asarray(v)).reshape(C, -1).all(axis=1) for v in jax.tree.leaves(state.z_grad)]),
@@ -395,12 +426,12 @@ def run_nuts(
             break
         if attempt == 19:
             raise RuntimeError("Cannot find valid initial parameters: the log density or its gradient is not finite")
-        fresh = uniform_start(100 + attempt)
+        fresh = to_u(uniform_start(100 + attempt))
         init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
-        state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass)
-    chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False)),
-                                    (like(state, per_chain), arrays_like), parallel)
+        state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
+    chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False, False)),
+                                    (like(state, per_chain), arrays_like, scale_like), parallel)
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
     kept: list[Any] = []
@@ -408,7 +439,7 @@ def run_nuts(
     done = 0
     try:
         while done < total:
-            state, out = chunk_fn(state, arrays)
+            state, out = chunk_fn(state, arrays, scale)
             first = max(cfg.warmup - done, 0)  # iterations of this chunk still in warmup
             take = min(CHUNK, total - done)
             if first < take:
@@ -421,7 +452,7 @@ def run_nuts(
         progress.close()
     t2 = time.perf_counter()
     zs, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
-    flat = {k: v.reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}
+    flat = {k: (v * host_scale[k]).reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}  # back to z
     # all draws in one program, on one device (the data are there already when the chains ran on one)
     one_device = {k: jnp.asarray(v) for k, v in data.items()} if parallel else arrays
 

@@ -43,7 +43,7 @@ SD_FLOOR = 0.1
 #: this SD on the unconstrained scale
 UNMEASURED = 0.5
 #: bounds of a coordinate's variance in the first mass matrix
-VAR_MIN, VAR_MAX = 1e-10, 1e4
+VAR_MIN, VAR_MAX = 1e-24, 1e4
 
 _ROLES = ("z_mean_", "z_", "rot_", "coef_", "rc_", "r_")
 
