@@ -634,12 +634,13 @@ def _infer(
     if init == "svi":
         svi_res = infer.run_svi(run_model, run_data, obs_keys, svi_cfg, obs)
         init_params, inv_mass = infer.nuts_init_from_guide(svi_res, chains, seed)
-    elif init in (None, "pilot") and cm.design.groups and not multi_process:
-        # (the default: from the auto measurement where param="auto" made one; init="pilot" measures for it)
+    elif init in (None, "pilot") and not multi_process:
+        # (the default: from the auto measurement where param="auto" made one; init="pilot" measures for it, and
+        # so does a model without group terms: its population coefficients' scales, which NUTS runs on)
         from . import start
 
         info = cm.measurement
-        if init == "pilot" and (info is None or not info.population_curvature):
+        if (init == "pilot" or not cm.design.groups) and (info is None or not info.population_curvature):
             info = _pilot(cm.design, cm.spec, cm.params, measure_only=True)[1]
         try:
             if info is not None:

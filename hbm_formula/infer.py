@@ -170,8 +170,8 @@ CHUNK = 200
 #: the model argument carrying the scale of NUTS's coordinates (``run_nuts``), never a data array's name (those
 #: are identifiers the lowering writes: X, g_county, prior_b, ...)
 SCALE_KEY = "_hbm_coordinate_scale"
-#: the scale's bounds: the square roots of start.VAR_MIN and VAR_MAX (above 100 the regularization is harmless)
-SCALE_MIN, SCALE_MAX = 1e-12, 1e2
+#: the scale's bounds: the square roots of start.VAR_MIN and VAR_MAX
+SCALE_MIN, SCALE_MAX = 1e-12, 1e6
 EXTRA_FIELDS = ("diverging", "accept_prob", "num_steps", "energy", "potential_energy")
 
 

@@ -104,7 +104,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     shapes = {sites[b.number]: (len(b.levels),) if b.n_coef == 1 else (len(b.levels), b.n_coef) for b in blocks}
     # per term, one tangent per coefficient (ones in that coefficient's column of that term, zeros elsewhere),
     # padded with zero tangents to the most coefficients of any term: one compiled pass serves every term
-    width = max(b.n_coef for b in blocks)
+    width = max((b.n_coef for b in blocks), default=1)
     tangents: dict[int, dict[str, Any]] = {}
     for b in blocks:
         t = {s: np.zeros((width, *shape), dtype=np.float32) for s, shape in shapes.items()}
@@ -124,7 +124,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     masks = jax.device_put((np.arange(passes * chunk) < n).astype(np.float32).reshape(passes, chunk))
 
     # each term's level per row, stacked like the rows; the per-level sums padded to the most levels of any term
-    most = max(len(b.levels) for b in blocks)
+    most = max((len(b.levels) for b in blocks), default=1)
     level_of = {b.number: jax.device_put(_pad(np.asarray(b.g, dtype=np.int32), passes * chunk).reshape(passes, chunk))
                 for b in blocks}
 
@@ -423,6 +423,43 @@ def prior_scale(d: Any) -> float:
     return 1.0
 
 
+def population_priors(shapes: dict[str, Any], table: list[Any]) -> dict[str, list[Any]]:
+    """Per population-level latent site of real support (an intercept, sampled as ``Intercept_c`` at the
+    predictors' means, a vector of coefficients ``b``, a non-linear parameter's), the parameter table's entries
+    of its elements, in order (one entry for a scalar site)."""
+    by_name = {e.name: e for e in table}
+    b_sites = sorted((k for k in shapes if k == "b" or k.startswith("b_")), key=len, reverse=True)
+    out: dict[str, list[Any]] = {}
+    for site in shapes:
+        if site.startswith(("sd_", "z_", "L_")):
+            continue
+        if site in by_name:
+            if by_name[site].support == "real":
+                out[site] = [by_name[site]]
+        elif site.startswith("Intercept_c") and ("Intercept" + site[len("Intercept_c"):]) in by_name:
+            out[site] = [by_name["Intercept" + site[len("Intercept_c"):]]]
+        elif site in b_sites:
+            out[site] = [e for e in table if e.cls == "b" and e.name.startswith(site + "_")
+                         and next(b for b in b_sites if e.name.startswith(b + "_")) == site]
+    return out
+
+
+#: priors whose scale argument bounds a coefficient's plausible spread (``prior_scale``'s other cases are SDs'
+#: and distributional parameters' priors, or none)
+_LOCATION_SCALE = ("normal", "cauchy", "laplace", "logistic", "student_t")
+
+
+def population_prior_sd(shapes: dict[str, Any], table: list[Any]) -> dict[str, np.ndarray]:
+    """Per population-level site, each element's prior scale (see ``population_priors``), where every element's
+    prior is a location-scale one; other sites are left out."""
+    out = {}
+    for site, entries in population_priors(shapes, table).items():
+        if entries and all(e.prior.name in _LOCATION_SCALE for e in entries):
+            scales = [prior_scale(e.prior) for e in entries]
+            out[site] = np.asarray(scales if len(scales) > 1 else scales[0], dtype=float)
+    return out
+
+
 def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Per latent site (broadcastable to its shape), the unit of its unconstrained value in which SVI's Adam
     takes its steps: the data's scale d (the prior's scale / 2.5) where it exceeds 1, 1 for d in [0.1, 1]
@@ -433,8 +470,6 @@ def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ..
     for every scale of data. Positive sites (SDs, sigma) live on
     the log scale (1); offsets z and correlation factors are unit-free (1); centered group coefficients take
     their SD prior's scale, population coefficients their own prior's (one per element of a vector site)."""
-    by_name = {e.name: e for e in table}
-
     def one(e: Any) -> float:
         d = prior_scale(e.prior) / 2.5  # the data's scale
         return d if d > 1.0 else (1.0 if d >= 0.1 else 10.0 * d)  # continuous; 1 over the decade below 1
@@ -445,22 +480,15 @@ def step_units(shapes: dict[str, Any], table: list[Any], positive: tuple[str, ..
             return np.asarray(vals, dtype=np.float32)
         return np.asarray(max(vals, default=1.0), dtype=np.float32)
 
-    b_sites = sorted((k for k in shapes if k == "b" or k.startswith("b_")), key=len, reverse=True)
+    population = population_priors(shapes, table)
     out: dict[str, np.ndarray] = {}
     for site, sds in shapes.items():
         shape = tuple(sds.shape)
         size = int(np.prod(shape)) if shape else 1
         if site in positive or site.startswith(("sd_", "z_", "L_")):
             continue
-        if site in by_name:
-            if by_name[site].support == "real":
-                out[site] = unit([by_name[site]], 1)
-        elif site.startswith("Intercept_c") and ("Intercept" + site[len("Intercept_c"):]) in by_name:
-            out[site] = unit([by_name["Intercept" + site[len("Intercept_c"):]]], 1)
-        elif site in b_sites:
-            mine = [e for e in table if e.cls == "b" and e.name.startswith(site + "_")
-                    and next(b for b in b_sites if e.name.startswith(b + "_")) == site]
-            out[site] = unit(mine, size)
+        if site in population:
+            out[site] = unit(population[site], size if len(population[site]) > 1 else 1)
         elif site.startswith(("coef_", "rc_", "rot_")):
             label = site.split("_", 1)[1]
             k = shape[-1] if len(shape) == 2 else 1

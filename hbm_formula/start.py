@@ -43,7 +43,7 @@ SD_FLOOR = 0.1
 #: this SD on the unconstrained scale
 UNMEASURED = 0.5
 #: bounds of a coordinate's variance in the first mass matrix
-VAR_MIN, VAR_MAX = 1e-24, 1e4
+VAR_MIN, VAR_MAX = 1e-24, 1e12
 
 _ROLES = ("z_mean_", "z_", "rot_", "coef_", "rc_", "r_")
 
@@ -76,6 +76,7 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     by_label = {b.label: b for b in design.groups}
     shapes = infer.latent_shapes(cm.model, cm.data)
     prior = pilot.prior_point(shapes, table, design)
+    prior_sd = pilot.population_prior_sd(shapes, table)
 
     # the targets per term: the quick mode's effects (levels x coefficients), SDs and each level's information
     T: dict[str, np.ndarray] = {}
@@ -170,7 +171,8 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
         """The coordinates' variances, and where they were measured (elsewhere the identity's 1 or a prior's)."""
         prefix, blk = role(name)
         if name in pop:
-            return _population_var(name, z, info, design, sd, info_of), np.asarray(name in info.population_curvature)
+            return (_population_var(name, z, info, design, sd, info_of, prior_sd.get(name)),
+                    np.asarray(name in info.population_curvature))
         if name in info.log_aux:
             c = info.aux_curvature.get(name)
             return np.asarray(-1.0 / c if c is not None and c < 0 else 1.0), np.asarray(c is not None and c < 0)
@@ -259,13 +261,21 @@ def _intercept_site(predictor: str, shapes: dict[str, Any]) -> str | None:
 
 
 def _population_var(name: str, z: np.ndarray, info: Any, design: Any, sd: dict[str, np.ndarray],
-                    info_of: dict[str, np.ndarray]) -> np.ndarray:
+                    info_of: dict[str, np.ndarray], prior_sd: np.ndarray | None = None) -> np.ndarray:
     """A population-level site's approximate posterior variance per scalar: the inverse of the log-likelihood's
-    curvature with the effects held, plus the variance of the mean of the levels of each group term whose
-    column it is (the intercept's for an intercept)."""
+    curvature with the effects held plus its prior's precision (where the prior is a location-scale one: a
+    column the data barely inform keeps its prior's spread, not an unbounded one), plus the variance of the mean
+    of the levels of each group term whose column it is (the intercept's for an intercept)."""
     curv = info.population_curvature.get(name)
-    var = (np.where(curv < 0, -1.0 / np.minimum(curv, -1e-30), 1.0) if curv is not None
-           else np.ones_like(z)).astype(float)
+    if curv is None:
+        var = np.ones_like(z, dtype=float)
+    else:
+        prec = np.maximum(-np.asarray(curv, float), 0.0)
+        if prior_sd is not None:
+            with np.errstate(divide="ignore"):
+                prec = prec + 1.0 / np.square(np.broadcast_to(prior_sd, np.shape(prec)))
+        with np.errstate(divide="ignore"):
+            var = np.where(prec > 0, 1.0 / np.maximum(prec, 1e-300), 1.0)
     var = np.broadcast_to(var, z.shape).copy()
     for b in design.groups:
         if b.label not in sd:

@@ -158,3 +158,23 @@ def test_draws_at_the_maximum_tree_depth_are_named_with_the_cause() -> None:
         fit = hf.fit("y ~ x + (1 | g)", _large_units(4), chains=2, warmup=100, draws=100, seed=1, progress=False,
                      init="uniform", max_tree_depth=3)
     assert (fit.idata.sample_stats["n_steps"].values >= 7).mean() > 0.1
+
+
+def test_a_model_without_group_terms_is_measured_for_its_start_and_scale() -> None:
+    """A regression without group terms has no auto decision to measure for; NUTS's start measures it anyway
+    (sigma and the population coefficients' curvature), so a predictor in units of 10,000 costs a few leapfrog
+    steps per draw instead of 1,023, and the posterior is the least-squares fit's."""
+    df = _large_units(5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = hf.fit("y ~ x", df, chains=2, warmup=300, draws=300, seed=3, progress=False)
+    steps = fit.idata.sample_stats["n_steps"].values
+    assert steps.mean() < 20 and not any("maximum tree depth" in str(w.message) for w in caught), steps.mean()
+    b = fit.idata.posterior["b"].values.ravel()
+    X = np.column_stack([np.ones(len(df)), df["x"] - df["x"].mean()])
+    coef, res, *_ = np.linalg.lstsq(X, df["y"].to_numpy(), rcond=None)
+    se = float(np.sqrt(res[0] / (len(df) - 2) * np.linalg.inv(X.T @ X)[1, 1]))
+    assert abs(b.mean() - coef[1]) < 0.3 * se and 0.8 < b.std() / se < 1.25, (b.mean(), coef[1], b.std(), se)
+    # init="uniform" keeps NumPyro's start and scale: the old cost, named by the fit
+    with pytest.warns(UserWarning, match="maximum tree depth"):
+        hf.fit("y ~ x", df, chains=1, warmup=100, draws=50, seed=3, progress=False, init="uniform")
