@@ -10,7 +10,7 @@ the square root of the default start's first inverse mass matrix (``infer.run_nu
 Each case runs, with the defaults (4 x (1000 + 1000)), in a fresh subprocess of each source tree, in turn:
 ``--old`` (a checkout of the commit before, e.g. ``git worktree add /tmp/old 1aff6fd``) and this tree. Cost is
 counted in leapfrog steps (machine noise does not move them): warmup steps per chain, steps per draw, min bulk ESS
-of the population-level parameters and SDs per 1,000 steps. Results: a table on stdout and
+of the population-level parameters and SDs per 1,000 steps; the slope's posterior mean and SD beside them. Results: a table on stdout and
 ``benchmarks/results/bench_scale_coords.json``.
 
     python benchmarks/bench_scale_coords.py --old /tmp/old [--seeds 1,2]
@@ -37,13 +37,14 @@ rng = np.random.default_rng(100 + seed)
 if case in ("radon", "sleepstudy"):
     df = pd.read_csv(f"{data_dir}/{case}.csv")
     f = {"radon": "log_radon ~ floor + (1 + floor | county)", "sleepstudy": "Reaction ~ Days + (Days | Subject)"}[case]
-else:  # 40 groups of 50 rows; "x1e4": the predictor in units of 10,000 around 50,000; "y1e-4": the response x 1e-4
+else:  # 40 groups of 50 rows; "x1e4": the predictor in units of 10,000 around 50,000 (also without the group
+    # term: "x1e4-nogroup"); "y1e-4", "y1e6": the response times 1e-4, 1e6
     g = np.repeat(np.arange(40), 50)
     x = rng.normal(size=g.size)
     y = 10 + 1.5 * x + rng.normal(0, 2, 40)[g] + rng.normal(0, 3, g.size)
-    df = pd.DataFrame({"y": y * (1e-4 if case == "y1e-4" else 1.0), "x": 5e4 + 1e4 * x if case == "x1e4" else x,
-                       "g": g.astype(str)})
-    f = "y ~ x + (1 | g)"
+    df = pd.DataFrame({"y": y * {"y1e-4": 1e-4, "y1e6": 1e6}.get(case, 1.0),
+                       "x": 5e4 + 1e4 * x if case.startswith("x1e4") else x, "g": g.astype(str)})
+    f = "y ~ x" if case.endswith("nogroup") else "y ~ x + (1 | g)"
 t = time.perf_counter()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -51,6 +52,7 @@ with warnings.catch_warnings(record=True) as caught:
 wall = time.perf_counter() - t
 s = fit.summary()
 pop = s[[i.startswith(("Intercept", "b", "sd_", "sigma")) for i in s.index]]
+ref = [i for i in s.index if i.startswith("b")][0]
 steps = fit.idata.sample_stats["n_steps"].values
 total = float(np.sum(fit.raw.warmup_steps) + steps.sum())
 print(json.dumps({"source": hf.__file__, "case": case, "seed": seed, "wall_s": wall, "warmup_steps_per_chain": float(np.mean(fit.raw.warmup_steps)),
@@ -58,7 +60,7 @@ print(json.dumps({"source": hf.__file__, "case": case, "seed": seed, "wall_s": w
                   "min_ess": float(pop["ess_bulk"].min()), "max_rhat": float(pop["r_hat"].max()),
                   "ess_per_1k_steps": 1000 * float(pop["ess_bulk"].min()) / total,
                   "divergences": int(fit.idata.sample_stats["diverging"].values.sum()),
-                  "b": float(s.loc[[i for i in s.index if i.startswith("b")][0], "mean"]),
+                  "b_mean": float(s.loc[ref, "mean"]), "b_sd": float(s.loc[ref, "sd"]),
                   "warnings": [str(w.message)[:120] for w in caught]}))
 '''
 
@@ -67,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--old", required=True, help="source tree of the commit before")
     ap.add_argument("--seeds", default="1")
-    ap.add_argument("--cases", default="radon,sleepstudy,x1e4,y1e-4")
+    ap.add_argument("--cases", default="radon,sleepstudy,x1e4,y1e-4,y1e6,x1e4-nogroup")
     a = ap.parse_args()
     rows = []
     for seed in [int(s) for s in a.seeds.split(",")]:
@@ -82,7 +84,8 @@ def main() -> None:
                 print(f"{case:11s} seed {seed} {tree_name:6s} warmup steps/chain {row['warmup_steps_per_chain']:9,.0f}"
                       f"  steps/draw {row['steps_per_draw']:7.1f}  at max depth {row['max_depth_share']:5.1%}"
                       f"  min ESS {row['min_ess']:6.0f}  per 1k steps {row['ess_per_1k_steps']:6.2f}"
-                      f"  R-hat {row['max_rhat']:.3f}  div {row['divergences']}  {row['wall_s']:6.1f} s", flush=True)
+                      f"  R-hat {row['max_rhat']:.3f}  div {row['divergences']}  {row['wall_s']:6.1f} s"
+                      f"  b {row['b_mean']:.4g} ({row['b_sd']:.2g})", flush=True)
     print(write("bench_scale_coords", {"machine": machine(), "rows": rows}))
 
 

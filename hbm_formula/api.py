@@ -503,10 +503,11 @@ def fit(
 
     - NUTS: ``target_accept`` (0.8), ``max_tree_depth`` (10), ``chain_method``
       ("auto": one chain per device when there are enough, else vectorized),
-      ``init``: where NUTS starts and its first mass matrix: by default the ``param="auto"``
-      measurement's quick mode where there is one (with group terms), else NumPyro's uniform(-2, 2);
-      ``"pilot"`` (that measurement, made for the start whatever ``param``), ``"uniform"``, or ``"svi"``
-      (an SVI fit's draws and variances);
+      ``init``: where NUTS starts and its first mass matrix, whose square root also scales the coordinates
+      NUTS runs on: by default the ``param="auto"`` measurement's quick mode where there is one (with group
+      terms; measured for the start alone without group terms), else (a fixed ``param``) NumPyro's
+      uniform(-2, 2) with scale 1; ``"pilot"`` (that measurement, made for the start whatever ``param``),
+      ``"uniform"``, or ``"svi"`` (an SVI fit's draws and variances);
     - SVI: ``guide`` ("normal", "lowrank", "fullrank"), ``rank``, ``steps``,
       ``lr``, ``optimizer``, ``schedule``, ``batch_size`` (minibatches), ``tol``;
     - ``shard_data=True``: split the observations over all JAX devices (across

@@ -42,6 +42,9 @@ SD_FLOOR = 0.1
 #: ... and where no variance was measured (correlation factors, thresholds, a group SD not pinned, its offsets),
 #: this SD on the unconstrained scale
 UNMEASURED = 0.5
+#: a population coefficient's variance counts as measured where the data's curvature is at least this share of
+#: its prior's precision (``_population_var``)
+MEASURED_SHARE = 0.1
 #: bounds of a coordinate's variance in the first mass matrix
 VAR_MIN, VAR_MAX = 1e-24, 1e12
 
@@ -164,15 +167,29 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     # one row: the latent sites' values do not depend on the rows; one compiled program (op by op, the model's
     # ~80 operations each compiled apart, took 1.4 s on InstEval), kept on disk with the model's others
     one_row = {k: jnp.asarray(v[:1] if k in cm.obs_keys else v) for k, v in cm.data.items()}
-    point = {k: np.asarray(v, np.float64) for k, v in _unconstrained(cm.model, around)(values, one_row).items()}
+    to_unconstrained = _unconstrained(cm.model, around)
+    point = {k: np.asarray(v, np.float64) for k, v in to_unconstrained(values, one_row).items()}
+
+    # a population site's variance is measured on its own value; on the sampled coordinate (a logit for an
+    # interval prior, a log for a positive one) it is that times the square of du/dq, taken by a secant of one
+    # approximate posterior SD (the same compiled program again)
+    pop_var = {k: _population_var(k, point[k], info, design, sd, info_of, prior_sd.get(k)) for k in pop if k in point}
+    if pop_var:
+        step = {k: np.sqrt(v) for k, (v, _) in pop_var.items()}
+        moved = to_unconstrained(values | {k: jnp.asarray(np.asarray(values[k]) + step[k], values[k].dtype)
+                                           for k in step}, one_row)
+        for k, (v, known) in pop_var.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                jac = (np.asarray(moved[k], np.float64) - point[k]) / step[k]
+            ok = np.isfinite(jac) & (jac != 0)
+            pop_var[k] = (np.where(ok, v * np.square(np.where(ok, jac, 1.0)), 1.0), known & ok)
 
     # the first inverse mass matrix, coordinate by coordinate on the unconstrained scale
     def mass_of(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The coordinates' variances, and where they were measured (elsewhere the identity's 1 or a prior's)."""
         prefix, blk = role(name)
         if name in pop:
-            return (_population_var(name, z, info, design, sd, info_of, prior_sd.get(name)),
-                    np.asarray(name in info.population_curvature))
+            return pop_var[name]
         if name in info.log_aux:
             c = info.aux_curvature.get(name)
             return np.asarray(-1.0 / c if c is not None and c < 0 else 1.0), np.asarray(c is not None and c < 0)
@@ -261,22 +278,25 @@ def _intercept_site(predictor: str, shapes: dict[str, Any]) -> str | None:
 
 
 def _population_var(name: str, z: np.ndarray, info: Any, design: Any, sd: dict[str, np.ndarray],
-                    info_of: dict[str, np.ndarray], prior_sd: np.ndarray | None = None) -> np.ndarray:
-    """A population-level site's approximate posterior variance per scalar: the inverse of the log-likelihood's
-    curvature with the effects held plus its prior's precision (where the prior is a location-scale one: a
-    column the data barely inform keeps its prior's spread, not an unbounded one), plus the variance of the mean
-    of the levels of each group term whose column it is (the intercept's for an intercept)."""
+                    info_of: dict[str, np.ndarray], prior_sd: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """A population-level site's approximate posterior variance per scalar, and where it was measured: the
+    inverse of the log-likelihood's curvature with the effects held plus its prior's precision, plus the
+    variance of the mean of the levels of each group term whose column it is (the intercept's for an intercept).
+    The prior's precision counts where the prior is a location-scale one (``prior_sd``). Measured only where the
+    data's curvature is at least ``MEASURED_SHARE`` of that precision: the curvature is taken at the prior
+    medians, where a non-linear parameter can look
+    uninformed (``a * exp(-k t)`` at ``a = 0`` says nothing of k), and 2 prior SDs there started a chain at
+    log k = 42. Elsewhere the identity's 1, and chains ``UNMEASURED`` apart."""
     curv = info.population_curvature.get(name)
-    if curv is None:
-        var = np.ones_like(z, dtype=float)
-    else:
-        prec = np.maximum(-np.asarray(curv, float), 0.0)
-        if prior_sd is not None:
-            with np.errstate(divide="ignore"):
-                prec = prec + 1.0 / np.square(np.broadcast_to(prior_sd, np.shape(prec)))
+    var, known = np.ones(z.shape, float), np.zeros(z.shape, bool)
+    if curv is not None:
+        data_prec = np.broadcast_to(np.maximum(-np.asarray(curv, float), 0.0), z.shape)
         with np.errstate(divide="ignore"):
-            var = np.where(prec > 0, 1.0 / np.maximum(prec, 1e-300), 1.0)
-    var = np.broadcast_to(var, z.shape).copy()
+            prior_prec = (np.zeros(z.shape) if prior_sd is None
+                          else 1.0 / np.square(np.broadcast_to(np.asarray(prior_sd, float), z.shape)))
+            known = (data_prec > 0) & (data_prec >= MEASURED_SHARE * prior_prec)
+            var = np.where(known, 1.0 / np.maximum(data_prec + prior_prec, 1e-300), 1.0)
     for b in design.groups:
         if b.label not in sd:
             continue
@@ -293,7 +313,7 @@ def _population_var(name: str, z: np.ndarray, info: Any, design: Any, sd: dict[s
             with np.errstate(divide="ignore"):
                 level_var = np.square(sd[b.label][c]) + 1.0 / info_of[b.label][:, c]
             var[k] = var[k] + 1.0 / np.sum(1.0 / level_var)
-    return var
+    return var, known
 
 
 def _coef_names(design: Any, predictor: str) -> list[str]:

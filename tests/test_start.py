@@ -175,6 +175,34 @@ def test_a_model_without_group_terms_is_measured_for_its_start_and_scale() -> No
     coef, res, *_ = np.linalg.lstsq(X, df["y"].to_numpy(), rcond=None)
     se = float(np.sqrt(res[0] / (len(df) - 2) * np.linalg.inv(X.T @ X)[1, 1]))
     assert abs(b.mean() - coef[1]) < 0.3 * se and 0.8 < b.std() / se < 1.25, (b.mean(), coef[1], b.std(), se)
-    # init="uniform" keeps NumPyro's start and scale: the old cost, named by the fit
-    with pytest.warns(UserWarning, match="maximum tree depth"):
-        hf.fit("y ~ x", df, chains=1, warmup=100, draws=50, seed=3, progress=False, init="uniform")
+    # init="uniform" keeps NumPyro's start and scale: the old cost (10 times the leapfrog steps and more)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = hf.fit("y ~ x", df, chains=2, warmup=300, draws=300, seed=3, progress=False, init="uniform")
+    old_steps = old.idata.sample_stats["n_steps"].values
+    assert old_steps.mean() > 10 * steps.mean() and old.raw.warmup_steps.mean() > 10 * fit.raw.warmup_steps.mean(), (
+        old_steps.mean(), steps.mean(), old.raw.warmup_steps, fit.raw.warmup_steps)
+
+
+def test_population_variances_are_on_the_sampled_coordinate_and_unmeasured_where_the_data_say_nothing() -> None:
+    """An interval prior's coefficient is sampled as a logit: its first variance is the measured one times
+    (du/db)^2 (1/50 at b = 0 for uniform(-100, 100)), not the measured one (2,500 times too wide: 5 times the
+    warmup of NumPyro's start). And where the curvature, taken at the prior medians, says nothing (k in
+    a * exp(-k t) at a = 0), the coordinate is unmeasured (the identity, chains 0.5 apart), not 2 prior SDs
+    apart (which started log k at 42)."""
+    rng = np.random.default_rng(15)
+    df = pd.DataFrame({"x": rng.normal(0, 1, 200)})
+    df["y"] = 1 + df["x"] + rng.normal(0, 1, 200)
+    cm = hf.compile("y ~ x", df, priors={"b": "uniform(-100, 100)"})
+    _, mass, _ = start.pilot_point(cm, _measured(cm))
+    X = np.column_stack([np.ones(len(df)), df["x"] - df["x"].mean()])
+    coef, res, *_ = np.linalg.lstsq(X, df["y"].to_numpy(), rcond=None)
+    se2 = float(res[0] / (len(df) - 2) * np.linalg.inv(X.T @ X)[1, 1])
+    assert 0.3 < float(np.ravel(mass["b"])[0]) / (se2 / 2500) < 3, (mass["b"], se2 / 2500)
+
+    tm = np.linspace(0, 1, 80)
+    decay = pd.DataFrame({"tm": tm, "y": 5 * np.exp(-3 * tm) + rng.normal(0, 0.1, 80)})
+    cm = hf.compile("y ~ a * exp(-k * tm)\na ~ 1\nk ~ 1, lb = 0", decay,
+                    priors={"Intercept_a": "normal(0, 10)", "Intercept_k": "normal(0, 10)"})
+    _, mass, spread = start.pilot_point(cm, _measured(cm))
+    assert float(mass["Intercept_k"]) == 1.0 and float(spread["Intercept_k"]) == start.UNMEASURED
