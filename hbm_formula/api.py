@@ -729,7 +729,8 @@ def _deep_trees(draws: Any, max_tree_depth: int) -> str | None:
     return (f"{share:.0%} of draws reached NUTS's maximum tree depth ({max_tree_depth}: {most:,} leapfrog steps "
             "per draw): valid but slow, with few effective draws per step; usually parameters on very different "
             "scales (a predictor in large units, a response far from unit scale) or strongly correlated ones: "
-            "rescale (scale(x), or other units), or raise max_tree_depth")
+            "rescale (scale(x), or other units), compute in double precision (x64=True: a posterior SD below "
+            "float32's resolution of the value), or raise max_tree_depth")
 
 
 def _short_warmup(msgs: list[str], share: float, warmup: int) -> list[str]:

@@ -154,7 +154,8 @@ def test_draws_at_the_maximum_tree_depth_are_named_with_the_cause() -> None:
     """The same model from NumPyro's uniform start (no measured scale) with max_tree_depth=3: most draws are cut
     at 7 leapfrog steps, and the fit says so, naming scales and the fixes."""
     with pytest.warns(UserWarning, match=r"of draws reached NUTS's maximum tree depth \(3: 7 leapfrog steps"
-                                         r".*rescale \(scale\(x\), or other units\), or raise max_tree_depth"):
+                                         r".*rescale \(scale\(x\), or other units\), compute in double precision "
+                                         r"\(x64=True.*or raise max_tree_depth"):
         fit = hf.fit("y ~ x + (1 | g)", _large_units(4), chains=2, warmup=100, draws=100, seed=1, progress=False,
                      init="uniform", max_tree_depth=3)
     assert (fit.idata.sample_stats["n_steps"].values >= 7).mean() > 0.1
