@@ -181,6 +181,10 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
         for k, (v, known) in pop_var.items():
             with np.errstate(divide="ignore", invalid="ignore"):
                 jac = (np.asarray(moved[k], np.float64) - point[k]) / step[k]
+            # a step within a thousand float32 spacings of the value is no secant (a response near 1e9 with an SD
+            # of 100): there the coordinate is the value itself (an interval's or a log's values are not so large)
+            coarse = step[k] < 1e3 * np.spacing(np.abs(np.asarray(values[k], np.float32)))
+            jac = np.where(coarse, 1.0, jac)
             ok = np.isfinite(jac) & (jac != 0)
             pop_var[k] = (np.where(ok, v * np.square(np.where(ok, jac, 1.0)), 1.0), known & ok)
 
