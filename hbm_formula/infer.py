@@ -268,8 +268,8 @@ def run_nuts(
 
     A generated model (``progcache.key_of``) has its traced programs (start, chunk, constrain) kept on disk
     (``progcache``): a refit reads them instead of tracing the model again.
-    ``init_params`` (unconstrained, one row per chain) and the first diagonal ``inverse_mass_matrix`` (flat,
-    in the order NumPyro ravels the sites; the identity when not given) come from ``init="pilot"`` or
+    ``init_params`` (unconstrained, one row per chain) and the first diagonal ``inverse_mass_matrix`` (per
+    latent site, shaped like one chain's values; the identity when not given) come from ``init="pilot"`` or
     ``init="svi"``; the matrix is an argument of the start program, so either start reuses the same programs.
 
     NUTS runs on coordinates ``u = z / scale``, ``scale`` the square root of that first matrix (1 where none
@@ -384,14 +384,15 @@ def run_nuts(
     size = sum(int(np.prod(v.shape[1:])) for v in jax.tree.leaves(z_like))
     dtype = jax.tree.leaves(z_like)[0].dtype
     mass_like = jax.ShapeDtypeStruct((size,), dtype, sharding=shared)
-    # the first inverse mass matrix in z's coordinates, then the scale of u = z / scale and the matrix in u's
-    first = (np.ones(size) if inverse_mass_matrix is None
-             else np.asarray(inverse_mass_matrix, np.float64).reshape(size))
-    flat_scale = np.sqrt(np.clip(np.nan_to_num(first, nan=1.0, posinf=SCALE_MAX ** 2), SCALE_MIN ** 2, SCALE_MAX ** 2))
-    cuts = np.cumsum([int(np.prod(v.shape[1:])) for v in jax.tree.leaves(z_like)])[:-1]
-    scale = jax.tree.unflatten(jax.tree.structure(z_like), [
-        part.reshape(v.shape[1:]).astype(v.dtype)
-        for part, v in zip(np.split(flat_scale, cuts), jax.tree.leaves(z_like), strict=True)])
+    # the first inverse mass matrix in z's coordinates (per site), the scale of u = z / scale, and the matrix in
+    # u's coordinates, flat in the order of the sites' leaves (as NumPyro ravels z)
+    first = jax.tree.map(lambda v, m: np.broadcast_to(np.asarray(m, np.float64), v.shape[1:]), z_like,
+                         jax.tree.map(lambda v: 1.0, z_like) if inverse_mass_matrix is None else inverse_mass_matrix)
+    exact = jax.tree.map(lambda m: np.sqrt(np.clip(np.nan_to_num(m, nan=1.0, posinf=SCALE_MAX ** 2),
+                                                   SCALE_MIN ** 2, SCALE_MAX ** 2)), first)
+    flat_mass = np.concatenate([np.ravel(m / np.square(s))
+                                for m, s in zip(jax.tree.leaves(first), jax.tree.leaves(exact), strict=True)])
+    scale = jax.tree.map(lambda v, s: s.astype(v.dtype), z_like, exact)
     host_scale, scale_like = scale, like(scale, shared)
     scale = jax.device_put(scale, shared)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
@@ -399,7 +400,7 @@ def run_nuts(
     init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False, False)),
                                 (z_like, keys_like, arrays_like, mass_like, scale_like), parallel, path=init_path,
                                 stored=stored)
-    mass = jax.device_put((first / np.square(flat_scale)).astype(dtype), shared)
+    mass = jax.device_put(flat_mass.astype(dtype), shared)
 
     def uniform_start(fold: int) -> Any:
         """NumPyro's default start: uniform in (-2, 2) on the unconstrained scale, one row per chain, drawn on
@@ -932,12 +933,12 @@ def guide_draws(model: Any, result: SVIResult, data: dict[str, Any], draws: int,
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def nuts_init_from_guide(result: SVIResult, chains: int, seed: int) -> tuple[dict[str, Any], Any]:
+def nuts_init_from_guide(result: SVIResult, chains: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Starting points (one guide draw per chain, unconstrained) and the diagonal
-    inverse mass matrix (the guide's variances), as PyMC's ``init='advi'``."""
+    inverse mass matrix (the guide's variances, per site), as PyMC's ``init='advi'``."""
     import jax
     import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
+    import numpy as np
 
     both = guide_params(result.params)
     if not both:
@@ -949,15 +950,16 @@ def nuts_init_from_guide(result: SVIResult, chains: int, seed: int) -> tuple[dic
         name: locs[name][None] + scales[name][None] * jax.random.normal(k, (chains,) + jnp.shape(locs[name]))
         for k, name in zip(keys, sorted(locs), strict=True)
     }
-    flat, _ = ravel_pytree({name: jnp.square(scales[name]) for name in sorted(scales)})
-    if not bool(jnp.all(jnp.isfinite(flat))) or not all(bool(jnp.all(jnp.isfinite(v))) for v in init.values()):
+    variances = {name: np.square(np.asarray(scales[name], np.float64)) for name in scales}
+    if not all(np.isfinite(v).all() for v in variances.values()) or not all(
+            bool(jnp.all(jnp.isfinite(v))) for v in init.values()):
         raise HBMError(
             "the SVI fit used to initialise NUTS has non-finite values (the guide diverged): try a smaller lr, "
             "scaled predictors (scale(x)), or NUTS without init='svi'"
         )
     if chains == 1:  # NumPyro takes one chain's starting point without a chain dimension
         init = {name: v[0] for name, v in init.items()}
-    return init, flat
+    return init, variances
 
 
 # ---------------------------------------------------------------- data sharding

@@ -51,21 +51,18 @@ VAR_MIN, VAR_MAX = 1e-24, 1e12
 _ROLES = ("z_mean_", "z_", "rot_", "coef_", "rc_", "r_")
 
 
-def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Each chain's starting point (unconstrained, one row per chain: the quick mode plus ``JITTER``
-    approximate posterior SDs of noise) and the first diagonal inverse mass matrix (flat, in the order NumPyro
-    ravels the latent sites) of ``cm``'s model, from ``info`` (a ``pilot.Information`` of the same design)."""
-    import jax
+    approximate posterior SDs of noise) and the first diagonal inverse mass matrix (per latent site) of ``cm``'s
+    model, from ``info`` (a ``pilot.Information`` of the same design)."""
     import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
 
     point, mass, spread = pilot_point(cm, info)
     dtype = jnp.zeros(()).dtype  # float32, or float64 under x64
     gen = np.random.default_rng([seed, 11])
     starts = {k: (point[k][None] + spread[k][None] * gen.standard_normal((chains, *point[k].shape))).astype(dtype)
               for k in point}
-    flat, _ = ravel_pytree({k: jnp.asarray(mass[k], dtype) for k in sorted(mass)})
-    return starts, np.asarray(jax.device_get(flat))
+    return starts, {k: np.asarray(v, dtype) for k, v in mass.items()}  # (in the dtype of the starts)
 
 
 def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
