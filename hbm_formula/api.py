@@ -5,6 +5,7 @@ tools call these same functions."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import linecache
 import os
@@ -104,11 +105,13 @@ class CompiledModel:
         import numpy as np
         from numpyro.infer import Predictive
 
+        from . import infer
+
         if draws < 1:
             raise HBMError(f"draws must be at least 1, got {draws}")
         data = {k: v for k, v in self.data.items() if k != self.lowered.obs_site}
         pred = Predictive(self.model, num_samples=draws)
-        out = jax.jit(lambda k, d: pred(k, **d))(jax.random.PRNGKey(seed), data)  # one program, not op by op
+        out = infer.jit(lambda k, d: pred(k, **d))(jax.random.PRNGKey(seed), data)  # one program, not op by op
         return {k: np.asarray(v) for k, v in out.items()}
 
     def latent_sites(self) -> list[str]:
@@ -216,8 +219,11 @@ def compile_spec(spec: ModelSpec, data: Any, na: str = "drop", centering: Center
         import jax  # noqa: F401 - the model's own imports (it runs on them): not the measurement's time
         import numpyro  # noqa: F401
 
+        from . import infer
+
         t0 = time.perf_counter()
-        centering, info = _pilot(design, spec, table, batch_size, population=population)
+        with infer.compiling_for(design.n):
+            centering, info = _pilot(design, spec, table, batch_size, population=population)
         measured = time.perf_counter() - t0
     elif centering is None:
         centering = parameterize.fixed(design)
@@ -563,12 +569,12 @@ def fit(
     if x64 is None and risk is not None:
         x64 = True
         notes.append(f"computed in double precision (float64): {risk}; x64=False forces float32")
-    if x64:
-        import jax
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(infer.compiling_for(cm.design.n))
+        if x64:
+            import jax
 
-        with jax.enable_x64(True):
-            out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
-    else:
+            stack.enter_context(jax.enable_x64(True))
         out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
     out.timings["compile"] = t1 - t0  # parse, design, the auto measurement, code
     out.timings["auto"] = cm.auto_seconds

@@ -7,6 +7,7 @@ objects.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -164,6 +165,57 @@ class NUTSRun:
     warmup_steps: Any = None
 
 
+#: rows up to which a fit's programs are compiled with XLA's classic CPU fusion emitters (``jit``)
+SMALL_DATA_ROWS = 1000
+_SMALL: Any = None  # a ContextVar: whether the fit in progress (``compiling_for``) has small data
+_CLASSIC: list[dict[str, Any]] = []  # the compile option, probed once per process ({}: this XLA has none)
+
+
+@contextlib.contextmanager
+def compiling_for(rows: int) -> Any:
+    """Within: the programs made by ``jit`` are for a fit on ``rows`` rows."""
+    global _SMALL
+    if _SMALL is None:
+        import contextvars
+
+        _SMALL = contextvars.ContextVar("hbm_formula_small_data", default=False)
+    token = _SMALL.set(rows <= SMALL_DATA_ROWS)
+    try:
+        yield
+    finally:
+        _SMALL.reset(token)
+
+
+def compiler_options() -> dict[str, Any] | None:
+    """XLA's options for a fit's programs: on CPU with small data (``compiling_for``), where compiling is most
+    of a cold fit's time, the classic fusion emitters, which compile faster (``bench_compile_options.py``: a
+    cold default fit of radon 0.88 and of sleepstudy 0.79 of the time) for leapfrog steps 3-19% dearer on up to
+    1,000 rows; at 2,000 rows the steps cost 1.4-1.6 times as much, so the newer emitters stay there. None:
+    XLA's defaults."""
+    if _SMALL is None or not _SMALL.get():
+        return None
+    if not _CLASSIC:
+        import jax
+        import numpy as np
+
+        classic = {"xla_cpu_use_fusion_emitters": False}
+        try:
+            if jax.default_backend() != "cpu":
+                raise ValueError("not on CPU")
+            jax.jit(lambda v: v + 1, compiler_options=classic).lower(np.float32(0)).compile()
+            _CLASSIC.append(classic)
+        except Exception:  # noqa: BLE001 - an XLA without the option (it is not a stable one): the defaults
+            _CLASSIC.append({})
+    return _CLASSIC[0] or None
+
+
+def jit(fn: Any, **kwargs: Any) -> Any:
+    """``jax.jit`` with this fit's ``compiler_options``."""
+    import jax
+
+    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
 #: iterations per compiled call: progress is shown between calls, so the program itself has no host
 #: callbacks (it can be written to the persistent compilation cache) and runs at full speed
 CHUNK = 200
@@ -297,7 +349,7 @@ def run_nuts(
     if key is not None:
         key = (*key, "nuts-m", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
 
-    @jax.jit
+    @jit
     def start_keys(seed: Any) -> Any:  # one small program, not an op-by-op compile per key op
         return jax.random.split(jax.random.split(jax.random.PRNGKey(seed))[1], C)
 
@@ -313,13 +365,13 @@ def run_nuts(
         """``f`` of one chain, run for every chain: one per device (as pmap: the leading axis is the
         devices'), else vectorized on one."""
         if not parallel:
-            return jax.jit(jax.vmap(f, in_axes=tuple(0 if c else None for c in chained)))
+            return jit(jax.vmap(f, in_axes=tuple(0 if c else None for c in chained)))
 
         def one(*args: Any) -> Any:
             args = tuple(jax.tree.map(lambda v: v[0], a) if c else a for a, c in zip(args, chained, strict=True))
             return jax.tree.map(lambda v: v[None], f(*args))
 
-        return jax.jit(jax.shard_map(one, mesh=mesh, in_specs=tuple(P("chain") if c else P() for c in chained),
+        return jit(jax.shard_map(one, mesh=mesh, in_specs=tuple(P("chain") if c else P() for c in chained),
                                      out_specs=P("chain"), check_vma=False))
 
     def like(tree: Any, sharding: Any) -> Any:
@@ -460,7 +512,7 @@ def run_nuts(
     def constrain(z: Any, arrays: dict[str, Any]) -> Any:
         return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
 
-    constrain_fn = progcache.program("nuts-constrain", key, jax.jit(constrain),
+    constrain_fn = progcache.program("nuts-constrain", key, jit(constrain),
                                         (like(flat, None), like(one_device, None)))
     samples = constrain_fn(flat, one_device)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
@@ -811,9 +863,9 @@ def run_svi(
                 params[name] = to.inv(to(params[name]) * jnp.asarray(u, dtype=params[name].dtype))
         return state._replace(optim_state=svi.optim.init(params))
 
-    state = jax.jit(start)(k_init, arrays)  # one program, the unit scaling included (no op-by-op evaluation)
+    state = jit(start)(k_init, arrays)  # one program, the unit scaling included (no op-by-op evaluation)
 
-    @jax.jit
+    @jit
     def run_window(state: Any, key: Any, arrs: dict[str, Any]) -> tuple[Any, Any, Any]:
         """``window`` steps; their losses and the average of the guide's parameters over them."""
         zero = jax.tree.map(jnp.zeros_like, svi.get_params(state))
@@ -929,7 +981,7 @@ def guide_draws(model: Any, result: SVIResult, data: dict[str, Any], draws: int,
 
     # y observed: not resampled; one compiled program (Predictive alone evaluates the model op by op), the
     # guide's parameters its arguments (as constants, NumPyro's checks on them would run eagerly)
-    out = jax.jit(run)(jax.random.PRNGKey(seed + 1), data, result.params)
+    out = jit(run)(jax.random.PRNGKey(seed + 1), data, result.params)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -1047,7 +1099,7 @@ def run_nuts_sharded(
         _, out = jax.lax.scan(body, state, None, length=total)
         return jax.tree.map(lambda x: x[cfg.warmup:], out)
 
-    run = jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+    run = jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
     zs, div, acc, steps, energy, pe = run(jax.random.split(keys[0], cfg.chains), z0, sharded)
     zs = jax.tree.map(np.asarray, zs)
     post = info.postprocess_fn(**local)

@@ -85,7 +85,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     import jax.numpy as jnp
     from numpyro import handlers
 
-    from .infer import latent_shapes, scale_observed
+    from .infer import jit, latent_shapes, scale_observed
 
     blocks = design.groups
     sites = {b.number: f"r_{b.label}" for b in blocks}
@@ -128,7 +128,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     level_of = {b.number: jax.device_put(_pad(np.asarray(b.g, dtype=np.int32), passes * chunk).reshape(passes, chunk))
                 for b in blocks}
 
-    @jax.jit
+    @jit
     def block_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
                    rows_: dict[str, Any], masks_: Any, levels_: Any, tangent: dict[str, Any]) -> tuple[Any, Any]:
         """Per level of one term, the gradient and Hessian block of the log-likelihood in its coefficients: a row
@@ -145,7 +145,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
         zeros = (jnp.zeros((most, width), jnp.float32), jnp.zeros((most, width, width), jnp.float32))
         return _scan_sum(per_pass, zeros, fixed_arrays, rows_, (masks_, levels_))
 
-    @jax.jit
+    @jit
     def aux_pass(tab: dict[str, Any], aux: dict[str, Any], point: dict[str, Any], fixed_arrays: dict[str, Any],
                  rows_: dict[str, Any], masks_: Any) -> dict[str, Any]:
         """The derivative of the log-likelihood in the log of each scalar distributional parameter
@@ -286,7 +286,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             import functools
 
             pop_fn = progcache.cached("auto-pop", None if named is None else (*named, names),
-                                      jax.jit(functools.partial(pop_pass, names)))
+                                      jit(functools.partial(pop_pass, names)))
             curv = host(pop_fn(tab, aux, point, fixed_dev, stacked_rows, masks))
         except Exception:  # noqa: BLE001
             return out

@@ -188,7 +188,6 @@ def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, shar
     else exported now and written. With no ``key`` (or the cache off) ``jitted`` itself. ``path`` and
     ``stored``: the file and its program when the caller looked them up already (a file named by some of
     the arguments only)."""
-    import jax
 
     if key is None:
         return jitted
@@ -207,7 +206,9 @@ def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, shar
         except Exception:  # noqa: BLE001 - not exportable (e.g. a host callback): run it as it is
             return jitted
         save(path, exp)
-    return jax.jit(exp.call)
+    from .infer import jit
+
+    return jit(exp.call)
 
 
 def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:

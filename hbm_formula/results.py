@@ -68,8 +68,9 @@ def pointwise_log_likelihood(model: Any, samples: dict[str, Any], data: dict[str
     total = int(next(iter(samples.values())).shape[0])
     chunk = max(1, min(chunk, total))
     from . import progcache
+    from .infer import jit
 
-    run = progcache.cached("log-lik", progcache.key_of(model), jax.jit(jax.vmap(one, in_axes=(0, None))))
+    run = progcache.cached("log-lik", progcache.key_of(model), jit(jax.vmap(one, in_axes=(0, None))))
     arrays = {k: jnp.asarray(v) for k, v in data.items()}
     out: dict[str, list[np.ndarray]] = {}
     for s0 in range(0, total, chunk):

@@ -241,12 +241,12 @@ def _unconstrained(model: Any, around: tuple[str, ...]) -> Any:
     """A compiled function (values, data) -> every latent site's unconstrained value, where ``values`` gives
     each site's constrained value, except the sites in ``around``, whose value is their distribution's centre
     (as the model computes it) plus the given offset."""
-    import jax
     import jax.numpy as jnp
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
 
     from . import progcache
+    from .infer import jit
 
     def run(values: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         def value(msg: dict[str, Any]) -> Any:
@@ -267,7 +267,7 @@ def _unconstrained(model: Any, around: tuple[str, ...]) -> Any:
                 if s["type"] == "sample" and not s["is_observed"]}
 
     key = progcache.key_of(model)
-    return progcache.cached("nuts-start", None if key is None else (*key, around), jax.jit(run))
+    return progcache.cached("nuts-start", None if key is None else (*key, around), jit(run))
 
 
 def _intercept_site(predictor: str, shapes: dict[str, Any]) -> str | None:

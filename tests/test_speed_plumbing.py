@@ -286,3 +286,38 @@ def test_many_fits_in_one_process_do_not_pile_up_compiled_programs(grouped: pd.D
     assert fits() > 600
     monkeypatch.setattr(infer, "MAP_SHARE", 0.0)  # released after every fit
     assert fits() < 200
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # short runs: their R-hat is not the point
+def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped: pd.DataFrame,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to SMALL_DATA_ROWS rows every program a fit makes (the measurement, the start, the sampler, the
+    log-likelihood) is compiled with the classic emitters (half the compile time, where compiling is most of
+    the fit); with more rows, and outside a fit, with XLA's defaults (their gradients are cheaper on large
+    data)."""
+    made: list[tuple[str, object]] = []
+    real = infer.jit
+
+    def spy(fn, **kwargs):
+        made.append((getattr(fn, "__name__", type(fn).__name__), infer.compiler_options()))
+        return real(fn, **kwargs)
+
+    monkeypatch.setattr(infer, "jit", spy)
+    assert len(grouped) <= infer.SMALL_DATA_ROWS
+    fit = hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=100, draws=100, seed=1, progress=False)
+    names = [n for n, _ in made]  # the measurement's passes, the start, the sampler's start and chunk ("one"
+    # per chain), the draws' constraining and the log-likelihood ("one" per draw)
+    assert {"block_pass", "aux_pass", "run", "start_keys", "constrain"} <= set(names) and names.count("one") >= 3, names
+    assert len(made) >= 5 and all(o == {"xla_cpu_use_fusion_emitters": False} for _, o in made), made
+    assert abs(float(fit.idata.posterior["b"].mean()) - 0.8) < 0.2  # the same model, right answer
+    made.clear()
+    monkeypatch.setattr(infer, "SMALL_DATA_ROWS", len(grouped) - 1)  # these rows count as many now
+    hf.fit("y ~ x + (1 | g)", grouped, prior_only=True, draws=50, progress=False)
+    assert made and all(o is None for _, o in made), made
+    assert infer.compiler_options() is None
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(infer, "_CLASSIC", [])
+    with infer.compiling_for(10):
+        assert infer.compiler_options() is None  # not on CPU: nothing to choose
