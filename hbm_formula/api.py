@@ -576,6 +576,8 @@ def fit(
 
             stack.enter_context(jax.enable_x64(True))
         out = _infer(cm, method, cfg, svi_cfg, init, shard_data, prior_only, chains, draws, seed, run.get("log_lik"))
+    # what the data showed (separation, dropped rows): warned while the design was built, kept with the fit
+    out.warnings[:0] = [m for m in cm.design.warnings if m not in out.warnings]
     out.timings["compile"] = t1 - t0  # parse, design, the auto measurement, code
     out.timings["auto"] = cm.auto_seconds
     out.notes.extend(notes)

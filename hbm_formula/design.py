@@ -137,6 +137,9 @@ class Design:
     frame: pd.DataFrame | None = None
     #: dose-response parameters' default priors (centre, scale, group-SD scale), from the data
     nl_roles: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    #: what the data showed that the fit's answer depends on (complete separation, a constant discrete response,
+    #: dropped rows): warned as the design is built, and kept in the fit's ``warnings``
+    warnings: tuple[str, ...] = ()
 
     @property
     def y(self) -> np.ndarray:
@@ -394,7 +397,13 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
         if name in dup:
             raise DataError(f"the data has two columns named '{name}': rename one")
     df = data[used].copy() if used else pd.DataFrame(index=data.index)
-    df = _drop_missing(df, used, na, spec)
+    said: list[str] = []
+
+    def say(msg: str, up: int = 0) -> None:  # (up: frames between build_design and the caller of say)
+        said.append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4 + up)
+
+    df = _drop_missing(df, used, na, spec, say)
     df = df.reset_index(drop=True)
 
     if len(df) < 2:
@@ -403,7 +412,7 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     _check_dpars(spec)
     resp = _response(spec, df)
     fam.check(resp.y, resp.trials)
-    _check_spread(resp, fam.discrete, str(spec.formula.response.expr))
+    _check_spread(resp, fam.discrete, str(spec.formula.response.expr), say)
 
     ys = fam.y_transform(resp.y) if fam.y_transform is not None else resp.y
     y_sd = float(np.std(ys)) if ys.size > 1 else 1.0
@@ -453,10 +462,10 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     spec, nl_roles = _dose_defaults(spec, df, resp.y)
     if fam.name in ("bernoulli", "binomial", "beta_binomial") and "mu" in predictors:
         for msg in separation(predictors["mu"], resp):
-            warnings.warn(msg, UserWarning, stacklevel=3)
+            say(msg)
     n_dropped = int(len(data) - len(df))
     return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr),
-                  joints, df, nl_roles)
+                  joints, df, nl_roles, tuple(said))
 
 
 def _dose_defaults(spec: ModelSpec, df: pd.DataFrame, y: np.ndarray) -> tuple[ModelSpec, dict[str, tuple[float, float, float]]]:
@@ -570,7 +579,7 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
     return out
 
 
-def _check_spread(resp: ResponseData, discrete: bool, label: str) -> None:
+def _check_spread(resp: ResponseData, discrete: bool, label: str, say: Any) -> None:
     """A constant response has nothing to model: refused for continuous families (its SD is the
     scale of the default priors, and sigma would chase zero), a warning for discrete ones."""
     y = resp.y
@@ -585,14 +594,11 @@ def _check_spread(resp: ResponseData, discrete: bool, label: str) -> None:
         constant = bool(np.all(y == y[0])) and y[0] in (0, 1) and resp.levels is None
     if not constant:
         return
-    warnings.warn(
-        f"the response {label} is the same in every row ({y[0]:g}): its level is set by the prior alone "
-        "(as under complete separation)",
-        UserWarning, stacklevel=4,
-    )
+    say(f"the response {label} is the same in every row ({y[0]:g}): its level is set by the prior alone "
+        "(as under complete separation)", 1)
 
 
-def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec) -> pd.DataFrame:
+def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec, say: Any) -> pd.DataFrame:
     missing = df.isna().any(axis=1)
     n_missing = int(missing.sum())
     if not n_missing:
@@ -606,8 +612,7 @@ def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec) -
         raise DataError(
             f"{n_missing} rows have missing values in {where}; drop them first or use na='drop' (--na drop){note}"
         )
-    warnings.warn(f"dropped {n_missing} of {len(df)} rows with missing values in {where}{note}", UserWarning,
-                  stacklevel=4)
+    say(f"dropped {n_missing} of {len(df)} rows with missing values in {where}{note}", 1)
     df = df.loc[~missing]
     if df.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")

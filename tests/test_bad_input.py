@@ -4,6 +4,7 @@ HBMError), before any sampling starts, with nothing written."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -221,6 +222,23 @@ def test_complete_separation_is_reported() -> None:
     df = pd.DataFrame({"y": [0, 0, 0, 0, 1, 1, 1, 1], "x": [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0]})
     with pytest.warns(UserWarning, match="complete separation.*x > 3.5"):
         hf.compile("y ~ x", df, family="bernoulli")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_what_the_data_showed_is_in_every_fits_warnings_and_its_file(tmp_path: Path) -> None:
+    """Python shows a warning once per place in the code: in a loop of fits, only the first separated one would
+    say so. Each fit keeps its data's warnings (separation, a constant response, dropped rows), saved with it."""
+    df = pd.DataFrame({"y": [0, 0, 0, 0, 1, 1, 1, 1], "x": [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0]})
+    fits = [hf.fit("y ~ x", df.assign(x=df.x + k), family="bernoulli", chains=1, warmup=100, draws=100,
+                   progress=False) for k in range(2)]
+    for k, fit in enumerate(fits):
+        assert any(re.search(rf"complete separation.*x > {3.5 + k:g}", m) for m in fit.warnings), fit.warnings
+    gappy = pd.DataFrame({"y": [0, 0, 0, 0, 0, 0, 0], "x": [1.0, 2.0, None, 3.0, 4.0, 5.0, 6.0]})
+    fit = hf.fit("y ~ x", gappy, family="bernoulli", chains=1, warmup=100, draws=100, progress=False)
+    assert any("dropped 1 of 7 rows" in m for m in fit.warnings), fit.warnings
+    assert any("is the same in every row" in m for m in fit.warnings), fit.warnings
+    fit.save(tmp_path / "f.nc")
+    assert hf.load(tmp_path / "f.nc").warnings[:2] == fit.warnings[:2]
 
 
 def test_large_counts_switch_to_double_precision() -> None:
