@@ -726,11 +726,13 @@ def _check_nl_names(spec: ModelSpec, columns: Iterable[Any]) -> None:
         if v.name not in params and v.name not in cols:
             close = difflib.get_close_matches(v.name, cols + params, n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            declare = (f"declare a parameter with a formula line such as '{v.name} ~ 1'"
+                       if v.name != "mu" and family.aux_param(v.name) is None else
+                       f"'{v.name}' is a parameter of the {family.name} family (a line '{v.name} ~ 1' would model it): "
+                       f"give the curve's parameter another name, e.g. '{v.name}_nl', with a line '{v.name}_nl ~ 1'")
             raise FormulaError(
                 f"'{v.name}' in the non-linear formula is neither a data column nor a declared parameter{hint}; "
-                f"declare a parameter with a formula line such as '{v.name} ~ 1'",
-                text, *where,
-            )
+                f"{declare}", text, *where)
 
 
 def _check_dpars(spec: ModelSpec) -> None:

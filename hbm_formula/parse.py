@@ -940,6 +940,15 @@ def parse(
                 raise FormulaError(f"parameter '{k}' has two formulas", txt)
             dpar_map[k] = parse_param_formula(txt, k)[1]
         if is_nl:
+            for v in expr_vars(main.rhs):  # type: ignore[arg-type]
+                if v.name in dpar_map or (v.name == "mu" and v.name in texts):
+                    # (its line models the family's parameter: `y ~ mu * exp(-k * t)` with `mu ~ 1` fitted the curve's
+                    # height as the site `Intercept`; `sigma ~ 1` beside `sigma * ...` was asked to be declared)
+                    start, end = v.span or (0, len(lines[0]))
+                    what = ("is the response's mean (the non-linear formula itself)" if v.name == "mu" else
+                            f"names a distributional parameter of the response (its line '{v.name} ~ ...' models it)")
+                    raise FormulaError(f"'{v.name}' {what}, so it cannot also be a parameter of the non-linear formula: "
+                                       f"rename it, e.g. '{v.name}_nl'", lines[0], start, end)
             for name in _dose_model_params(main.rhs, lines[0]):  # type: ignore[arg-type]
                 if name not in nlpars:  # a dose-response parameter without a formula: one value for all rows
                     nlpars[name] = Linear()

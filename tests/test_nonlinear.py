@@ -217,6 +217,26 @@ def test_joint_block_can_be_centered_and_auto(rng: np.random.Generator) -> None:
     assert par["centered_levels"].nunique() == 1 and "# auto:" in auto.code
 
 
+def test_a_nonlinear_parameter_cannot_be_mu_or_a_modelled_family_parameter() -> None:
+    """`y ~ mu * exp(-k * t)` with `mu ~ 1` fitted the curve's height as a site named `Intercept`; `sigma ~ 1`
+    beside `sigma * exp(...)` (a line that models the residual SD) was asked to be declared by that very line."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 5, 60)
+    df = pd.DataFrame({"t": t, "y": 3 * np.exp(-0.5 * t) + rng.normal(0, 0.1, 60), "mu": rng.normal(size=60)})
+    for formula, kw, name, what in [
+        ("y ~ mu * exp(-k * t)\nmu ~ 1\nk ~ 1", {}, "mu", "is the response's mean"),
+        ("y ~ mu * exp(-k * t)", {"nl": {"mu": "1", "k": "1"}}, "mu", "is the response's mean"),
+        ("y ~ sigma * exp(-k * t)\nsigma ~ 1\nk ~ 1", {}, "sigma", "names a distributional parameter"),
+        ("y ~ sigma * exp(-k * t)\nk ~ 1", {}, "sigma", "'sigma' is a parameter of the gaussian family \\(a line"),
+    ]:
+        with pytest.raises(hf.FormulaError, match=rf"'{name}' ({what}|in the non-linear formula.*{what})") as err:
+            hf.compile(formula, df, **kw)
+        assert f"'{name}_nl'" in str(err.value) and "^" * len(name) in str(err.value), str(err.value)
+    # a data column named mu is data, as before
+    cm = hf.compile("y ~ mu * exp(-k * t)\nk ~ 1", df, priors={"Intercept_k": "normal(0.5, 0.5)"})
+    assert [e.name for e in cm.params] == ["Intercept_k", "sigma"]
+
+
 @pytest.mark.parametrize("family,name", [("gaussian", "sigma"), ("student", "nu"), ("gamma", "shape")])
 def test_a_nonlinear_parameter_cannot_take_a_family_parameters_name(family: str, name: str) -> None:
     """A review: `a * exp(-sigma * t)` made the decay rate and the residual SD one variable, silently."""
