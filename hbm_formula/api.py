@@ -539,6 +539,9 @@ def fit(
         raise HBMError(f"unknown init {shown}: use init='pilot', 'svi' or 'uniform' (or leave it out)")
     if init in ("svi", "pilot", "uniform") and method != "nuts":
         raise HBMError(f"init='{init}' is where NUTS starts; it goes with method='nuts'")
+    if init is not None and prior_only:
+        raise HBMError(f"init='{init}' is where NUTS starts; a prior-only fit draws from the prior directly, without "
+                       "NUTS: leave init out")
     if shard_data and svi_opts.get("batch_size") is not None:
         raise HBMError("shard_data splits the full data over devices; minibatches (batch_size) are small already: use one")
     cfg = infer.NUTSConfig(chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress, **nuts_opts)

@@ -10,11 +10,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA
 from numpyro import handlers
 from numpyro.infer.util import constrain_fn
 
 import hbm_formula as hf
 from hbm_formula import api, pilot, start
+from hbm_formula.cli import main
 
 
 def _measured(cm: api.CompiledModel) -> pilot.Information:
@@ -122,6 +124,10 @@ def test_every_start_option_runs_and_a_wrong_one_is_named(sleepstudy: pd.DataFra
     assert len(str(err.value)) < 120 and "\n" not in str(err.value)
     with pytest.raises(hf.HBMError, match="goes with method='nuts'"):
         hf.fit(f, sleepstudy, init="pilot", method="svi")
+    for init in ("pilot", "uniform", "svi"):  # (a prior-only fit took any init and ignored it)
+        with pytest.raises(hf.HBMError, match=f"init='{init}' is where NUTS starts; a prior-only fit"):
+            hf.fit(f, sleepstudy, init=init, prior_only=True)
+    assert main(["--prior-only", "--init", "pilot", "--no-out", str(DATA / "sleepstudy.csv"), f]) != 0
 
 
 def _large_units(seed: int) -> pd.DataFrame:
