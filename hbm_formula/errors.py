@@ -61,3 +61,17 @@ def probability(name: str, value: object) -> None:
 
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < 1:
         raise HBMError(f"{name} must be a number between 0 and 1 (exclusive), e.g. 0.95; got {value!r}")
+
+
+def warn(message: str) -> None:
+    """A ``UserWarning`` attributed to the first frame outside this package (the user's ``hf.fit`` line), however
+    deep inside it the cause was found: Python shows a warning once per place, so the place must be the user's."""
+    import os
+    import sys
+    import warnings
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2  # (stacklevel 2: the caller of this function)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,9 @@ def load(path: str | os.PathLike[str]) -> Any:
                      priors=priors or None)
         levels = {int(k): np.asarray(v, dtype=bool) for k, v in json.loads(attrs[f"{_PREFIX}centering"]).items()}
         reasons = {int(k): v for k, v in json.loads(attrs[f"{_PREFIX}centering_reasons"]).items()}
-        cm = api.compile_spec(spec, frame, centering=Centering(levels, reasons))
+        with warnings.catch_warnings():  # what the data showed was said at the fit, and is in its warnings
+            warnings.simplefilter("ignore", UserWarning)
+            cm = api.compile_spec(spec, frame, centering=Centering(levels, reasons))
         stored = attrs[f"{_PREFIX}code"]
         if cm.code.split("\n", 1)[1] != stored.split("\n", 1)[1]:
             if written_by == __version__:

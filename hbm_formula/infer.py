@@ -109,7 +109,9 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # else the user's (JAX reads it itself)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+        # every program: with a threshold (JAX's default 1 s, ours was 0.05), a program whose compile takes about
+        # that long is written by one process and not by the next, so a refit could still compile (a review)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,20 @@ def test_what_the_data_showed_is_in_every_fits_warnings_and_its_file(tmp_path: P
     assert any("dropped 1 of 7 rows" in m for m in fit.warnings), fit.warnings
     assert any("is the same in every row" in m for m in fit.warnings), fit.warnings
     fit.save(tmp_path / "f.nc")
-    assert hf.load(tmp_path / "f.nc").warnings[:2] == fit.warnings[:2]
+    with warnings.catch_warnings(record=True) as caught:  # said at the fit, kept in the file: not said again
+        warnings.simplefilter("always")
+        assert hf.load(tmp_path / "f.nc").warnings[:2] == fit.warnings[:2]
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+    # each is said at the user's line (here), not inside the package, where every fit would share one place
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hf.compile("y ~ x", gappy, family="bernoulli")
+    assert len(caught) == 2 and all(w.filename == __file__ for w in caught), [(w.filename, w.lineno) for w in caught]
+    # a binomial response: its trials all succeed or all fail, not "the response is 1"
+    binom = pd.DataFrame({"k": [0, 0, 0, 5, 5, 5], "n": 5, "x": [1.0, 2.0, 3.0, 6.0, 7.0, 8.0]})
+    with pytest.warns(UserWarning, match=r"complete separation: every trial succeeds whenever x > 4\.5 and every "
+                                         r"trial the other way below"):
+        hf.compile("k | trials(n) ~ x", binom, family="binomial")
 
 
 def test_large_counts_switch_to_double_precision() -> None:
