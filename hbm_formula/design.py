@@ -462,6 +462,9 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     if fam.name in ("bernoulli", "binomial", "beta_binomial") and "mu" in predictors:
         for msg in separation(predictors["mu"], resp):
             say(msg)
+    if fam.kind in ("ordinal", "categorical") and predictors:
+        for msg in category_separation(next(iter(predictors.values())), resp, fam.kind == "ordinal"):
+            say(msg)
     n_dropped = int(len(data) - len(df))
     return Design(spec, resp, predictors, columns, n_dropped, stats, str(spec.formula.response.expr),
                   joints, df, nl_roles, tuple(said))
@@ -578,6 +581,43 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
                 out.append(f"complete separation: {above} whenever {name} > {cut:.3g} and {below} below: the "
                            f"coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
                            "model")
+    return out
+
+
+def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> list[str]:
+    """Population columns that separate a categorical response's category from the rest (every row of it on one
+    side of a threshold, every other row on the other: that category's coefficient can grow without bound), or
+    order an ordinal response completely (every cut separated, the same way: with one common coefficient, a cut
+    alone bounds it through the others'). The coefficient is then bounded only by its prior, as under complete
+    separation in a logistic model. One column at a time."""
+    y, levels = np.asarray(resp.y, int), resp.levels or ()
+    X = p.X + p.X_mean
+    out = []
+    for j, name in enumerate(p.coef_names):
+        x = X[:, j]
+        if np.unique(x).size < 2:
+            continue
+        if ordinal:
+            present = np.unique(y)
+            lo, hi = [x[y == k].min() for k in present], [x[y == k].max() for k in present]
+            up = all(hi[i] < lo[i + 1] for i in range(len(present) - 1))
+            down = all(lo[i] > hi[i + 1] for i in range(len(present) - 1))
+            if up or down:
+                out.append(f"complete separation: {name} orders the response's categories completely (each "
+                           f"category's rows {'above' if up else 'below'} the one before's): the coefficient of "
+                           f"{name} is bounded only by its prior; use a stronger prior or a different model")
+            continue
+        for inside, what, other in [(y == c, f"'{levels[c]}'", "another category") for c in range(len(levels))]:
+            a, b = x[inside], x[~inside]
+            if not (a.size and b.size):
+                continue
+            if a.min() > b.max() or a.max() < b.min():
+                cut = (a.min() + b.max()) / 2 if a.min() > b.max() else (a.max() + b.min()) / 2
+                side = ">" if a.min() > b.max() else "<"
+                out.append(f"complete separation: the response is {what} whenever {name} {side} {cut:.3g} and "
+                           f"{other} otherwise: the coefficient of {name} is bounded only by its prior; use a "
+                           "stronger prior or a different model")
+                break
     return out
 
 

@@ -254,6 +254,24 @@ def test_what_the_data_showed_is_in_every_fits_warnings_and_its_file(tmp_path: P
         hf.compile("k | trials(n) ~ x", binom, family="binomial")
 
 
+def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
+    """A review: y = a / b / c by thresholds on x gave only R-hat warnings, the cause unnamed."""
+    x = np.arange(30.0)
+    df = pd.DataFrame({"x": x, "y": np.where(x < 10, "a", np.where(x < 20, "b", "c")),
+                       "z": np.random.default_rng(0).normal(size=30)})
+    with pytest.warns(UserWarning, match=r"complete separation: the response is 'a' whenever x < 9\.5"):
+        hf.compile("y ~ x", df, family="categorical")
+    with pytest.warns(UserWarning, match=r"complete separation: x orders the response's categories completely"):
+        hf.compile("y ~ x", df, family="cumulative")
+    # one cut separated is not separation for an ordinal model (its common slope is bounded by the other cuts)
+    mixed = df.assign(y=np.where(x < 10, "a", np.where(x % 2 == 0, "b", "c")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hf.compile("y ~ x", mixed, family="cumulative")
+        hf.compile("y ~ z", df, family="categorical")
+        hf.compile("y ~ z", df, family="cumulative")
+
+
 def test_large_counts_switch_to_double_precision() -> None:
     from hbm_formula.design import float32_risk
 
