@@ -555,8 +555,9 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
     above which every row succeeds and below which every row fails."""
     y = resp.y.astype(float)
     n = resp.trials if resp.trials is not None else np.ones_like(y)
-    frac = np.divide(y, n, out=np.full_like(y, 0.5), where=n > 0)
-    all_zero, all_one = frac == 0, frac == 1
+    informative = n > 0  # (a row of zero trials says nothing either way)
+    frac = np.divide(y, n, out=np.full_like(y, 0.5), where=informative)
+    all_zero, all_one = (frac == 0) & informative, (frac == 1) & informative
     if not (all_zero | all_one).any():
         return []
     X = p.X + p.X_mean
@@ -565,13 +566,13 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
         x = X[:, j]
         vals = np.unique(x)
         if vals.size == 2 and set(vals.tolist()) <= {0.0, 1.0}:
-            on = x == 1
-            if on.any() and (~on).any() and (all_zero[on].all() or all_one[on].all()):
+            on = (x == 1) & informative
+            if on.any() and (~on & informative).any() and (all_zero[on].all() or all_one[on].all()):
                 what = "every row fails" if all_zero[on].all() else "every row succeeds"
                 out.append(f"separation: where {name} = 1, {what} ({int(on.sum())} rows): the coefficient of {name} "
                            "is bounded only by its prior; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), "
                            "pool the level, or drop the term")
-        elif vals.size > 2 and all_zero.any() and all_one.any() and (all_zero | all_one).all():
+        elif all_zero.any() and all_one.any() and (all_zero | all_one)[informative].all():  # (two values too: 1/2)
             lo0, hi0, lo1, hi1 = x[all_zero].min(), x[all_zero].max(), x[all_one].min(), x[all_one].max()
             if hi0 < lo1 or hi1 < lo0:
                 cut = (hi0 + lo1) / 2 if hi0 < lo1 else (hi1 + lo0) / 2
@@ -607,17 +608,16 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
                            f"category's rows {'above' if up else 'below'} the one before's): the coefficient of "
                            f"{name} is bounded only by its prior; use a stronger prior or a different model")
             continue
-        for inside, what, other in [(y == c, f"'{levels[c]}'", "another category") for c in range(len(levels))]:
-            a, b = x[inside], x[~inside]
-            if not (a.size and b.size):
-                continue
-            if a.min() > b.max() or a.max() < b.min():
+        apart = []
+        for c in range(len(levels)):
+            a, b = x[y == c], x[y != c]
+            if a.size and b.size and (a.min() > b.max() or a.max() < b.min()):
                 cut = (a.min() + b.max()) / 2 if a.min() > b.max() else (a.max() + b.min()) / 2
-                side = ">" if a.min() > b.max() else "<"
-                out.append(f"complete separation: the response is {what} whenever {name} {side} {cut:.3g} and "
-                           f"{other} otherwise: the coefficient of {name} is bounded only by its prior; use a "
-                           "stronger prior or a different model")
-                break
+                apart.append(f"{levels[c]!r} whenever {name} {'>' if a.min() > b.max() else '<'} {cut:.3g}")
+        if apart:
+            out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
+                       f"the coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
+                       "model")
     return out
 
 

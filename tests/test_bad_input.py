@@ -263,6 +263,17 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
         hf.compile("y ~ x", df, family="categorical")
     with pytest.warns(UserWarning, match=r"complete separation: x orders the response's categories completely"):
         hf.compile("y ~ x", df, family="cumulative")
+    # every category set apart is named, its label quoted as Python would (a review: 'it's')
+    two = df.assign(y=np.where(x < 10, "it's", np.where(x < 20, "b", "c")))
+    with pytest.warns(UserWarning, match=r"""the response is 'c' whenever x > 19\.5 and "it's" whenever x < 9\.5"""):
+        hf.compile("y ~ x", two, family="categorical")
+    # a two-valued column not coded 0/1, and a binomial row of zero trials (which says nothing), as a review found
+    d = np.repeat([1.0, 2.0], 10)
+    with pytest.warns(UserWarning, match=r"complete separation: the response is 1 whenever d > 1\.5"):
+        hf.compile("y ~ d", pd.DataFrame({"y": (d == 2).astype(int), "d": d}), family="bernoulli")
+    binom = pd.DataFrame({"k": [0, 0, 0, 5, 5, 5, 0], "n": [5, 5, 5, 5, 5, 5, 0], "x": [1.0, 2, 3, 6, 7, 8, 9]})
+    with pytest.warns(UserWarning, match=r"complete separation: every trial succeeds whenever x > 4\.5"):
+        hf.compile("k | trials(n) ~ x", binom, family="binomial")
     # one cut separated is not separation for an ordinal model (its common slope is bounded by the other cuts)
     mixed = df.assign(y=np.where(x < 10, "a", np.where(x % 2 == 0, "b", "c")))
     with warnings.catch_warnings():
