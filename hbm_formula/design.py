@@ -592,6 +592,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
     alone bounds it through the others'). The coefficient is then bounded only by its prior, as under complete
     separation in a logistic model. One column at a time."""
     y, levels = np.asarray(resp.y, int), resp.levels or ()
+    present = np.unique(y)  # (an ordinal's categories in order, those with rows)
     X = p.X + p.X_mean
     out = []
     for j, name in enumerate(p.coef_names):
@@ -599,7 +600,6 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
         if np.unique(x).size < 2:
             continue
         if ordinal:
-            present = np.unique(y)
             lo, hi = [x[y == k].min() for k in present], [x[y == k].max() for k in present]
             up = all(hi[i] < lo[i + 1] for i in range(len(present) - 1))
             down = all(lo[i] > hi[i + 1] for i in range(len(present) - 1))

@@ -8,6 +8,7 @@ objects.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 from dataclasses import dataclass
@@ -169,18 +170,14 @@ class NUTSRun:
 
 #: rows up to which a fit's programs are compiled with XLA's classic CPU fusion emitters (``jit``)
 SMALL_DATA_ROWS = 1000
-_SMALL: Any = None  # a ContextVar: whether the fit in progress (``compiling_for``) has small data
+#: whether the fit in progress (``compiling_for``) has small data
+_SMALL: contextvars.ContextVar[bool] = contextvars.ContextVar("hbm_formula_small_data", default=False)
 _CLASSIC: list[dict[str, Any]] = []  # the compile option, probed once per process ({}: this XLA has none)
 
 
 @contextlib.contextmanager
 def compiling_for(rows: int) -> Any:
     """Within: the programs made by ``jit`` are for a fit on ``rows`` rows."""
-    global _SMALL
-    if _SMALL is None:
-        import contextvars
-
-        _SMALL = contextvars.ContextVar("hbm_formula_small_data", default=False)
     token = _SMALL.set(rows <= SMALL_DATA_ROWS)
     try:
         yield
@@ -194,7 +191,7 @@ def compiler_options() -> dict[str, Any] | None:
     cold default fit of radon 0.88 and of sleepstudy 0.79 of the time) for leapfrog steps 3-19% dearer on up to
     1,000 rows; at 2,000 rows the steps cost 1.4-1.6 times as much, so the newer emitters stay there. None:
     XLA's defaults."""
-    if _SMALL is None or not _SMALL.get():
+    if not _SMALL.get():
         return None
     if not _CLASSIC:
         import jax
