@@ -130,9 +130,11 @@ FIT_WORKER = r'''
 import json, sys, time
 t0 = time.perf_counter()
 import jax.monitoring as mon
-compiles = []
+compiles, lowered = [], []
 mon.register_event_duration_secs_listener(
     lambda name, d, **kw: compiles.append(d) if name == "/jax/core/compile/backend_compile_duration" else None)
+mon.register_event_duration_secs_listener(  # every program lowered (compiled, or read from the cache)
+    lambda name, d, **kw: lowered.append(d) if name == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
 import numpy as np, pandas as pd
 import hbm_formula as hf
 import arviz as az
@@ -153,6 +155,7 @@ wall = time.perf_counter() - t0
 ess = az.ess(fit.idata, var_names=[v for v in fit.idata.posterior.data_vars
                                    if v in ("Intercept", "b", "sigma") or v.startswith("sd_")], method="bulk")
 print(json.dumps({"wall": wall, "compile": sum(compiles), "sample": fit.timings.get("sample"),
+                  "programs": len(lowered),
                   "min_ess": float(min(float(ess[v].min()) for v in ess.data_vars)),
                   "steps_per_draw": float(np.mean(fit.idata.sample_stats["n_steps"].values))}))
 '''
@@ -186,7 +189,9 @@ def part_fit(old: Path, rounds: int, cases: list[str]) -> dict:
         for phase in ("cold", "warm"):
             b, t = s["before"][phase], s["this"][phase]
             print(f"{case:10s} {phase}: wall {b['wall']:.2f} -> {t['wall']:.2f} s ({t['wall'] / b['wall']:.2f}), "
-                  f"compile {b['compile']:.2f} -> {t['compile']:.2f} s, min ESS {b['min_ess']:.0f} -> {t['min_ess']:.0f}")
+                  f"compile {b['compile']:.2f} -> {t['compile']:.2f} s, sampling {b['sample']:.2f} -> {t['sample']:.2f} s, "
+                  f"programs {b.get('programs', 0):.0f} -> {t.get('programs', 0):.0f}, "
+                  f"min ESS {b['min_ess']:.0f} -> {t['min_ess']:.0f}")
     return {"runs": res, "median": summary}
 
 

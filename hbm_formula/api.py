@@ -449,12 +449,11 @@ def _sparse_minibatches(cm: CompiledModel, batch: int | None, window: int) -> st
 def _start_values(cm: CompiledModel, positive: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every latent site at its prior median (constrained): SVI starts there without sampling anything; and the
     unit of each site's steps (``pilot.step_units``; ``positive``: the sites on the log scale)."""
-    import jax
 
     from . import infer, pilot
 
     shapes = infer.latent_shapes(cm.model, dict(cm.data))
-    start = {k: jax.numpy.asarray(v) for k, v in pilot.prior_point(shapes, cm.params, cm.design).items()}
+    start = {k: infer.on_device(v) for k, v in pilot.prior_point(shapes, cm.params, cm.design).items()}
     return start, pilot.step_units(shapes, cm.params, positive)
 
 

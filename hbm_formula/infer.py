@@ -194,18 +194,49 @@ def compiler_options() -> dict[str, Any] | None:
     if not _SMALL.get():
         return None
     if not _CLASSIC:
-        import jax
-        import numpy as np
-
-        classic = {"xla_cpu_use_fusion_emitters": False}
-        try:
-            if jax.default_backend() != "cpu":
-                raise ValueError("not on CPU")
-            jax.jit(lambda v: v + 1, compiler_options=classic).lower(np.float32(0)).compile()
-            _CLASSIC.append(classic)
-        except Exception:  # noqa: BLE001 - an XLA without the option (it is not a stable one): the defaults
-            _CLASSIC.append({})
+        _CLASSIC.append(_probe_classic())
     return _CLASSIC[0] or None
+
+
+def _probe_classic() -> dict[str, Any]:
+    """The classic emitters' option if this XLA on this backend takes it, else {}: a tiny program compiled with it,
+    once per jaxlib (the answer kept in the cache folder: even read from the compilation cache the probe cost
+    50 ms of every fit)."""
+    import jax
+    import jaxlib
+    import numpy as np
+
+    classic = {"xla_cpu_use_fusion_emitters": False}
+    if jax.default_backend() != "cpu":
+        return {}
+    folder = cache_dir()
+    note = None if folder is None else folder / f"xla-classic-emitters-{jaxlib.__version__}"
+    try:
+        if note is not None and note.read_text() in ("yes", "no"):
+            return classic if note.read_text() == "yes" else {}
+    except OSError:
+        pass
+    try:
+        jax.jit(lambda v: v + 1, compiler_options=classic).lower(np.float32(0)).compile()
+        found = classic
+    except Exception:  # noqa: BLE001 - an XLA without the option (it is not a stable one): the defaults
+        found = {}
+    if note is not None:
+        with contextlib.suppress(OSError):
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text("yes" if found else "no")
+    return found
+
+
+def on_device(x: Any, sharding: Any = None) -> Any:
+    """Host data onto a device (``sharding``: where) as ``jnp.asarray`` would put it (the same dtype: float32
+    and int32 unless x64), without its compiled program: in JAX 0.10 ``jnp.asarray`` of a NumPy array compiles
+    one ("stage") per shape and dtype, about 10 ms each even read from the compilation cache (a warm radon fit
+    made 13 of them); ``jax.device_put`` compiles nothing."""
+    import jax
+    import numpy as np
+
+    return jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), sharding)
 
 
 def jit(fn: Any, **kwargs: Any) -> Any:
@@ -346,13 +377,11 @@ def run_nuts(
     C = cfg.chains
     key = progcache.key_of(model)
     if key is not None:
-        key = (*key, "nuts-m", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
+        key = (*key, "nuts-flat", method, C, cfg.warmup, cfg.target_accept, cfg.max_tree_depth, CHUNK)
 
-    @jit
-    def start_keys(seed: Any) -> Any:  # one small program, not an op-by-op compile per key op
-        return jax.random.split(jax.random.split(jax.random.PRNGKey(seed))[1], C)
-
-    chain_keys = start_keys(cfg.seed)
+    # each chain's PRNG key (raw uint32 pairs, as jax.random.PRNGKey's), drawn on the host from the seed: JAX's
+    # splits are a program to compile (70 ms of a warm fit even read from the compilation cache)
+    chain_keys = np.random.default_rng([cfg.seed, 23]).integers(0, 2 ** 32, (C, 2), dtype=np.uint32)
     parallel = method == "parallel"
     if parallel:
         mesh = Mesh(np.array(jax.local_devices()[:C]), ("chain",))
@@ -376,7 +405,7 @@ def run_nuts(
     def like(tree: Any, sharding: Any) -> Any:
         return jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=sharding), tree)
 
-    arrays = jax.device_put({k: jnp.asarray(v) for k, v in data.items()}, shared)
+    arrays = {k: on_device(v, shared) for k, v in data.items()}
     arrays_like = like(arrays, shared)
     total = cfg.warmup + cfg.draws
     traced: dict[str, Any] = {}
@@ -389,18 +418,33 @@ def run_nuts(
 
             shapes, potential_fn_gen, constrain = nuts_functions(model, data)
 
-            def scaled_gen(**arrays: Any) -> Any:  # the potential of u = z / scale (the scale rides with the data)
+            def scaled_gen(**arrays: Any) -> Any:
+                """The potential of u = z / scale (the scale rides with the data), u one flat vector."""
                 arrays = dict(arrays)
                 scale = arrays.pop(SCALE_KEY)
                 pe = potential_fn_gen(**arrays)
-                return lambda u: pe(jax.tree.map(jnp.multiply, u, scale))
+                return lambda u: pe(jax.tree.map(jnp.multiply, unravel(u), scale))
 
             init_kernel, sample_kernel = hmc(potential_fn_gen=scaled_gen, algo="NUTS")
             traced.update(shapes=shapes, constrain=constrain, init=init_kernel, sample=sample_kernel)
         return traced
 
+    def unravel(u: Any) -> Any:
+        """One chain's flat vector (NUTS's state) as its sites, in the order of their leaves (as the mass
+        matrix is flat): NumPyro's kernel then updates one array per step, not one per site (radon's six
+        sites: a leapfrog step 1.2-1.5 times cheaper; the step's small ops, not the gradient, are most of
+        its cost on small data)."""
+        leaves, tree = jax.tree.flatten(z_like)
+        parts, at = [], 0
+        for leaf in leaves:
+            n = int(np.prod(leaf.shape[1:]))
+            parts.append(u[at:at + n].reshape(leaf.shape[1:]))
+            at += n
+        return jax.tree.unflatten(tree, parts)
+
     def init_one(z: Any, rng: Any, arrays: dict[str, Any], inverse_mass: Any, scale: Any) -> Any:
         started.append(True)
+        z = jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(z)])
         return kernel()["init"](z, cfg.warmup, inverse_mass_matrix=inverse_mass,
                                 target_accept_prob=cfg.target_accept, max_tree_depth=cfg.max_tree_depth,
                                 trajectory_length=None, model_kwargs=arrays | {SCALE_KEY: scale}, rng_key=rng)
@@ -468,7 +512,7 @@ def run_nuts(
     # in u's coordinates
     to_u = lambda z: jax.tree.map(lambda v, s: (np.asarray(v) / s).astype(s.dtype), z, host_scale)  # noqa: E731
     init_params = to_u(init_params)
-    chain_keys = jax.device_put(np.asarray(chain_keys), per_chain)
+    chain_keys = jax.device_put(chain_keys, per_chain)
     state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
@@ -483,7 +527,7 @@ def run_nuts(
                                    init_params, fresh)
         state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
     chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False, False)),
-                                    (like(state, per_chain), arrays_like, scale_like), parallel)
+                                 (like(state, per_chain), arrays_like, scale_like), parallel)
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
     kept: list[Any] = []
@@ -503,10 +547,14 @@ def run_nuts(
     finally:
         progress.close()
     t2 = time.perf_counter()
-    zs, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
+    u, div, acc, steps, energy, pe = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
+    leaves, tree = jax.tree.flatten(z_like)
+    cuts = np.cumsum([int(np.prod(v.shape[1:])) for v in leaves])[:-1]
+    zs = jax.tree.unflatten(tree, [part.reshape(part.shape[:2] + v.shape[1:])
+                                   for part, v in zip(np.split(u, cuts, axis=2), leaves, strict=True)])
     flat = {k: (v * host_scale[k]).reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}  # back to z
     # all draws in one program, on one device (the data are there already when the chains ran on one)
-    one_device = {k: jnp.asarray(v) for k, v in data.items()} if parallel else arrays
+    one_device = {k: on_device(v) for k, v in data.items()} if parallel else arrays
 
     def constrain(z: Any, arrays: dict[str, Any]) -> Any:
         return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
@@ -824,8 +872,8 @@ def run_svi(
         # once (the shuffled copy replaces them); the first batch_size rows are repeated at the end so that a
         # slice never runs off it
         order = np.random.default_rng(cfg.seed).permutation(n)
-        arrays = {k: (jnp.asarray(np.concatenate([np.asarray(v)[order], np.asarray(v)[order[:batch]]]))
-                      if k in obs_keys else jnp.asarray(v)) for k, v in data.items()}
+        arrays = {k: (on_device(np.concatenate([np.asarray(v)[order], np.asarray(v)[order[:batch]]]))
+                      if k in obs_keys else on_device(v)) for k, v in data.items()}
 
         def batch_args(start: Any, arrs: dict[str, Any]) -> dict[str, Any]:
             return {k: (jax.lax.dynamic_slice_in_dim(v, start, batch) if k in obs_keys else v) for k, v in arrs.items()}
@@ -833,7 +881,7 @@ def run_svi(
     else:
         batch = None
         fit_model = model
-        arrays = {k: jnp.asarray(v) for k, v in data.items()}
+        arrays = {k: on_device(v) for k, v in data.items()}
 
         def batch_args(start: Any, arrs: dict[str, Any]) -> dict[str, Any]:
             return arrs
@@ -934,7 +982,7 @@ def run_svi(
     # converged: the average of the windows at the final rate (Polyak-Ruppert over up to FLOOR_WINDOWS
     # windows); otherwise the last window's average (earlier ones lag behind what still moves)
     final = {k: np.mean([w[k] for w in final_avgs], axis=0) for k in avg} if converged and final_avgs else avg
-    params = {k: jnp.asarray(v) for k, v in final.items()}
+    params = {k: on_device(v) for k, v in final.items()}
     moving = None
     if not converged:
         moving = dict(sorted(((k, v) for k, v in drift.items() if v >= cfg.tol), key=lambda kv: -kv[1])[:5])

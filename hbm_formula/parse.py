@@ -7,6 +7,7 @@ formulaic's evaluator later is printed from an IR this module has checked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -137,16 +138,52 @@ def _check_tokens(text: str, cls: type[FormulaError] = FormulaError) -> None:
             depth = max(depth - 1, 0)
 
 
+def _build_parser() -> Lark:
+    """The LALR parser built from the grammar (with its grammar object, which a parser loaded from the cache
+    folder lacks: the fuzz tests' strategies read it)."""
+    return Lark.open_from_package("hbm_formula.grammar", "formula.lark", parser="lalr",
+                                  start=["model", "nl_model", "param", "prior", "hypothesis"],
+                                  propagate_positions=True, maybe_placeholders=False)
+
+
 @functools.cache
 def _parser() -> Lark:
-    return Lark.open_from_package(
-        "hbm_formula.grammar",
-        "formula.lark",
-        parser="lalr",
-        start=["model", "nl_model", "param", "prior", "hypothesis"],
-        propagate_positions=True,
-        maybe_placeholders=False,
-    )
+    """The LALR parser of the grammar. Building its tables took 0.25 s of every process's first parse; they are
+    kept (``Lark.save``, a pickle) in the cache folder (``infer.cache_dir``, a user's own, as the compiled programs
+    beside it), in a file named by the grammar's hash and Lark's and Python's versions, written whole or not at
+    all (into a file of this process, then renamed), so that a parallel process never reads half of one. A file
+    that does not load is built again and replaced."""
+    import hashlib
+    import importlib.resources
+    import os
+    import sys
+
+    import lark
+
+    from .infer import cache_dir
+
+    folder = cache_dir()
+    if folder is None:
+        return _build_parser()
+    text = importlib.resources.files("hbm_formula.grammar").joinpath("formula.lark").read_bytes()
+    path = folder / "lark" / (f"formula-{hashlib.sha256(text).hexdigest()[:16]}-lark{lark.__version__}"
+                              f"-py{sys.version_info[0]}{sys.version_info[1]}.pickle")
+    try:
+        with open(path, "rb") as f:
+            return Lark.load(f)
+    except Exception:  # noqa: BLE001 - none yet, or damaged: built again (and replaced)
+        pass
+    parser = _build_parser()
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "wb") as f:
+            parser.save(f)
+        os.replace(part, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()
+    return parser
 
 
 # ---------------------------------------------------------------- syntax errors

@@ -85,7 +85,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     import jax.numpy as jnp
     from numpyro import handlers
 
-    from .infer import jit, latent_shapes, scale_observed
+    from .infer import jit, latent_shapes, on_device, scale_observed
 
     blocks = design.groups
     sites = {b.number: f"r_{b.label}" for b in blocks}
@@ -186,7 +186,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
 
     # the sites' shapes by tracing alone (nothing compiled), then each at its prior's median
     shapes_of = latent_shapes(model, {k: v[:chunk] if k in obs_keys else v for k, v in data.items()})
-    point = {k: jnp.asarray(v) for k, v in prior_point(shapes_of, table, design).items()}
+    point = {k: on_device(v) for k, v in prior_point(shapes_of, table, design).items()}
     tab = {s: np.zeros(shape, dtype=np.float32) for s, shape in shapes.items()}
     # scalar distributional parameters (sigma, shape, phi, ...) move with the effects: at its prior median a
     # residual SD also holds the group-to-group variation, which would understate every level's information
@@ -280,8 +280,6 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     out = result()
     names = tuple(sorted(k for k in point if population_site(k) and k not in aux))
     if population and names and sum(int(np.size(point[k])) for k in names) <= MAX_POPULATION:
-        from jax.flatten_util import ravel_pytree
-
         try:  # (only NUTS's start reads it: a failure here must not cost the decision)
             import functools
 
@@ -290,8 +288,10 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             curv = host(pop_fn(tab, aux, point, fixed_dev, stacked_rows, masks))
         except Exception:  # noqa: BLE001
             return out
-        flat = ravel_pytree({k: np.zeros(np.shape(point[k]), np.float32) for k in names})[1]
-        out = replace(out, population_curvature={k: np.asarray(v, float) for k, v in flat(curv).items()},
+        # (on the host, in ravel_pytree's order, the sorted names: JAX's unravel compiles a program per op)
+        cuts = np.cumsum([int(np.size(point[k])) for k in names])[:-1]
+        split = dict(zip(names, np.split(np.asarray(curv, float), cuts), strict=True))
+        out = replace(out, population_curvature={k: split[k].reshape(np.shape(point[k])) for k in names},
                       population_point={k: np.asarray(point[k], float) for k in names})
     return out
 

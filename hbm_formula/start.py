@@ -55,10 +55,10 @@ def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, n
     """Each chain's starting point (unconstrained, one row per chain: the quick mode plus ``JITTER``
     approximate posterior SDs of noise) and the first diagonal inverse mass matrix (per latent site) of ``cm``'s
     model, from ``info`` (a ``pilot.Information`` of the same design)."""
-    import jax.numpy as jnp
+    import jax
 
     point, mass, spread = pilot_point(cm, info)
-    dtype = jnp.zeros(()).dtype  # float32, or float64 under x64
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32, or float64 under x64
     gen = np.random.default_rng([seed, 11])
     starts = {k: (point[k][None] + spread[k][None] * gen.standard_normal((chains, *point[k].shape))).astype(dtype)
               for k in point}
@@ -68,7 +68,6 @@ def pilot_start(cm: Any, info: Any, chains: int, seed: int) -> tuple[dict[str, n
 def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The quick mode of ``info`` in ``cm``'s latent sites (unconstrained), each coordinate's approximate
     posterior variance there (see the module doc), and the SD of the noise between the chains' starts."""
-    import jax.numpy as jnp
 
     from . import infer, pilot
 
@@ -159,11 +158,11 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
         out = np.asarray(out, dtype=shapes[name].dtype)
         return np.broadcast_to(out, shape).copy() if out.shape != shape else out
 
-    values = {k: jnp.asarray(direct(k)) for k in shapes}
+    values = {k: infer.on_device(direct(k)) for k in shapes}
     around = tuple(sorted(k for k in shapes if role(k)[0] in ("coef_", "rc_")))
     # one row: the latent sites' values do not depend on the rows; one compiled program (op by op, the model's
     # ~80 operations each compiled apart, took 1.4 s on InstEval), kept on disk with the model's others
-    one_row = {k: jnp.asarray(v[:1] if k in cm.obs_keys else v) for k, v in cm.data.items()}
+    one_row = {k: infer.on_device(v[:1] if k in cm.obs_keys else v) for k, v in cm.data.items()}
     to_unconstrained = _unconstrained(cm.model, around)
     point = {k: np.asarray(v, np.float64) for k, v in to_unconstrained(values, one_row).items()}
 
@@ -173,7 +172,7 @@ def pilot_point(cm: Any, info: Any) -> tuple[dict[str, np.ndarray], dict[str, np
     pop_var = {k: _population_var(k, point[k], info, design, sd, info_of, prior_sd.get(k)) for k in pop if k in point}
     if pop_var:
         step = {k: np.sqrt(v) for k, (v, _) in pop_var.items()}
-        moved = to_unconstrained(values | {k: jnp.asarray(np.asarray(values[k]) + step[k], values[k].dtype)
+        moved = to_unconstrained(values | {k: infer.on_device((np.asarray(values[k]) + step[k]).astype(values[k].dtype))
                                            for k in step}, one_row)
         for k, (v, known) in pop_var.items():
             with np.errstate(divide="ignore", invalid="ignore"):

