@@ -15,6 +15,7 @@ code), as formulaic's ``ModelSpec.update()`` returns a copy.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -582,6 +583,37 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
                 out.append(f"complete separation: {above} whenever {name} > {cut:.3g} and {below} below: the "
                            f"coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
                            "model")
+    if p.intercept:
+        out.extend(_reference_separation(X, p.coef_names, all_zero, all_one, informative, resp.trials is not None))
+    return out
+
+
+#: a factor's column under treatment coding, ``f[T.b]`` (an interaction's, with ':', is not one)
+_TREATMENT = re.compile(r"^(?P<factor>[^:]+)\[T\.[^\]]*\]$")
+
+
+def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.ndarray, all_one: np.ndarray,
+                          informative: np.ndarray, binomial: bool) -> list[str]:
+    """A factor's reference level (under treatment coding, the rows where each of its indicator columns is 0, which
+    no column of its own stands for) whose rows all fail or all succeed: the intercept, which is that level's, and
+    the factor's coefficients grow without bound together, bounded only by their priors."""
+    factors: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        m = _TREATMENT.match(name)
+        if m and set(np.unique(X[:, j]).tolist()) <= {0.0, 1.0}:
+            factors.setdefault(m["factor"], []).append(j)
+    out = []
+    for factor, cols in factors.items():
+        count = X[:, cols].sum(axis=1)
+        if (count > 1).any():  # (not the levels of one factor: a row is at one level)
+            continue
+        ref = (count == 0) & informative
+        if ref.any() and (~ref & informative).any() and (all_zero[ref].all() or all_one[ref].all()):
+            what = "fails" if all_zero[ref].all() else "succeeds"
+            out.append(f"separation: where {factor} is at its reference level (no column of its own; {int(ref.sum())} "
+                       f"rows), every {'trial' if binomial else 'row'} {what}: the intercept and the coefficients of "
+                       f"{factor} are bounded only by their priors; use stronger priors (e.g. priors={{'b': "
+                       "'normal(0, 1)'}), pool the level, or drop the term")
     return out
 
 

@@ -254,6 +254,32 @@ def test_what_the_data_showed_is_in_every_fits_warnings_and_its_file(tmp_path: P
         hf.compile("k | trials(n) ~ x", binom, family="binomial")
 
 
+def test_separation_at_a_factors_reference_level_is_reported() -> None:
+    """The reference level of a treatment-coded factor has no column of its own (its rows are where every one of
+    the factor's columns is 0), so the one-column check missed it: rows of that level all 0 leave the intercept
+    and the factor's coefficients bounded only by their priors."""
+    rng = np.random.default_rng(1)
+    f = rng.choice(["a", "b", "c"], 300)
+    x = rng.normal(size=300)
+    y = (rng.uniform(size=300) < 1 / (1 + np.exp(-(0.5 * x + (f == "b") - 0.3)))).astype(int)
+    df = pd.DataFrame({"y": np.where(f == "a", 0, y), "f": f, "x": x, "k": rng.integers(0, 2, 300),
+                       "g": rng.integers(0, 10, 300), "free": y})
+    n_a = int((f == "a").sum())
+    said = rf"separation: where f is at its reference level \(no column of its own; {n_a} rows\), every row fails"
+    for formula in ("y ~ x + f", "y ~ x + f + (1 | g)", "y ~ f * k"):
+        with pytest.warns(UserWarning, match=said):
+            hf.compile(formula, df, family="bernoulli")
+    binom = df.assign(t=5, s=np.where(f == "a", 5, rng.integers(0, 6, 300)))
+    with pytest.warns(UserWarning, match=r"at its reference level .* every trial succeeds"):
+        hf.compile("s | trials(t) ~ x + f", binom, family="binomial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hf.compile("free ~ x + f * k", df, family="bernoulli")  # not separated: nothing said
+    # without an intercept every level has its column, checked as before
+    with pytest.warns(UserWarning, match=r"where f\[a\] = 1, every row fails"):
+        hf.compile("y ~ 0 + x + f", df, family="bernoulli")
+
+
 def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
     """A review: y = a / b / c by thresholds on x gave only R-hat warnings, the cause unnamed."""
     x = np.arange(30.0)
