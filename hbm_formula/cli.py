@@ -263,7 +263,9 @@ def run(args: argparse.Namespace) -> int:
         result = fit(formula, df, chains=args.chains, draws=args.draws, warmup=args.warmup, seed=args.seed,
                      target_accept=args.target_accept, progress=not args.no_progress, prior_only=args.prior_only,
                      method=args.method, init=args.init, guide=args.guide, rank=args.rank, steps=args.steps,
-                     lr=args.lr, batch_size=args.batch_size, log_lik=False if args.no_log_lik else None, **kwargs)
+                     lr=args.lr, batch_size=args.batch_size,
+                     # (with --no-out nothing would keep the pointwise log-likelihood: not computed)
+                     log_lik=False if args.no_log_lik or out is None else None, **kwargs)
         if args.ppc and not args.prior_only:
             result.posterior_predictive(seed=args.seed)
     ed_table = None

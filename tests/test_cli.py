@@ -108,6 +108,28 @@ def test_cli_dpar_and_prior_only(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "prior_predictive" in az.from_netcdf(tmp_path / "p.nc").groups()
 
 
+def test_cli_without_output_skips_the_pointwise_log_likelihood(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """With --no-out nothing would keep the log-likelihood (only the file does): it is not computed; with a file it
+    is, and stored."""
+    from hbm_formula import results
+
+    real, calls = results.pointwise_log_likelihood, []
+
+    def spy(*a: object, **k: object) -> object:
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(results, "pointwise_log_likelihood", spy)
+    quick = ["--chains", "1", "--draws", "50", "--warmup", "50", "--no-progress"]
+    assert main([RADON, "log_radon ~ floor", "--no-out", *quick]) == 0
+    assert "b[floor]" in capsys.readouterr().out and calls == []
+    assert main([RADON, "log_radon ~ floor", "--out", str(tmp_path / "f.nc"), *quick]) == 0
+    import arviz as az
+
+    assert calls and "log_likelihood" in az.from_netcdf(tmp_path / "f.nc").groups()
+
+
 def test_cli_bad_dpar(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([RADON, "log_radon ~ floor", "--dpar", "nu ~ floor", "--show-priors"]) == 2
     assert "has no parameter 'nu'" in capsys.readouterr().err
