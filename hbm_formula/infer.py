@@ -212,9 +212,10 @@ def _probe_classic() -> dict[str, Any]:
     folder = cache_dir()
     note = None if folder is None else folder / f"xla-classic-emitters-{jaxlib.__version__}"
     try:
-        if note is not None and note.read_text() in ("yes", "no"):
-            return classic if note.read_text() == "yes" else {}
-    except OSError:
+        said = note.read_bytes() if note is not None else None
+        if said in (b"yes", b"no"):
+            return classic if said == b"yes" else {}
+    except OSError:  # (none yet, or not a file: probed again)
         pass
     try:
         jax.jit(lambda v: v + 1, compiler_options=classic).lower(np.float32(0)).compile()

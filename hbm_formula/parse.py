@@ -138,25 +138,30 @@ def _check_tokens(text: str, cls: type[FormulaError] = FormulaError) -> None:
             depth = max(depth - 1, 0)
 
 
+#: how the parser is built (part of its cached file's name, with the grammar)
+_PARSER_OPTIONS = {"parser": "lalr", "start": ["model", "nl_model", "param", "prior", "hypothesis"],
+                   "propagate_positions": True, "maybe_placeholders": False}
+
+
 def _build_parser() -> Lark:
     """The LALR parser built from the grammar (with its grammar object, which a parser loaded from the cache
     folder lacks: the fuzz tests' strategies read it)."""
-    return Lark.open_from_package("hbm_formula.grammar", "formula.lark", parser="lalr",
-                                  start=["model", "nl_model", "param", "prior", "hypothesis"],
-                                  propagate_positions=True, maybe_placeholders=False)
+    return Lark.open_from_package("hbm_formula.grammar", "formula.lark", **_PARSER_OPTIONS)
 
 
 @functools.cache
 def _parser() -> Lark:
     """The LALR parser of the grammar. Building its tables took 0.25 s of every process's first parse; they are
     kept (``Lark.save``, a pickle) in the cache folder (``infer.cache_dir``, a user's own, as the compiled programs
-    beside it), in a file named by the grammar's hash and Lark's and Python's versions, written whole or not at
-    all (into a file of this process, then renamed), so that a parallel process never reads half of one. A file
-    that does not load is built again and replaced."""
+    beside it), in a file named by a hash of the grammar, the parser's options and the package's version, and by
+    Lark's and Python's versions, written whole or not at all (into a file of this process, then renamed), so
+    that a parallel process never reads half of one. A file that does not load, or loads with other start rules,
+    is built again and replaced."""
     import hashlib
     import importlib.resources
     import os
     import sys
+    import time
 
     import lark
 
@@ -165,18 +170,27 @@ def _parser() -> Lark:
     folder = cache_dir()
     if folder is None:
         return _build_parser()
-    text = importlib.resources.files("hbm_formula.grammar").joinpath("formula.lark").read_bytes()
-    path = folder / "lark" / (f"formula-{hashlib.sha256(text).hexdigest()[:16]}-lark{lark.__version__}"
+    from ._version import __version__
+
+    made_of = importlib.resources.files("hbm_formula.grammar").joinpath("formula.lark").read_bytes() + repr(
+        (sorted(_PARSER_OPTIONS.items()), __version__)).encode()
+    path = folder / "lark" / (f"formula-{hashlib.sha256(made_of).hexdigest()[:16]}-lark{lark.__version__}"
                               f"-py{sys.version_info[0]}{sys.version_info[1]}.pickle")
     try:
         with open(path, "rb") as f:
-            return Lark.load(f)
+            loaded = Lark.load(f)
+        if list(loaded.options.start) == _PARSER_OPTIONS["start"]:
+            return loaded
     except Exception:  # noqa: BLE001 - none yet, or damaged: built again (and replaced)
         pass
     parser = _build_parser()
     part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob("*.part"):  # (of a process killed while writing, an hour ago or more)
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 3600:
+                    stale.unlink()
         with open(part, "wb") as f:
             parser.save(f)
         os.replace(part, path)

@@ -188,11 +188,45 @@ def test_the_parser_tables_are_kept_whole_in_the_cache_folder(tmp_path: Path, mo
         P._parser.cache_clear()
         assert hf.parse(formula) == first and built == [1, 1]
         assert files[0].stat().st_size > 1000 and sorted((tmp_path / "lark").iterdir()) == files
+        # a file that loads but with other start rules (another release's options): built again (a review), and a
+        # process's part file left an hour ago is removed then
+        from lark import Lark
+
+        with open(files[0], "wb") as f:
+            Lark.open_from_package("hbm_formula.grammar", "formula.lark", parser="lalr", start=["model"]).save(f)
+        stale = files[0].with_name(files[0].name + ".99999.part")
+        stale.write_bytes(b"half")
+        os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
+        P._parser.cache_clear()
+        before = len(built)
+        assert hf.parse(formula) == first and len(built) == before + 1 and not stale.exists()
+        hf.default_priors("y ~ x", pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [0.0, 1.0, 3.0]}),
+                          priors={"b": "normal(0, 1)"})  # (the prior rule)
         monkeypatch.setenv("HBM_FORMULA_CACHE", "0")
         P._parser.cache_clear()
-        assert hf.parse(formula) == first and built == [1, 1, 1]
+        assert hf.parse(formula) == first and len(built) == before + 2
     finally:
         P._parser.cache_clear()
+
+
+def test_the_compile_options_note_is_probed_again_when_unreadable(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether this XLA takes the classic emitters' option is kept in a note in the cache folder; a note that is not
+    'yes' or 'no' (bytes that are not UTF-8, a review found: every fit failed) is probed again and rewritten."""
+    import jaxlib
+
+    monkeypatch.setenv("HBM_FORMULA_CACHE", str(tmp_path))
+    note = tmp_path / f"xla-classic-emitters-{jaxlib.__version__}"
+    for content in (b"\xff\xfe\x00garbage", b"", b"maybe"):
+        note.write_bytes(content)
+        monkeypatch.setattr(infer, "_CLASSIC", [])
+        with infer.compiling_for(10):
+            assert infer.compiler_options() == {"xla_cpu_use_fusion_emitters": False}
+        assert note.read_bytes() == b"yes"
+    note.write_bytes(b"no")  # read, not probed: the defaults
+    monkeypatch.setattr(infer, "_CLASSIC", [])
+    with infer.compiling_for(10):
+        assert infer.compiler_options() is None
 
 
 @pytest.fixture
