@@ -592,11 +592,9 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
 _TREATMENT = re.compile(r"^(?P<factor>[^:]+)\[T\.[^\]]*\]$")
 
 
-def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.ndarray, all_one: np.ndarray,
-                          informative: np.ndarray, binomial: bool) -> list[str]:
-    """A factor's reference level (under treatment coding, the rows where each of its indicator columns is 0, which
-    no column of its own stands for) whose rows all fail or all succeed: the intercept, which is that level's, and
-    the factor's coefficients grow without bound together, bounded only by their priors."""
+def _reference_rows(X: np.ndarray, names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    """Each treatment-coded factor's reference level, which no column of its own stands for: the factor's name and
+    its rows (where each of the factor's indicator columns is 0)."""
     factors: dict[str, list[int]] = {}
     for j, name in enumerate(names):
         m = _TREATMENT.match(name)
@@ -605,9 +603,18 @@ def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.nd
     out = []
     for factor, cols in factors.items():
         count = X[:, cols].sum(axis=1)
-        if (count > 1).any():  # (not the levels of one factor: a row is at one level)
-            continue
-        ref = (count == 0) & informative
+        if not (count > 1).any():  # (else not the levels of one factor: a row is at one level)
+            out.append((factor, count == 0))
+    return out
+
+
+def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.ndarray, all_one: np.ndarray,
+                          informative: np.ndarray, binomial: bool) -> list[str]:
+    """A factor's reference level whose rows all fail or all succeed: the intercept, which is that level's, and the
+    factor's coefficients grow without bound together, bounded only by their priors."""
+    out = []
+    for factor, rows in _reference_rows(X, names):
+        ref = rows & informative
         if ref.any() and (~ref & informative).any() and (all_zero[ref].all() or all_one[ref].all()):
             what = "fails" if all_zero[ref].all() else "succeeds"
             out.append(f"separation: where {factor} is at its reference level (no column of its own; {int(ref.sum())} "
@@ -617,16 +624,59 @@ def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.nd
     return out
 
 
+def _level_separation(X: np.ndarray, names: tuple[str, ...], y: np.ndarray, levels: tuple[Any, ...],
+                      ordinal: bool, intercept: bool, said: set[str]) -> list[str]:
+    """A factor's level (an indicator column's rows, or the reference level's) that leaves some coefficient bounded
+    only by its prior: for an ordinal response, every row of the level in the lowest category, or every one in the
+    highest (quasi-separation: its coefficient runs off to make that category certain); for a categorical one, a
+    category that never occurs at the level (that category's coefficient runs off to minus infinity), or only
+    one that does. Columns in ``said`` were named already (complete separation)."""
+    present = np.unique(y)
+    where: list[tuple[str, str, np.ndarray]] = []
+    for j, name in enumerate(names):
+        x = X[:, j]
+        if name not in said and set(np.unique(x).tolist()) == {0.0, 1.0}:
+            where.append((f"{name} = 1 ({int((x == 1).sum())} rows)",
+                          f"the coefficient of {name} is bounded only by its prior", x == 1))
+    if intercept:
+        for factor, rows in _reference_rows(X, names):
+            bound = "the thresholds" if ordinal else "the intercepts"
+            where.append((f"{factor} is at its reference level ({int(rows.sum())} rows; no column of its own)",
+                          f"{bound} and the coefficients of {factor} are bounded only by their priors", rows))
+    out = []
+    fix = "; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), pool the level, or drop the term"
+    for at, bounded, rows in where:
+        if not rows.any() or rows.all():
+            continue
+        here, there = y[rows], y[~rows]
+        if ordinal:
+            for end, word in ((present[0], "lowest"), (present[-1], "highest")):
+                if (here == end).all() and not (there == end).all():
+                    out.append(f"separation: where {at}, every row is in the {word} "
+                               f"category ({levels[end]!r}): {bounded}{fix}")
+            continue
+        seen = np.unique(here)
+        if seen.size == 1 and (there != seen[0]).any():
+            out.append(f"separation: where {at}, every row is {levels[seen[0]]!r}: "
+                       f"{bounded}{fix}")
+        elif seen.size < present.size:
+            never = " or ".join(repr(levels[c]) for c in present if c not in seen)
+            out.append(f"separation: where {at}, the response is never {never}: {bounded}"
+                       f"{fix}")
+    return out
+
+
 def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> list[str]:
     """Population columns that separate a categorical response's category from the rest (every row of it on one
     side of a threshold, every other row on the other: that category's coefficient can grow without bound), or
     order an ordinal response completely (every cut separated, the same way: with one common coefficient, a cut
     alone bounds it through the others'). The coefficient is then bounded only by its prior, as under complete
-    separation in a logistic model. One column at a time."""
+    separation in a logistic model. One column at a time; then each factor level's rows (``_level_separation``)."""
     y, levels = np.asarray(resp.y, int), resp.levels or ()
     present = np.unique(y)  # (an ordinal's categories in order, those with rows)
     X = p.X + p.X_mean
-    out = []
+    out: list[str] = []
+    said: set[str] = set()
     for j, name in enumerate(p.coef_names):
         x = X[:, j]
         if np.unique(x).size < 2:
@@ -636,6 +686,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
             up = all(hi[i] < lo[i + 1] for i in range(len(present) - 1))
             down = all(lo[i] > hi[i + 1] for i in range(len(present) - 1))
             if up or down:
+                said.add(name)
                 out.append(f"complete separation: {name} orders the response's categories completely (each "
                            f"category's rows {'above' if up else 'below'} the one before's): the coefficient of "
                            f"{name} is bounded only by its prior; use a stronger prior or a different model")
@@ -647,10 +698,11 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
                 cut = (a.min() + b.max()) / 2 if a.min() > b.max() else (a.max() + b.min()) / 2
                 apart.append(f"{levels[c]!r} whenever {name} {'>' if a.min() > b.max() else '<'} {cut:.3g}")
         if apart:
+            said.add(name)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
                        f"the coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
                        "model")
-    return out
+    return out + _level_separation(X, p.coef_names, y, levels, ordinal, p.intercept, said)
 
 
 def _check_spread(resp: ResponseData, discrete: bool, label: str, say: Any) -> None:

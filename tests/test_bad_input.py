@@ -309,6 +309,44 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
         hf.compile("y ~ z", df, family="cumulative")
 
 
+def test_separation_at_a_factor_level_of_categorical_and_ordinal_responses_is_reported() -> None:
+    """A level of a factor (its column's rows, or the reference level's) where an ordinal response is always in its
+    lowest or highest category, or a categorical response never takes a category (or only one): that coefficient
+    runs off, bounded only by its prior; random data say nothing."""
+    rng = np.random.default_rng(0)
+    f, y = rng.choice(["u", "v", "w"], 120), rng.choice(["a", "b", "c"], 120)
+    df = pd.DataFrame({"y": y, "f": f, "x": rng.normal(size=120)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for family in ("cumulative", "categorical"):
+            hf.compile("y ~ f + x", df, family=family)
+    n_w, n_u, n_v = (int((f == k).sum()) for k in "wuv")
+    low = df.assign(y=np.where(f == "w", "a", y))
+    with pytest.warns(UserWarning, match=rf"where f\[T\.w\] = 1 \({n_w} rows\), every row is in the lowest category "
+                                         r"\('a'\): the coefficient of f\[T\.w\] is bounded only by its prior"):
+        hf.compile("y ~ f + x", low, family="cumulative")
+    with pytest.warns(UserWarning, match=rf"where f\[T\.w\] = 1 \({n_w} rows\), every row is 'a'"):
+        hf.compile("y ~ f + x", low, family="categorical")
+    high = df.assign(y=np.where(f == "u", "c", y))  # the reference level
+    with pytest.warns(UserWarning, match=rf"where f is at its reference level \({n_u} rows; no column of its own\), "
+                                         r"every row is in the highest category \('c'\): the thresholds and"):
+        hf.compile("y ~ f + x", high, family="cumulative")
+    never = df.assign(y=np.where((f == "v") & (y == "b"), "a", y))
+    with pytest.warns(UserWarning, match=rf"where f\[T\.v\] = 1 \({n_v} rows\), the response is never 'b'"):
+        hf.compile("y ~ f + x", never, family="categorical")
+    with warnings.catch_warnings():  # an ordinal response missing a middle category at a level: bounded
+        warnings.simplefilter("error")
+        hf.compile("y ~ f + x", never, family="cumulative")
+    # a column already named for complete separation is not named twice; a hostile column name is only quoted
+    d = np.repeat([0.0, 1.0], 15)
+    two = pd.DataFrame({"y": np.where(d == 1, "c", rng.choice(["a", "b"], 30)), "{0} d": d})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hf.compile("y ~ `{0} d`", two, family="categorical")
+    said = [str(w.message) for w in caught if "separation" in str(w.message)]
+    assert len(said) == 1 and "the response is 'c' whenever {0} d > 0.5" in said[0], said
+
+
 def test_large_counts_switch_to_double_precision() -> None:
     from hbm_formula.design import float32_risk
 
