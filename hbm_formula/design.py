@@ -15,7 +15,6 @@ code), as formulaic's ``ModelSpec.update()`` returns a copy.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -559,10 +558,11 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
     informative = n > 0  # (a row of zero trials says nothing either way)
     frac = np.divide(y, n, out=np.full_like(y, 0.5), where=informative)
     all_zero, all_one = (frac == 0) & informative, (frac == 1) & informative
-    if not (all_zero | all_one).any():
-        return []
+    if not (all_zero | all_one).any() or all_zero[informative].all() or all_one[informative].all():
+        return []  # (a response that never varies is said on its own)
     X = p.X + p.X_mean
-    out = []
+    out: list[str] = []
+    said: set[str] = set()
     for j, name in enumerate(p.coef_names):
         x = X[:, j]
         vals = np.unique(x)
@@ -570,6 +570,7 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
             on = (x == 1) & informative
             if on.any() and (~on & informative).any() and (all_zero[on].all() or all_one[on].all()):
                 what = "every row fails" if all_zero[on].all() else "every row succeeds"
+                said.add(name)
                 out.append(f"separation: where {name} = 1, {what} ({int(on.sum())} rows): the coefficient of {name} "
                            "is bounded only by its prior; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), "
                            "pool the level, or drop the term")
@@ -583,49 +584,57 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
                 out.append(f"complete separation: {above} whenever {name} > {cut:.3g} and {below} below: the "
                            f"coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
                            "model")
-    if p.intercept:
-        out.extend(_reference_separation(X, p.coef_names, all_zero, all_one, informative, resp.trials is not None))
+    return out + _reference_separation(p, X, all_zero, all_one, informative, resp.trials is not None, said)
+
+
+def _reference_rows(p: PredictorData, X: np.ndarray) -> list[tuple[str, Any, np.ndarray, list[str]]]:
+    """Each treatment-coded factor's reference level, which no column of its own stands for: the factor, the level,
+    its rows (where each of the factor's indicator columns ``<factor>[T.<level>]`` is 0) and those columns. Found
+    from the factors' levels (``Matrix.states``), not by parsing column names (a label may hold ']' or ':')."""
+    names = list(p.coef_names)
+    out = []
+    for key, state in (p.matrix.states if p.matrix is not None else {}).items():
+        levels = state.get("levels")
+        if not levels:
+            continue
+        cols = [f"{key}[T.{lv}]" for lv in levels]
+        have = [c for c in cols if c in names]
+        missing = [lv for lv, c in zip(levels, cols, strict=True) if c not in names]
+        if not have or len(missing) != 1:  # (fully coded, no intercept to absorb a level; or other contrasts)
+            continue
+        block = X[:, [names.index(c) for c in have]]
+        if not set(np.unique(block).tolist()) <= {0.0, 1.0} or (block.sum(axis=1) > 1).any():
+            continue
+        out.append((key, missing[0], block.sum(axis=1) == 0, have))
     return out
 
 
-#: a factor's column under treatment coding, ``f[T.b]`` (an interaction's, with ':', is not one)
-_TREATMENT = re.compile(r"^(?P<factor>[^:]+)\[T\.[^\]]*\]$")
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
-def _reference_rows(X: np.ndarray, names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
-    """Each treatment-coded factor's reference level, which no column of its own stands for: the factor's name and
-    its rows (where each of the factor's indicator columns is 0)."""
-    factors: dict[str, list[int]] = {}
-    for j, name in enumerate(names):
-        m = _TREATMENT.match(name)
-        if m and set(np.unique(X[:, j]).tolist()) <= {0.0, 1.0}:
-            factors.setdefault(m["factor"], []).append(j)
+def _reference_separation(p: PredictorData, X: np.ndarray, all_zero: np.ndarray, all_one: np.ndarray,
+                          informative: np.ndarray, binomial: bool, said: set[str]) -> list[str]:
+    """A factor's reference level whose rows all fail or all succeed: the intercept (or the coefficients standing for
+    it) and the factor's coefficients grow without bound together, bounded only by their priors. A factor of one
+    column already named (the same split of the rows) is not named again."""
     out = []
-    for factor, cols in factors.items():
-        count = X[:, cols].sum(axis=1)
-        if not (count > 1).any():  # (else not the levels of one factor: a row is at one level)
-            out.append((factor, count == 0))
-    return out
-
-
-def _reference_separation(X: np.ndarray, names: tuple[str, ...], all_zero: np.ndarray, all_one: np.ndarray,
-                          informative: np.ndarray, binomial: bool) -> list[str]:
-    """A factor's reference level whose rows all fail or all succeed: the intercept, which is that level's, and the
-    factor's coefficients grow without bound together, bounded only by their priors."""
-    out = []
-    for factor, rows in _reference_rows(X, names):
+    for factor, level, rows, cols in _reference_rows(p, X):
         ref = rows & informative
+        if len(cols) == 1 and cols[0] in said:
+            continue
         if ref.any() and (~ref & informative).any() and (all_zero[ref].all() or all_one[ref].all()):
             what = "fails" if all_zero[ref].all() else "succeeds"
-            out.append(f"separation: where {factor} is at its reference level (no column of its own; {int(ref.sum())} "
-                       f"rows), every {'trial' if binomial else 'row'} {what}: the intercept and the coefficients of "
-                       f"{factor} are bounded only by their priors; use stronger priors (e.g. priors={{'b': "
-                       "'normal(0, 1)'}), pool the level, or drop the term")
+            base = "the intercept" if p.intercept else "the coefficients standing for the intercept"
+            out.append(f"separation: where {factor} is at its reference level {level!r} ({_rows(int(ref.sum()))}; no "
+                       f"column of its own), every {'trial' if binomial else 'row'} {what}: {base} and the "
+                       f"coefficients of {factor} are bounded only by their priors; use a stronger prior (e.g. "
+                       "priors={'b': 'normal(0, 1)'}), pool the level, or drop the term")
     return out
 
 
-def _level_separation(X: np.ndarray, names: tuple[str, ...], y: np.ndarray, levels: tuple[Any, ...],
-                      ordinal: bool, intercept: bool, said: set[str]) -> list[str]:
+def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tuple[Any, ...], ordinal: bool,
+                      said: set[str]) -> list[str]:
     """A factor's level (an indicator column's rows, or the reference level's) that leaves some coefficient bounded
     only by its prior: for an ordinal response, every row of the level in the lowest category, or every one in the
     highest (quasi-separation: its coefficient runs off to make that category certain); for a categorical one, a
@@ -633,16 +642,17 @@ def _level_separation(X: np.ndarray, names: tuple[str, ...], y: np.ndarray, leve
     one that does. Columns in ``said`` were named already (complete separation)."""
     present = np.unique(y)
     where: list[tuple[str, str, np.ndarray]] = []
-    for j, name in enumerate(names):
+    for j, name in enumerate(p.coef_names):
         x = X[:, j]
         if name not in said and set(np.unique(x).tolist()) == {0.0, 1.0}:
-            where.append((f"{name} = 1 ({int((x == 1).sum())} rows)",
+            where.append((f"{name} = 1 ({_rows(int((x == 1).sum()))})",
                           f"the coefficient of {name} is bounded only by its prior", x == 1))
-    if intercept:
-        for factor, rows in _reference_rows(X, names):
-            bound = "the thresholds" if ordinal else "the intercepts"
-            where.append((f"{factor} is at its reference level ({int(rows.sum())} rows; no column of its own)",
-                          f"{bound} and the coefficients of {factor} are bounded only by their priors", rows))
+    for factor, level, rows, cols in _reference_rows(p, X):
+        if len(cols) == 1 and cols[0] in said:  # (the same split of the rows as its one column's)
+            continue
+        base = "the thresholds" if ordinal else "an intercept"
+        where.append((f"{factor} is at its reference level {level!r} ({_rows(int(rows.sum()))}; no column of its "
+                      "own)", f"{base} and the coefficients of {factor} are bounded only by their priors", rows))
     out = []
     fix = "; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), pool the level, or drop the term"
     for at, bounded, rows in where:
@@ -702,7 +712,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
                        f"the coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
                        "model")
-    return out + _level_separation(X, p.coef_names, y, levels, ordinal, p.intercept, said)
+    return out + _level_separation(p, X, y, levels, ordinal, said)
 
 
 def _check_spread(resp: ResponseData, discrete: bool, label: str, say: Any) -> None:

@@ -265,7 +265,7 @@ def test_separation_at_a_factors_reference_level_is_reported() -> None:
     df = pd.DataFrame({"y": np.where(f == "a", 0, y), "f": f, "x": x, "k": rng.integers(0, 2, 300),
                        "g": rng.integers(0, 10, 300), "free": y})
     n_a = int((f == "a").sum())
-    said = rf"separation: where f is at its reference level \(no column of its own; {n_a} rows\), every row fails"
+    said = rf"separation: where f is at its reference level 'a' \({n_a} rows; no column of its own\), every row fails"
     for formula in ("y ~ x + f", "y ~ x + f + (1 | g)", "y ~ f * k"):
         with pytest.warns(UserWarning, match=said):
             hf.compile(formula, df, family="bernoulli")
@@ -278,6 +278,22 @@ def test_separation_at_a_factors_reference_level_is_reported() -> None:
     # without an intercept every level has its column, checked as before
     with pytest.warns(UserWarning, match=r"where f\[a\] = 1, every row fails"):
         hf.compile("y ~ 0 + x + f", df, family="bernoulli")
+    # a review: a second factor's reference level without an intercept (the first factor stands for it); a label
+    # with ']' (found from the factor's levels, not its column names); a one-column factor and a constant response
+    # said once
+    two = pd.DataFrame({"f": list("abc") * 4, "g": list("ppppqqqqrrrr"), "y": [0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 0, 1]})
+    with pytest.warns(UserWarning, match=r"where g is at its reference level 'p' \(4 rows; no column of its own\), "
+                                         r"every row fails: the coefficients standing for the intercept"):
+        hf.compile("y ~ 0 + f + g", two, family="bernoulli")
+    odd = pd.DataFrame({"f": ["a"] * 4 + ["b]"] * 4 + ["c"] * 4, "y": [0] * 8 + [1, 0, 1, 1]})
+    with pytest.warns(UserWarning, match=r"where f is at its reference level 'a' \(4 rows; no column of its own\)"):
+        hf.compile("y ~ f", odd, family="bernoulli")
+    for y, n in (([0, 0, 0, 0, 1, 1, 1, 1], 1), ([0] * 8, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hf.compile("y ~ f", pd.DataFrame({"f": list("aaaabbbb"), "y": y}), family="bernoulli")
+        assert sum(str(w.message).startswith(("separation", "complete separation")) for w in caught) == n, \
+            [str(w.message) for w in caught]
 
 
 def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
@@ -328,8 +344,8 @@ def test_separation_at_a_factor_level_of_categorical_and_ordinal_responses_is_re
     with pytest.warns(UserWarning, match=rf"where f\[T\.w\] = 1 \({n_w} rows\), every row is 'a'"):
         hf.compile("y ~ f + x", low, family="categorical")
     high = df.assign(y=np.where(f == "u", "c", y))  # the reference level
-    with pytest.warns(UserWarning, match=rf"where f is at its reference level \({n_u} rows; no column of its own\), "
-                                         r"every row is in the highest category \('c'\): the thresholds and"):
+    with pytest.warns(UserWarning, match=rf"where f is at its reference level 'u' \({n_u} rows; no column of its "
+                                         r"own\), every row is in the highest category \('c'\): the thresholds and"):
         hf.compile("y ~ f + x", high, family="cumulative")
     never = df.assign(y=np.where((f == "v") & (y == "b"), "a", y))
     with pytest.warns(UserWarning, match=rf"where f\[T\.v\] = 1 \({n_v} rows\), the response is never 'b'"):
