@@ -571,7 +571,7 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
             if on.any() and (~on & informative).any() and (all_zero[on].all() or all_one[on].all()):
                 what = "every row fails" if all_zero[on].all() else "every row succeeds"
                 said.add(name)
-                out.append(f"separation: where {name} = 1, {what} ({int(on.sum())} rows): the coefficient of {name} "
+                out.append(f"separation: where {name} = 1, {what} ({_rows(int(on.sum()))}): the coefficient of {name} "
                            "is bounded only by its prior; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), "
                            "pool the level, or drop the term")
         elif all_zero.any() and all_one.any() and (all_zero | all_one)[informative].all():  # (two values too: 1/2)
