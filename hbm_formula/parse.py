@@ -7,7 +7,6 @@ formulaic's evaluator later is printed from an IR this module has checked.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import re
@@ -154,24 +153,22 @@ def _parser() -> Lark:
     """The LALR parser of the grammar. Building its tables took 0.25 s of every process's first parse; they are
     kept (``Lark.save``, a pickle) in the cache folder (``infer.cache_dir``, a user's own, as the compiled programs
     beside it), in a file named by a hash of the grammar, the parser's options and the package's version, and by
-    Lark's and Python's versions, written whole or not at all (into a file of this process, then renamed), so
-    that a parallel process never reads half of one. A file that does not load, or loads with other start rules,
-    is built again and replaced."""
+    Lark's and Python's versions, written as the compiled programs are (``progcache.write``: whole or not at all).
+    A file that does not load, or loads with other start rules, is built again and replaced."""
     import hashlib
     import importlib.resources
-    import os
+    import io
     import sys
-    import time
 
     import lark
 
+    from . import progcache
+    from ._version import __version__
     from .infer import cache_dir
 
     folder = cache_dir()
     if folder is None:
         return _build_parser()
-    from ._version import __version__
-
     made_of = importlib.resources.files("hbm_formula.grammar").joinpath("formula.lark").read_bytes() + repr(
         (sorted(_PARSER_OPTIONS.items()), __version__)).encode()
     path = folder / "lark" / (f"formula-{hashlib.sha256(made_of).hexdigest()[:16]}-lark{lark.__version__}"
@@ -184,19 +181,9 @@ def _parser() -> Lark:
     except Exception:  # noqa: BLE001 - none yet, or damaged: built again (and replaced)
         pass
     parser = _build_parser()
-    part = path.with_name(f"{path.name}.{os.getpid()}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob("*.part"):  # (of a process killed while writing, an hour ago or more)
-            with contextlib.suppress(OSError):
-                if time.time() - stale.stat().st_mtime > 3600:
-                    stale.unlink()
-        with open(part, "wb") as f:
-            parser.save(f)
-        os.replace(part, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            part.unlink()
+    tables = io.BytesIO()
+    parser.save(tables)
+    progcache.write(path, tables.getvalue())
     return parser
 
 

@@ -188,15 +188,15 @@ def test_the_parser_tables_are_kept_whole_in_the_cache_folder(tmp_path: Path, mo
         P._parser.cache_clear()
         assert hf.parse(formula) == first and built == [1, 1]
         assert files[0].stat().st_size > 1000 and sorted((tmp_path / "lark").iterdir()) == files
-        # a file that loads but with other start rules (another release's options): built again (a review), and a
-        # process's part file left an hour ago is removed then
+        # a file that loads but with other start rules (another release's options): built again (a review), and the
+        # temporary file of a killed process's write is removed then (written as the compiled programs are)
         from lark import Lark
 
         with open(files[0], "wb") as f:
             Lark.open_from_package("hbm_formula.grammar", "formula.lark", parser="lalr", start=["model"]).save(f)
-        stale = files[0].with_name(files[0].name + ".99999.part")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        stale = files[0].with_name(f".{files[0].name}.hbmtmp-{int(dead.stdout)}-abc.tmp")
         stale.write_bytes(b"half")
-        os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
         P._parser.cache_clear()
         before = len(built)
         assert hf.parse(formula) == first and len(built) == before + 1 and not stale.exists()
