@@ -548,6 +548,10 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
     return risk
 
 
+#: what the separation messages of one level or column advise
+_SEPARATION_FIX = "use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), pool the level, or drop the term"
+
+
 def separation(p: PredictorData, resp: ResponseData) -> list[str]:
     """Population columns that separate a binary (or binomial) response: where a coefficient can grow
     without bound and only its prior stops it (Albert & Anderson 1984). Checked one column at a time:
@@ -572,8 +576,7 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
                 what = "every row fails" if all_zero[on].all() else "every row succeeds"
                 said.add(name)
                 out.append(f"separation: where {name} = 1, {what} ({_rows(int(on.sum()))}): the coefficient of {name} "
-                           "is bounded only by its prior; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), "
-                           "pool the level, or drop the term")
+                           f"is bounded only by its prior; {_SEPARATION_FIX}")
         elif all_zero.any() and all_one.any() and (all_zero | all_one)[informative].all():  # (two values too: 1/2)
             lo0, hi0, lo1, hi1 = x[all_zero].min(), x[all_zero].max(), x[all_one].min(), x[all_one].max()
             if hi0 < lo1 or hi1 < lo0:
@@ -587,10 +590,11 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
     return out + _reference_separation(p, X, all_zero, all_one, informative, resp.trials is not None, said)
 
 
-def _reference_rows(p: PredictorData, X: np.ndarray) -> list[tuple[str, Any, np.ndarray, list[str]]]:
-    """Each treatment-coded factor's reference level, which no column of its own stands for: the factor, the level,
-    its rows (where each of the factor's indicator columns ``<factor>[T.<level>]`` is 0) and those columns. Found
-    from the factors' levels (``Matrix.states``), not by parsing column names (a label may hold ']' or ':')."""
+def _reference_rows(p: PredictorData, X: np.ndarray, said: set[str]) -> list[tuple[str, Any, np.ndarray]]:
+    """Each treatment-coded factor's reference level, which no column of its own stands for: the factor, the level
+    and its rows (where each of the factor's indicator columns ``<factor>[T.<level>]`` is 0). Found from the
+    factors' levels (``Matrix.states``), not by parsing column names (a label may hold ']' or ':'). A factor of one
+    column in ``said`` (named already: its reference rows are the same split) is left out."""
     names = list(p.coef_names)
     out = []
     for key, state in (p.matrix.states if p.matrix is not None else {}).items():
@@ -600,12 +604,12 @@ def _reference_rows(p: PredictorData, X: np.ndarray) -> list[tuple[str, Any, np.
         cols = [f"{key}[T.{lv}]" for lv in levels]
         have = [c for c in cols if c in names]
         missing = [lv for lv, c in zip(levels, cols, strict=True) if c not in names]
-        if not have or len(missing) != 1:  # (fully coded, no intercept to absorb a level; or other contrasts)
-            continue
+        if not have or len(missing) != 1 or (len(have) == 1 and have[0] in said):
+            continue  # (fully coded, no intercept to absorb a level; other contrasts; or its one column named)
         block = X[:, [names.index(c) for c in have]]
         if not set(np.unique(block).tolist()) <= {0.0, 1.0} or (block.sum(axis=1) > 1).any():
             continue
-        out.append((key, missing[0], block.sum(axis=1) == 0, have))
+        out.append((key, missing[0], block.sum(axis=1) == 0))
     return out
 
 
@@ -616,20 +620,16 @@ def _rows(n: int) -> str:
 def _reference_separation(p: PredictorData, X: np.ndarray, all_zero: np.ndarray, all_one: np.ndarray,
                           informative: np.ndarray, binomial: bool, said: set[str]) -> list[str]:
     """A factor's reference level whose rows all fail or all succeed: the intercept (or the coefficients standing for
-    it) and the factor's coefficients grow without bound together, bounded only by their priors. A factor of one
-    column already named (the same split of the rows) is not named again."""
+    it) and the factor's coefficients grow without bound together, bounded only by their priors."""
     out = []
-    for factor, level, rows, cols in _reference_rows(p, X):
+    for factor, level, rows in _reference_rows(p, X, said):
         ref = rows & informative
-        if len(cols) == 1 and cols[0] in said:
-            continue
         if ref.any() and (~ref & informative).any() and (all_zero[ref].all() or all_one[ref].all()):
             what = "fails" if all_zero[ref].all() else "succeeds"
             base = "the intercept" if p.intercept else "the coefficients standing for the intercept"
             out.append(f"separation: where {factor} is at its reference level {level!r} ({_rows(int(ref.sum()))}; no "
                        f"column of its own), every {'trial' if binomial else 'row'} {what}: {base} and the "
-                       f"coefficients of {factor} are bounded only by their priors; use a stronger prior (e.g. "
-                       "priors={'b': 'normal(0, 1)'}), pool the level, or drop the term")
+                       f"coefficients of {factor} are bounded only by their priors; {_SEPARATION_FIX}")
     return out
 
 
@@ -647,14 +647,12 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
         if name not in said and set(np.unique(x).tolist()) == {0.0, 1.0}:
             where.append((f"{name} = 1 ({_rows(int((x == 1).sum()))})",
                           f"the coefficient of {name} is bounded only by its prior", x == 1))
-    for factor, level, rows, cols in _reference_rows(p, X):
-        if len(cols) == 1 and cols[0] in said:  # (the same split of the rows as its one column's)
-            continue
+    for factor, level, rows in _reference_rows(p, X, said):
         base = "the thresholds" if ordinal else "an intercept"
         where.append((f"{factor} is at its reference level {level!r} ({_rows(int(rows.sum()))}; no column of its "
                       "own)", f"{base} and the coefficients of {factor} are bounded only by their priors", rows))
     out = []
-    fix = "; use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), pool the level, or drop the term"
+    fix = f"; {_SEPARATION_FIX}"
     for at, bounded, rows in where:
         if not rows.any() or rows.all():
             continue
