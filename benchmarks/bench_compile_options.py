@@ -33,24 +33,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT / "examples" / "data"
 sys.path.insert(0, str(HERE))
-from common import machine, write  # noqa: E402
+from common import machine, potential_setup, shipped_models, write  # noqa: E402
 
 CLASSIC = {"xla_cpu_use_fusion_emitters": False}
-SPINACH = """SLOPE ~ LL4(DOSE, b, c, d, e)
-b ~ 1 + (1 | CURVE)
-c ~ 1 + (1 | CURVE)
-d ~ 1 + (1 | CURVE)
-e ~ 1 + (1 | CURVE)"""
 
 
 def models(insteval: bool):
     import numpy as np
     import pandas as pd
 
-    yield "radon", "log_radon ~ floor + (1 + floor | county)", pd.read_csv(DATA / "radon.csv"), {}
-    yield "sleepstudy", "Reaction ~ Days + (Days | Subject)", pd.read_csv(DATA / "sleepstudy.csv"), {}
-    yield "cbpp", "incidence | trials(size) ~ period + (1 | herd)", pd.read_csv(DATA / "cbpp.csv"), {"family": "binomial"}
-    yield "spinach 4PL", SPINACH, pd.read_csv(DATA / "drc_spinach.csv"), {}
+    yield from shipped_models()
     rng = np.random.default_rng(5)
     for n in (2000, 20000):
         g = rng.integers(0, n // 60, n)
@@ -71,19 +63,13 @@ def part_grad(rounds: int, insteval: bool) -> dict:
 
     import jax
     import jax.numpy as jnp
-    import numpy as np
     from numpyro.infer.hmc import hmc
 
-    import hbm_formula as hf
-    from hbm_formula import infer
 
     out = {}
     for name, formula, df, kw in models(insteval):
-        cm = hf.compile(formula, df, **kw)
-        shapes, gen, _ = infer.nuts_functions(cm.model, cm.data)
-        arrays = {k: jnp.asarray(v) for k, v in cm.data.items()}
-        rng = np.random.default_rng(0)
-        z = {k: jnp.asarray(rng.uniform(-0.5, 0.5, v.shape).astype(v.dtype)) for k, v in shapes.items()}
+        cm, shapes, gen, arrays, z = potential_setup(formula, df, **kw)
+        z = {k: jnp.asarray(v) for k, v in z.items()}
         n_grad = 200 if cm.design.n > 50000 else 2000
         vg = jax.value_and_grad(gen(**arrays))
 

@@ -22,13 +22,11 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine, write  # noqa: E402
+from common import SPINACH, machine, write  # noqa: E402
 
 import hbm_formula as hf  # noqa: E402
 
 DATA = HERE.parent / "examples" / "data"
-SPINACH = ("SLOPE ~ LL4(DOSE, b, c, d, e)\nb ~ 1 + (1 | CURVE)\nc ~ 1 + (1 | CURVE)\nd ~ 1 + (1 | CURVE)\n"
-           "e ~ 1 + (1 | CURVE)")
 
 
 def cases() -> dict:

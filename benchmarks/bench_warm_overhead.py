@@ -33,22 +33,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "examples" / "data"
 sys.path.insert(0, str(HERE))
-from common import machine, write  # noqa: E402
-
-SPINACH = """SLOPE ~ LL4(DOSE, b, c, d, e)
-b ~ 1 + (1 | CURVE)
-c ~ 1 + (1 | CURVE)
-d ~ 1 + (1 | CURVE)
-e ~ 1 + (1 | CURVE)"""
+from common import machine, potential_setup, shipped_models, write  # noqa: E402
 
 
 def models(real: bool):
     import pandas as pd
 
-    yield "radon", "log_radon ~ floor + (1 + floor | county)", pd.read_csv(DATA / "radon.csv"), {}
-    yield "sleepstudy", "Reaction ~ Days + (Days | Subject)", pd.read_csv(DATA / "sleepstudy.csv"), {}
-    yield "cbpp", "incidence | trials(size) ~ period + (1 | herd)", pd.read_csv(DATA / "cbpp.csv"), {"family": "binomial"}
-    yield "spinach 4PL", SPINACH, pd.read_csv(DATA / "drc_spinach.csv"), {}
+    yield from shipped_models()
     yield ("sleepstudy sigma ~ Days", "Reaction ~ Days + (Days | Subject)", pd.read_csv(DATA / "sleepstudy.csv"),
            {"dpars": {"sigma": "~ Days"}})
     if real:
@@ -61,20 +52,14 @@ def models(real: bool):
 
 def part_step(rounds: int, real: bool) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from numpyro.infer.hmc import hmc
 
-    import hbm_formula as hf
     from hbm_formula import infer
 
     out = {}
     for name, formula, df, kw in models(real):
-        cm = hf.compile(formula, df, **kw)
-        shapes, gen, _ = infer.nuts_functions(cm.model, cm.data)
-        arrays = {k: jnp.asarray(v) for k, v in cm.data.items()}
-        rng = np.random.default_rng(0)
-        z = {k: rng.uniform(-0.5, 0.5, v.shape).astype(v.dtype) for k, v in shapes.items()}
+        cm, shapes, gen, arrays, z = potential_setup(formula, df, **kw)
         leaves, tree = jax.tree.flatten(z)
         sizes = [int(np.size(v)) for v in leaves]
 

@@ -153,3 +153,41 @@ def time_grads_interleaved(models: dict, calls: int = 50, repeats: int = 5, seed
             per[name].append((time.perf_counter() - t0) / calls * 1e3)
     return {n: {"ms_median": statistics.median(v), "ms_min": min(v), "ms_all": v, "compile_s": fns[n][2]}
             for n, v in per.items()}
+
+
+#: the spinach 4PL dose-response model (drc's spinach data, one curve per CURVE)
+SPINACH = """SLOPE ~ LL4(DOSE, b, c, d, e)
+b ~ 1 + (1 | CURVE)
+c ~ 1 + (1 | CURVE)
+d ~ 1 + (1 | CURVE)
+e ~ 1 + (1 | CURVE)"""
+
+
+def shipped_models():
+    """The shipped examples' models (name, formula, data, keyword arguments of ``hf.compile``/``hf.fit``)."""
+    import pandas as pd
+
+    data = os.path.join(os.path.dirname(HERE), "examples", "data")
+    yield "radon", "log_radon ~ floor + (1 + floor | county)", pd.read_csv(os.path.join(data, "radon.csv")), {}
+    yield "sleepstudy", "Reaction ~ Days + (Days | Subject)", pd.read_csv(os.path.join(data, "sleepstudy.csv")), {}
+    yield ("cbpp", "incidence | trials(size) ~ period + (1 | herd)", pd.read_csv(os.path.join(data, "cbpp.csv")),
+           {"family": "binomial"})
+    yield "spinach 4PL", SPINACH, pd.read_csv(os.path.join(data, "drc_spinach.csv")), {}
+
+
+def potential_setup(formula, df, **kw):
+    """``hf.compile`` a model and what NumPyro's kernels need of it: the compiled model, the unconstrained latent
+    sites' shapes, the potential's generator, the data as device arrays, and a starting point uniform in
+    (-0.5, 0.5) (seed 0, NumPy arrays)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import hbm_formula as hf
+    from hbm_formula import infer
+
+    cm = hf.compile(formula, df, **kw)
+    shapes, gen, _ = infer.nuts_functions(cm.model, cm.data)
+    arrays = {k: jnp.asarray(v) for k, v in cm.data.items()}
+    rng = np.random.default_rng(0)
+    z = {k: rng.uniform(-0.5, 0.5, v.shape).astype(v.dtype) for k, v in shapes.items()}
+    return cm, shapes, gen, arrays, z
