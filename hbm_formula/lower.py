@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .design import Design, GroupBlock, JointBlock, PredictorData
+from .design import Design, GroupBlock, JointBlock, PredictorData, nested_folds
 from .errors import PriorError
 from .families import family_spec
 from .functions import NL_FUNCTIONS, NL_HELPERS, NL_NEEDS, NL_POWER
 from .ir import Call, Expr, ModelSpec, Num, Var, render
 from .likelihoods import HELPERS, LIKELIHOODS, Lik, inv_link
-from .parameterize import Centering
+from .parameterize import Centering, nested_centering
 from .params import ParamEntry
 from .priors import prior_code, prior_parts, vector_prior_code, vector_prior_parts
 
@@ -94,42 +94,6 @@ _RESERVED = frozenset(
 )
 
 
-def nested_folds(by_factor: dict[tuple[str, ...], list[GroupBlock]]) -> dict[tuple[str, ...], tuple[GroupBlock, np.ndarray]]:
-    """Coarse grouping factors whose effects can be gathered through a finer factor's levels: a factor with one
-    term, intercept-only and not linked by an ID, whose level is a function of another factor's level on every row
-    (instructors within departments, classes within schools), where that finer factor has an intercept-only term
-    in the same predictor. ``(r_fine + r_coarse[in_coarse])[g_fine]`` is ``r_fine[g_fine] + r_coarse[g_coarse]``
-    with one gather over the rows (and one scatter-add in the gradient) fewer: InstEval's gradient 0.80 of the
-    time (benchmarks/bench_gather.py). The finer factor chosen: the one with fewest levels; a factor takes at most
-    one coarse factor and is then never folded itself. The nesting is the fitted data's: predictions keep the
-    model's sums for new rows that break it (``predict.renest``). Returns coarse factor -> (the finer factor's term,
-    each of its levels' coarse level)."""
-    folds: dict[tuple[str, ...], tuple[GroupBlock, np.ndarray]] = {}
-    targets: set[tuple[str, ...]] = set()
-    for coarse, cblocks in by_factor.items():
-        if len(cblocks) != 1 or cblocks[0].Z is not None or cblocks[0].joint is not None:
-            continue
-        cb = cblocks[0]
-        best = None
-        for fine, fblocks in by_factor.items():
-            if fine == coarse or fine in folds or fine in targets or len(by_factor[fine][0].levels) <= len(cb.levels):
-                continue
-            match = [b for b in fblocks if b.predictor == cb.predictor and b.Z is None and b.joint is None]
-            if not match:
-                continue
-            fb = match[0]
-            level_map = np.full(len(fb.levels), -1, dtype=np.int64)
-            level_map[fb.g] = cb.g
-            if (level_map < 0).any() or not np.array_equal(level_map[fb.g], cb.g):
-                continue  # a fine level without rows, or in two coarse levels: not nested
-            if best is None or len(fb.levels) < len(best[0].levels):
-                best = (fb, level_map.astype(np.int32))
-        if best is not None and coarse not in targets:
-            folds[coarse] = best
-            targets.add(best[0].factor)
-    return folds
-
-
 class Namer:
     """Valid, unique Python identifiers for code variables, whatever the user's names:
     ASCII only (Python normalizes non-ASCII identifiers, which breaks keyword
@@ -165,6 +129,8 @@ class _Group:
     requested: str
     reason: str
     loc: str | None = None  # hierarchical centering: the population intercepts the level coefficients centre on
+    loc_words: str = "the population values"  # ... in words, and in the code, for the code's comment
+    loc_shown: str = "population"
     site_r: bool = True
     #: a term beside a centered one that absorbs a shared population column: its mean sampled apart
     #: (see _Emitter.split_terms); the variable that receives the mean
@@ -200,6 +166,9 @@ class _Emitter:
         self.pending_loc: tuple[str, str] | None = None
         self.owners: dict[str, dict[str, GroupBlock]] = {}  # predictor -> column -> the term absorbing it
         self.split: dict[int, dict[str, int]] = {}  # terms whose mean is sampled apart (split_terms)
+        # finer terms sampled around their coarse level's effects -> (that term, each level's coarse level)
+        self.nested = nested_centering(design, centering)
+        self.nest_coarse = {coarse.number for coarse, _ in self.nested.values()}
         # a factor's level dimension is its label, unless that is an internal dimension of another term
         # (a factor named `b__rot` beside b's rotated levels): then <label>_level
         labels = [b.label for b in design.groups] + [j.label for j in design.joints]
@@ -312,8 +281,10 @@ class _Emitter:
             # a centered term before the others (a non-centered one then has its mean sampled apart, see
             # split_terms), and the term with most population columns first: it absorbs them all, and the
             # others, which share some, are split (a term that absorbs one column and shares another is not)
+            # (a term centered around its coarse factor's effects before the other centered ones: it is the
+            # predictor's one such term, and a split term could not centre on them)
             blk = min((b for b in p.groups if b.joint is None and c in b.coef_names),
-                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))],
+                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))], b.number not in self.nested,
                                      -len(set(b.coef_names) & set(cols))), default=None)
             if blk is not None:
                 owner[c] = blk
@@ -433,8 +404,9 @@ class _Emitter:
         self.split = self.split_terms()
         start = len(self.summary)
         done: set[int] = set()
-        # terms whose mean is sampled apart come first: the absorbing term's levels are sampled around it
-        for blk in sorted(self.design.groups, key=lambda b: b.number not in self.split):
+        # coarse terms a finer one is centered around come first, then the terms whose mean is sampled apart:
+        # the finer term's, or the absorbing term's, levels are sampled around them
+        for blk in sorted(self.design.groups, key=lambda b: (b.number not in self.nest_coarse, b.number not in self.split)):
             if blk.joint is None:
                 self.group(blk)
             elif blk.joint not in done:
@@ -462,7 +434,9 @@ class _Emitter:
         coordinates free of the mean; what remains is a two-way trade between the Intercept and b's mean."""
         out: dict[int, dict[str, int]] = {}
         for blk in self.design.groups:
-            if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2
+            # (nor a coarse term a finer one is centered around: its effects reach the rows through the finer
+            # term's levels alone, which the data see whole)
+            if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2 or blk.number in self.nest_coarse
                     or Centering.chosen(self.centering.of(blk)) == "partially centered"):
                 continue
             # only beside an owner that samples levels around the population values: beside a non-centered
@@ -512,6 +486,17 @@ class _Emitter:
             out.append(f"{around} = {loc} + {add}  # the levels centre on the population values plus the means of "
                        "the terms sampled apart (the data see their sums)")
             g.loc = around
+        if blk.number in self.nested:
+            coarse, level_map = self.nested[blk.number]
+            up = self.arg(f"up_{blk.label}", ("nested_prior", coarse.number, blk.number), level_map, per_obs=False)
+            around = self.names(f"loc_{blk.label}")
+            at = f"{self.var[f'r:{coarse.number}']}[{up}]"
+            out.append(f"# {_comment(blk.label)} is nested in {_comment(coarse.label)}: each level centres on "
+                       f"{'its population value plus ' if g.loc else ''}the effect of its {_comment(coarse.label)} "
+                       f"({up}; the fitted levels'), so the data see the {_comment(blk.label)} coefficients alone")
+            out.append(f"{around} = {f'{g.loc} + ' if g.loc else ''}{at}")
+            g.loc_words = f"{'the population values plus ' if g.loc else ''}their {_comment(coarse.label)}'s effects"
+            g.loc = g.loc_shown = around
         sd = self.names(f"sd_{g.key}")
         entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
         if blk.n_coef == 1:
@@ -640,7 +625,7 @@ class _Emitter:
         elif param == "centered" and g.loc is not None:
             # hierarchical centering: the level coefficients are sampled around the population values of the
             # same columns, which then enter the likelihood only through them (no ridge between the two)
-            out.append("# centered around the population values: level coefficients = population + r, with their SDs")
+            out.append(f"# centered around {g.loc_words}: level coefficients = {g.loc_shown} + r, with their SDs")
             coef_site = self.site(f"coef_{g.label}", internal=True)
             self.dims[coef_site] = shape
             cvar = self.names(f"coef_{g.key}")

@@ -185,7 +185,7 @@ def model_data(cm: Any, rows: NewRows | None) -> dict[str, np.ndarray]:
     for arg, src in cm.lowered.sources.items():
         if arg == obs:
             continue
-        if src[0] in ("centered", "noncentered", "prior"):
+        if src[0] in ("centered", "noncentered", "prior", "nested_prior"):  # (the fitted levels' own)
             out[arg] = cm.data[arg]
         elif src[0] == "Xcols":  # the population columns that do not vary by a group term
             X = np.asarray(rows.arrays[("X", src[1])])

@@ -200,16 +200,22 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
     """InstEval's (1|s) + (1|d) + (1|dept): d nested in dept, s crossed with both. A centered term beside a
     non-centered one leaves the split of their sums to the priors: d and s centered, 576 leapfrog steps
     per draw and R-hat 3.3; s alone, 287 and 2.6; all non-centered, 55. Alone, the same lecturers are
-    centered; a factor nested in a centered one stays as it is measured."""
+    centered; a factor nested in a centered one stays as it is measured; one nested in a non-centered one
+    is centered around its effects (no ridge: the data see its coefficients alone)."""
     alone = hf.compile("y ~ 1 + (1 | d)", _nested_frame(rng, True))
     assert alone.parameterization().loc["d", "chosen"] == "centered"  # 50 rows each, SD 1: informative
-    for nested, word in ((True, "nested in dept"), (False, "crossed with dept")):
+    for nested in (True, False):
         # crossed on a column the population lacks (no intercept): the rule holds
         formula = "y ~ 1 + (1 | d) + (1 | dept)" if nested else "y ~ 0 + (1 | d) + (1 | dept)"
         cm = hf.compile(formula, _nested_frame(rng, nested))
         par = cm.parameterization()
         assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
-        assert par.loc["d", "chosen"] == "noncentered" and word in par.loc["d", "reason"], par
+        if nested:
+            assert par.loc["d", "chosen"] == "centered", par
+            assert "d is nested in dept, which is non-centered" in par.loc["d", "reason"], par
+            assert "loc_d = Intercept + r_dept[up_d]" in cm.code, cm.code
+        else:
+            assert par.loc["d", "chosen"] == "noncentered" and "crossed with dept" in par.loc["d", "reason"], par
     # ... and where the non-centered term would absorb a column of its own (x), it is not split: the rule holds
     df = _nested_frame(rng, False).assign(x=lambda d: rng.normal(size=len(d)))
     par = hf.compile("y ~ x + (1 | d) + (1 + x | dept)", df).parameterization()
