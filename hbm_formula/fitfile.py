@@ -88,6 +88,7 @@ def save(fit: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``fit`` (InferenceData plus the model description and its data) atomically."""
     import xarray as xr
 
+    from .parse import term_params
     from .results import save_netcdf
 
     cm = fit.model
@@ -104,6 +105,7 @@ def save(fit: Any, path: str | os.PathLike[str]) -> Path:
         f"{_PREFIX}centering": json.dumps({str(k): [int(x) for x in np.asarray(v)]
                                            for k, v in cm.centering.levels.items()}),
         f"{_PREFIX}centering_reasons": json.dumps({str(k): v for k, v in cm.centering.reasons.items()}),
+        f"{_PREFIX}param": json.dumps(term_params(spec)),  # what was asked for each group term (auto, centered, ...)
         f"{_PREFIX}columns": json.dumps(meta),
         f"{_PREFIX}code": cm.code,
         f"{_PREFIX}method": fit.method,
@@ -124,7 +126,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     """A ``Fit`` from a file written by ``save``, rebuilt in this process."""
     from . import api
     from .parameterize import Centering
-    from .parse import parse
+    from .parse import parse, with_term_params
     from .results import _arviz
 
     p = Path(path)
@@ -149,6 +151,8 @@ def load(path: str | os.PathLike[str]) -> Any:
         priors = [tuple(x) for x in json.loads(attrs[f"{_PREFIX}priors"])]
         spec = parse(attrs[f"{_PREFIX}formula"], family=attrs[f"{_PREFIX}family"], link=attrs[f"{_PREFIX}link"],
                      priors=priors or None)
+        if f"{_PREFIX}param" in attrs:  # (older files: every term auto)
+            spec = with_term_params(spec, json.loads(attrs[f"{_PREFIX}param"]))
         levels = {int(k): np.asarray(v, dtype=bool) for k, v in json.loads(attrs[f"{_PREFIX}centering"]).items()}
         reasons = {int(k): v for k, v in json.loads(attrs[f"{_PREFIX}centering_reasons"]).items()}
         with warnings.catch_warnings():  # what the data showed was said at the fit, and is in its warnings

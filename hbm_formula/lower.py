@@ -135,6 +135,7 @@ class _Group:
     #: a term beside a centered one that absorbs a shared population column: its mean sampled apart
     #: (see _Emitter.split_terms); the variable that receives the mean
     mean_var: str | None = None
+    number: int | None = None  # the group term's number (None for a joint block)
 
 
 class _Emitter:
@@ -169,6 +170,11 @@ class _Emitter:
         # finer terms sampled around their coarse level's effects -> (that term, each level's coarse level)
         self.nested = nested_centering(design, centering)
         self.nest_coarse = {coarse.number for coarse, _ in self.nested.values()}
+        # ... and the term of such a pair that absorbs the predictor's intercept: the coarse one if centered (its
+        # coefficients around the population values, the finer ones around them), else the finer one
+        self.nest_owner = {coarse.number if Centering.chosen(centering.of(coarse)) == "centered" else fine
+                           for fine, (coarse, _) in self.nested.items()}
+        self.coef_var: dict[int, str] = {}  # a term centered around population values -> its coefficients' variable
         # a factor's level dimension is its label, unless that is an internal dimension of another term
         # (a factor named `b__rot` beside b's rotated levels): then <label>_level
         labels = [b.label for b in design.groups] + [j.label for j in design.joints]
@@ -281,10 +287,10 @@ class _Emitter:
             # a centered term before the others (a non-centered one then has its mean sampled apart, see
             # split_terms), and the term with most population columns first: it absorbs them all, and the
             # others, which share some, are split (a term that absorbs one column and shares another is not)
-            # (a term centered around its coarse factor's effects before the other centered ones: it is the
-            # predictor's one such term, and a split term could not centre on them)
+            # (the absorbing term of a pair centered on its nesting before the other centered ones: it is the
+            # predictor's one such pair, and a split term could not centre on the other's levels)
             blk = min((b for b in p.groups if b.joint is None and c in b.coef_names),
-                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))], b.number not in self.nested,
+                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))], b.number not in self.nest_owner,
                                      -len(set(b.coef_names) & set(cols))), default=None)
             if blk is not None:
                 owner[c] = blk
@@ -404,9 +410,9 @@ class _Emitter:
         self.split = self.split_terms()
         start = len(self.summary)
         done: set[int] = set()
-        # coarse terms a finer one is centered around come first, then the terms whose mean is sampled apart:
-        # the finer term's, or the absorbing term's, levels are sampled around them
-        for blk in sorted(self.design.groups, key=lambda b: (b.number not in self.nest_coarse, b.number not in self.split)):
+        # the terms whose mean is sampled apart come first, then the coarse terms a finer one is centered
+        # around: the absorbing term's levels are sampled around the first, the finer term's around the second
+        for blk in sorted(self.design.groups, key=lambda b: (b.number not in self.split, b.number not in self.nest_coarse)):
             if blk.joint is None:
                 self.group(blk)
             elif blk.joint not in done:
@@ -434,9 +440,10 @@ class _Emitter:
         coordinates free of the mean; what remains is a two-way trade between the Intercept and b's mean."""
         out: dict[int, dict[str, int]] = {}
         for blk in self.design.groups:
-            # (nor a coarse term a finer one is centered around: its effects reach the rows through the finer
-            # term's levels alone, which the data see whole)
+            # (nor a pair centered on its nesting: the finer levels centre on the coarse ones, and the data see
+            # the finer coefficients whole)
             if (blk.joint is not None or blk.number in self.locs or len(blk.levels) < 2 or blk.number in self.nest_coarse
+                    or blk.number in self.nested
                     or Centering.chosen(self.centering.of(blk)) == "partially centered"):
                 continue
             # only beside an owner that samples levels around the population values: beside a non-centered
@@ -468,7 +475,7 @@ class _Emitter:
                  for c in blk.coef_names}
         g = _Group(blk.label, blk.label, f"group-level effects of {_comment(blk.label)}: {_comment(str(gt))}",
                    blk.levels, list(blk.coef_names), gt.correlated and blk.n_coef > 1, self.centering.of(blk),
-                   gt.param, self.centering.reason(blk), loc)
+                   gt.param, self.centering.reason(blk), loc, number=blk.number)
         if blk.number in self.split:
             g.mean_var = self.names(f"mean_{blk.label}")
         out = self.group_header(g, kind)
@@ -490,12 +497,16 @@ class _Emitter:
             coarse, level_map = self.nested[blk.number]
             up = self.arg(f"up_{blk.label}", ("nested_prior", coarse.number, blk.number), level_map, per_obs=False)
             around = self.names(f"loc_{blk.label}")
-            at = f"{self.var[f'r:{coarse.number}']}[{up}]"
+            # the coarse level's coefficients where it is centered around the population values, else its effects
+            coarse_coef = coarse.number in self.coef_var
+            at = f"{self.coef_var.get(coarse.number, self.var[f'r:{coarse.number}'])}[{up}]"
+            what = f"{'coefficient' if coarse_coef else 'effect'} of its {_comment(coarse.label)}"
             out.append(f"# {_comment(blk.label)} is nested in {_comment(coarse.label)}: each level centres on "
-                       f"{'its population value plus ' if g.loc else ''}the effect of its {_comment(coarse.label)} "
-                       f"({up}; the fitted levels'), so the data see the {_comment(blk.label)} coefficients alone")
+                       f"{'its population value plus ' if g.loc else ''}the {what} ({up}; the fitted levels'), "
+                       f"so the data see the {_comment(blk.label)} coefficients alone")
             out.append(f"{around} = {f'{g.loc} + ' if g.loc else ''}{at}")
-            g.loc_words = f"{'the population values plus ' if g.loc else ''}their {_comment(coarse.label)}'s effects"
+            g.loc_words = (f"{'the population values plus ' if g.loc else ''}their {_comment(coarse.label)}'s "
+                           f"{'coefficients' if coarse_coef else 'effects'}")
             g.loc = g.loc_shown = around
         sd = self.names(f"sd_{g.key}")
         entries = [self.table[f"sd_{blk.label}__{c}"] for c in blk.coef_names]
@@ -631,6 +642,8 @@ class _Emitter:
             cvar = self.names(f"coef_{g.key}")
             out.append(f"{cvar} = numpyro.sample({coef_site!r}, {centered_dist.format(n=J, loc=g.loc)})")
             r_value(f"{cvar} - {g.loc}")
+            if g.number is not None:
+                self.coef_var[g.number] = cvar
         elif param == "centered":
             out.append("# centered: group effects sampled directly around zero with their SDs")
             site = self.site(r_site or f"r_{g.label}")

@@ -1156,6 +1156,34 @@ def _is_dpar_name(name: str) -> bool:
     return name in DPAR_NAMES
 
 
+def _linears(spec: ModelSpec) -> list[Linear]:
+    """The formula's linear predictors in a fixed order: the main one (if linear), the distributional, the
+    non-linear parameters'."""
+    main = [spec.formula.rhs] if isinstance(spec.formula.rhs, Linear) else []
+    return main + [lin for _, lin in spec.dpars] + [lin for _, lin in spec.nlpars]
+
+
+def term_params(spec: ModelSpec) -> list[str]:
+    """Each group term's requested parameterization, in ``_linears`` order (what a fit file keeps)."""
+    return [g.param for lin in _linears(spec) for g in lin.group_terms]
+
+
+def with_term_params(spec: ModelSpec, params: list[str]) -> ModelSpec:
+    """``spec`` with each group term's parameterization from ``term_params`` of the same formula."""
+    if len(params) != len(term_params(spec)) or any(v not in PARAMETERIZATIONS for v in params):
+        raise ValueError("the stored parameterizations do not match the formula's group terms")
+    it = iter(params)
+
+    def fix(lin: Linear) -> Linear:
+        return replace(lin, group_terms=tuple(replace(g, param=next(it)) for g in lin.group_terms))
+
+    formula = spec.formula
+    if isinstance(formula.rhs, Linear):
+        formula = replace(formula, rhs=fix(formula.rhs))
+    return replace(spec, formula=formula, dpars=tuple((n, fix(lin)) for n, lin in spec.dpars),
+                   nlpars=tuple((n, fix(lin)) for n, lin in spec.nlpars))
+
+
 def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:
     """Set the parameterization of group terms: one value for all, or a map
     from grouping factor (``"county"``, ``"a:b"``) to value."""

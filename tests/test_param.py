@@ -212,7 +212,7 @@ def test_auto_centers_no_term_nested_in_or_crossed_with_a_non_centered_one(rng: 
         assert par.loc["dept", "chosen"] == "noncentered"  # no department SD: a funnel if centered
         if nested:
             assert par.loc["d", "chosen"] == "centered", par
-            assert "d is nested in dept, which is non-centered" in par.loc["d", "reason"], par
+            assert "d is nested in dept: its levels are sampled around their dept's" in par.loc["d", "reason"], par
             assert "loc_d = Intercept + r_dept[up_d]" in cm.code, cm.code
         else:
             assert par.loc["d", "chosen"] == "noncentered" and "crossed with dept" in par.loc["d", "reason"], par
