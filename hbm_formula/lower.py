@@ -35,7 +35,7 @@ from .families import family_spec
 from .functions import NL_FUNCTIONS, NL_HELPERS, NL_NEEDS, NL_POWER
 from .ir import Call, Expr, ModelSpec, Num, Var, render
 from .likelihoods import HELPERS, LIKELIHOODS, Lik, inv_link
-from .parameterize import Centering, nested_centering
+from .parameterize import Centering, absorb_key, nested_centering
 from .params import ParamEntry
 from .priors import prior_code, prior_parts, vector_prior_code, vector_prior_parts
 
@@ -281,17 +281,16 @@ class _Emitter:
         if self.fam.kind == "ordinal" and p.name == "mu":
             return {}
         cols = (["Intercept"] if p.intercept else []) + list(p.coef_names)
-        rank = {"centered": 0, "partially centered": 1, "noncentered": 2}
         owner: dict[str, GroupBlock] = {}
         for c in cols:
             # a centered term before the others (a non-centered one then has its mean sampled apart, see
             # split_terms), and the term with most population columns first: it absorbs them all, and the
             # others, which share some, are split (a term that absorbs one column and shares another is not)
-            # (the absorbing term of a pair centered on its nesting before the other centered ones: it is the
-            # predictor's one such pair, and a split term could not centre on the other's levels)
+            # (ties to the absorbing term of a pair centered on its nesting: a split term could not centre on
+            # the other's levels; nested_centering has made sure it wins them)
             blk = min((b for b in p.groups if b.joint is None and c in b.coef_names),
-                      key=lambda b: (rank[Centering.chosen(self.centering.of(b))], b.number not in self.nest_owner,
-                                     -len(set(b.coef_names) & set(cols))), default=None)
+                      key=lambda b: (*absorb_key(b, self.centering, set(cols)), b.number not in self.nest_owner),
+                      default=None)
             if blk is not None:
                 owner[c] = blk
         return owner

@@ -189,3 +189,19 @@ def test_a_fit_with_asked_parameterizations_saves_and_loads(df: pd.DataFrame, tm
     assert back.model.code == fit.model.code
     np.testing.assert_allclose(back.predict(kind="epred", summary=True)["mean"].to_numpy(),
                                fit.predict(kind="epred", summary=True)["mean"].to_numpy(), rtol=1e-6)
+
+
+def test_not_beside_a_centered_term_with_more_population_columns(df: pd.DataFrame) -> None:
+    """``(1 + x | a)`` centered beside the pair takes the intercept and the slope; the pair would have left it
+    unsplit beside them, a ridge through the intercept (a review: Intercept bulk ESS 5-20, R-hat up to 3.2):
+    then no pair, and the terms are as before (split around a's levels, or the classes non-centered)."""
+    rng = np.random.default_rng(8)
+    df = df.assign(a=[f"a{i}" for i in rng.integers(0, 8, len(df))])
+    formula = "y ~ x + (1 + x | a) + (1 | school) + (1 | cls)"
+    cm = hf.compile(formula, df, param="centered")
+    assert "up_cls" not in cm.data and "z_mean_school" in cm.code and "z_mean_cls" in cm.code
+    par = hf.compile(formula, df, param={"a": "centered", "cls": "auto", "school": "noncentered"}).parameterization()
+    assert par.loc["cls", "chosen"] == "noncentered", par  # the ridge rule's veto holds
+    # the same formula with a's slope alone: the pair takes the intercept again
+    cm = hf.compile("y ~ x + (0 + x | a) + (1 | school) + (1 | cls)", df, param="centered")
+    assert "up_cls" in cm.data
