@@ -207,15 +207,18 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
                 if one_row.any() and blk.number in out:
                     out[blk.number] = np.where(one_row[:, None], 0.0, out[blk.number])
         tables = {b.number: np.asarray(tab[sites[b.number]], dtype=float) for b in blocks}
-        curv = {k: (g1 - g0) / (a1 - a0) for k, (a0, g0) in aux_prev.items() if k in aux_last
-                for a1, g1 in [aux_last[k]] if abs(a1 - a0) > 1e-6}
+        curv = dict(aux_curv)
         return Information(out, dict(effects), dict(sds), dict(ses), n, chunk, tables,
                            {k: float(v) for k, v in aux.items()}, curv)
 
     reach = {b.number: _reach([prior_scale(e.prior) for e in group_sds(table, b.label)], b.n_coef) for b in blocks}
     chosen, same = None, 0
     aux_last: dict[str, tuple[float, float]] = {}
-    aux_prev: dict[str, tuple[float, float]] = {}  # the secant's previous point (its curvature, for the start)
+    aux_prev: dict[str, tuple[float, float]] = {}  # the secant's previous point
+    # each parameter's last secant curvature (for the start's mass matrix): kept from the last step that moved,
+    # since a parameter that has settled (in float32) no longer gives one (Chem97's residual SD: none, and a
+    # first variance 60,000 times its posterior's, which held warmup's first 100 iterations at ~800 steps each)
+    aux_curv: dict[str, float] = {}
     for sweep in range(ITERATIONS):
         moved = 0.0
         # a quick mode: Newton steps level by level, each level's estimate shrunk toward the mean of
@@ -226,6 +229,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
             ga = host(aux_pass(tab, aux, point, fixed_dev, stacked_rows, masks))
             aux_prev = aux_last
             aux, aux_last = _secant_step(aux, ga, aux_last), {k: (float(aux[k]), float(ga[k])) for k in aux}
+            _keep_curvature(aux_curv, aux_prev, aux_last)
         for blk in blocks:
             grad_sum, hess_sum = host(block_pass(tab, aux, point, fixed_dev, stacked_rows, masks, level_of[blk.number],
                                                  tangents[blk.number]))
@@ -306,6 +310,16 @@ def population_site(name: str) -> bool:
     """A population-level latent site of a generated model (intercepts, coefficients, non-linear parameters'
     coefficients, thresholds), as opposed to a group term's."""
     return not name.startswith(_GROUP_PREFIXES)
+
+
+def _keep_curvature(curv: dict[str, float], prev: dict[str, tuple[float, float]],
+                    last: dict[str, tuple[float, float]]) -> None:
+    """Each parameter's secant curvature between its ``prev`` and ``last`` (value, gradient), into ``curv``
+    where the value moved (a step that did not leaves the last one there)."""
+    for k, (a0, g0) in prev.items():
+        a1, g1 = last.get(k, (a0, g0))
+        if abs(a1 - a0) > 1e-6 and np.isfinite((g1 - g0) / (a1 - a0)):
+            curv[k] = (g1 - g0) / (a1 - a0)
 
 
 def _secant_step(aux: dict[str, Any], grad: dict[str, float], last: dict[str, tuple[float, float]]

@@ -213,3 +213,28 @@ def test_population_variances_are_on_the_sampled_coordinate_and_unmeasured_where
                     priors={"Intercept_a": "normal(0, 10)", "Intercept_k": "normal(0, 10)"})
     _, mass, spread = start.pilot_point(cm, _measured(cm))
     assert float(mass["Intercept_k"]) == 1.0 and float(spread["Intercept_k"]) == start.UNMEASURED
+
+
+def test_a_settled_residual_sd_keeps_its_measured_curvature() -> None:
+    """The measurement's secant on log sigma: a step that no longer moves it (settled in float32) leaves the last
+    curvature that was measured, so the start's variance for sigma is the posterior's scale, not the identity's 1
+    (Chem97: 60,000 times its posterior variance, and warmup's first 100 iterations at ~800 leapfrog steps each,
+    107,000 steps per chain against 31,000 after)."""
+    curv: dict[str, float] = {}
+    pilot._keep_curvature(curv, {}, {"sigma": (0.0, 10.0)})  # a first step: no secant yet
+    assert curv == {}
+    pilot._keep_curvature(curv, {"sigma": (0.0, 10.0)}, {"sigma": (0.5, 0.0)})
+    assert curv == {"sigma": pytest.approx(-20.0)}
+    pilot._keep_curvature(curv, {"sigma": (0.5, 0.0)}, {"sigma": (0.5, 0.0)})  # settled: kept
+    assert curv == {"sigma": pytest.approx(-20.0)}
+    pilot._keep_curvature(curv, {"sigma": (0.5, 0.0)}, {"sigma": (0.6, -3.0)})
+    assert curv == {"sigma": pytest.approx(-30.0)}
+    # end to end: every scalar distributional parameter measured has a curvature, and sigma's first variance
+    # is within a factor of 3 of 1 / (2 n), a Gaussian's posterior variance of log sigma
+    rng = np.random.default_rng(3)
+    n = 20000
+    g, x = rng.integers(0, 200, n), rng.normal(size=n)
+    df = pd.DataFrame({"y": 5 + 0.3 * x + rng.normal(0, 0.5, 200)[g] + rng.normal(0, 1.3, n), "x": x, "g": g})
+    cm = hf.compile("y ~ x + (1 | g)", df)
+    assert set(cm.measurement.log_aux) <= set(cm.measurement.aux_curvature)
+    assert 1 / 3 < float(start.pilot_point(cm, cm.measurement)[1]["sigma"]) * 2 * n < 3
