@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from lark import Lark, Token, Tree
@@ -1173,9 +1173,14 @@ def with_term_params(spec: ModelSpec, params: list[str]) -> ModelSpec:
     if len(params) != len(term_params(spec)) or any(v not in PARAMETERIZATIONS for v in params):
         raise ValueError("the stored parameterizations do not match the formula's group terms")
     it = iter(params)
+    return _map_group_terms(spec, lambda g: replace(g, param=next(it)))
+
+
+def _map_group_terms(spec: ModelSpec, fn: Callable[[GroupTerm], GroupTerm]) -> ModelSpec:
+    """``spec`` with ``fn`` applied to every group term, in ``_linears`` order."""
 
     def fix(lin: Linear) -> Linear:
-        return replace(lin, group_terms=tuple(replace(g, param=next(it)) for g in lin.group_terms))
+        return replace(lin, group_terms=tuple(fn(g) for g in lin.group_terms))
 
     formula = spec.formula
     if isinstance(formula.rhs, Linear):
@@ -1207,19 +1212,6 @@ def with_param(spec: ModelSpec, param: str | Mapping[str, str]) -> ModelSpec:
                 f"param names grouping factor '{k}', which the formula does not have; grouping factors: {', '.join(sorted(known)) or 'none'}"
             )
 
-    def fix(lin: Linear) -> Linear:
-        gts = tuple(
-            replace(g, param=mapping.get(g.group_label, mapping.get("*", g.param)))  # type: ignore[arg-type]
-            for g in lin.group_terms
-        )
-        return replace(lin, group_terms=gts)
-
-    formula = spec.formula
-    if isinstance(formula.rhs, Linear):
-        formula = replace(formula, rhs=fix(formula.rhs))
-    return replace(
-        spec,
-        formula=formula,
-        dpars=tuple((n, fix(lin)) for n, lin in spec.dpars),
-        nlpars=tuple((n, fix(lin)) for n, lin in spec.nlpars),
+    return _map_group_terms(
+        spec, lambda g: replace(g, param=mapping.get(g.group_label, mapping.get("*", g.param)))  # type: ignore[arg-type]
     )
