@@ -88,9 +88,16 @@ def _lit(v: float) -> str:
     return repr(float(f"{v:.6g}"))
 
 
+#: correlated blocks of up to this many coefficients get the LKJ helper (NumPyro's LKJCholesky, its transform
+#: written out element by element: O(K^2) small operations, so larger blocks keep NumPyro's vectorized form)
+LKJ_UNROLLED = 6
+
 # names the generated module defines or imports, and Python's own
 _RESERVED = frozenset(
-    {"jax", "jnp", "numpyro", "dist", "model", "y", "predict", *dir(builtins), *NL_HELPERS, *HELPERS}
+    {"jax", "jnp", "numpyro", "dist", "model", "y", "predict", *dir(builtins), *NL_HELPERS, *HELPERS,
+     # and every module-level name a helper defines
+     *(m for code in (*NL_HELPERS.values(), *HELPERS.values())
+       for m in re.findall(r"^(?:class |def )?([A-Za-z_]\w*)\b", code, flags=re.M) if not keyword.iskeyword(m))}
 )
 
 
@@ -577,7 +584,10 @@ class _Emitter:
         if g.correlated:
             L = self.names(f"L_{g.key}")
             eta_lkj = prior_code(self.table[f"cor_{g.label}"].prior, "corr", f"cor_{g.label}")
-            out.append(f"{L} = numpyro.sample({self.site('L_' + g.label, internal=True)!r}, dist.LKJCholesky({K}, {eta_lkj}))")
+            if K <= LKJ_UNROLLED:  # (its transform written out element by element: cheaper, and compiled sooner)
+                self.use("LKJ")
+            lkj = "LKJ" if K <= LKJ_UNROLLED else "dist.LKJCholesky"
+            out.append(f"{L} = numpyro.sample({self.site('L_' + g.label, internal=True)!r}, {lkj}({K}, {eta_lkj}))")
             self.coords[f"{g.label}__cor"] = [f"{g.coef_names[j]},{g.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
             self.dims[f"cor_{g.label}"] = [f"{g.label}__cor"]
             out.append(f"numpyro.deterministic({self.site('cor_' + g.label)!r}, ({L} @ {L}.T)[jnp.tril_indices({K}, -1)])")

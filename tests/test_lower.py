@@ -242,7 +242,7 @@ def test_prior_override_reaches_the_code(radon: pd.DataFrame) -> None:
     np.testing.assert_array_equal(cm.data["prior_sigma"], [1.0])
     assert "dist.HalfNormal(*prior_sd_county).to_event(1)" in cm.code
     np.testing.assert_array_equal(cm.data["prior_sd_county"], [[2.13, 0.5]])
-    assert "dist.LKJCholesky(2, 4.0)" in cm.code
+    assert "LKJ(2, 4.0))" in cm.code
     table = cm.priors_table()
     assert table.loc["sd_county__floor", "source"] == "user"
     assert table.loc["sd_county__Intercept", "source"] == "default"
@@ -426,3 +426,65 @@ def test_predictions_through_a_nested_gather_add_both_factors_effects(rng: np.ra
               icept + r_s[..., lv["school"].index("s5")] + r_c[..., lv["cls"].index("c0")],
               icept + r_s[..., lv["school"].index("s0")] + r_c[..., lv["cls"].index("c0")]]
     np.testing.assert_allclose(out["mean"].to_numpy(), [float(e.mean()) for e in expect], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("K", [2, 3, 5])
+def test_lkj_helper_is_numpyros_lkj_cholesky_written_out(K: int) -> None:
+    """The LKJ helper (correlated blocks of up to LKJ_UNROLLED coefficients): the same Cholesky factor, log
+    density plus Jacobian, gradient and inverse as NumPyro's LKJCholesky with its CorrCholeskyTransform, in
+    double precision, at points far into the tails too; registered once however often a model is made."""
+    import numpyro.distributions as dist
+    from numpyro.distributions.transforms import biject_to
+
+    from hbm_formula.likelihoods import HELPERS
+
+    ns: dict = {"jax": jax, "jnp": jnp, "dist": dist}
+    exec(HELPERS["LKJ"], ns)
+    support = ns["LKJ"](K, 2.0).support
+    exec(HELPERS["LKJ"], ns)  # a second model's module: the same constraint, still one transform
+    assert ns["LKJ"](K, 2.0).support is support and type(biject_to(support)).__name__ == "_CorrCholeskyTransform"
+    rng = np.random.default_rng(K)
+    with jax.enable_x64(True):
+
+        def total(d: type, x: jax.Array, eta: jax.Array) -> jax.Array:
+            dist_ = d(K, eta)
+            t = biject_to(dist_.support)
+            return dist_.log_prob(t(x)) + t.log_abs_det_jacobian(x, t(x))
+
+        f_ours = jax.jit(jax.value_and_grad(lambda x, eta: total(ns["LKJ"], x, eta)))
+        f_theirs = jax.jit(jax.value_and_grad(lambda x, eta: total(dist.LKJCholesky, x, eta)))
+        t_ours, t_theirs = biject_to(support), biject_to(dist.LKJCholesky(K).support)
+        ours_L, theirs_L = jax.jit(lambda x: t_ours(x)), jax.jit(lambda x: t_theirs(x))
+        for eta in (0.5, 1.0, 2.0, 7.3):
+            for scale in (0.3, 1.0, 3.0):
+                x = jnp.asarray(rng.normal(size=K * (K - 1) // 2) * scale)
+                np.testing.assert_allclose(ours_L(x), theirs_L(x), atol=1e-12)
+                tol = 1e-10 if scale <= 1 else 1e-6  # (further out 1 - tanh^2 cancels: digits are lost in both)
+                (v1, g1), (v2, g2) = f_ours(x, jnp.asarray(eta)), f_theirs(x, jnp.asarray(eta))
+                np.testing.assert_allclose(v1, v2, rtol=tol)
+                np.testing.assert_allclose(g1, g2, rtol=tol, atol=tol)
+                if scale <= 1:  # (further out tanh saturates: no inverse recovers x)
+                    np.testing.assert_allclose(t_ours.inv(ours_L(x)), x, rtol=1e-6, atol=1e-6)
+        x = jnp.asarray(rng.normal(size=(3, K * (K - 1) // 2)))  # a batch of points
+        np.testing.assert_allclose(ours_L(x), theirs_L(x), atol=1e-12)
+
+
+def test_correlated_blocks_use_the_lkj_helper_up_to_its_size(rng: np.random.Generator) -> None:
+    from hbm_formula.api import _exec_code
+    from hbm_formula.lower import LKJ_UNROLLED
+
+    n, G = 300, 10
+    df = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(1, 8)} | {"g": rng.integers(0, G, n).astype(str)})
+    df["y"] = rng.normal(size=n)
+    small = hf.compile("y ~ x1 + (1 + x1 + x2 | g)", df, param="noncentered")
+    assert "numpyro.sample('L_g', LKJ(3, 2.0))" in small.code and "class LKJ(" in small.code
+    xs = " + ".join(f"x{i}" for i in range(1, LKJ_UNROLLED + 1))
+    large = hf.compile(f"y ~ x1 + (1 + {xs} | g)", df, param="noncentered")
+    assert f"dist.LKJCholesky({LKJ_UNROLLED + 1}, 2.0)" in large.code and "class LKJ(" not in large.code
+    # the same log density as NumPyro's distribution at prior draws
+    plain = _exec_code(small.code.replace("LKJ(3, 2.0)", "dist.LKJCholesky(3, 2.0)"))
+    lp = jax.jit(lambda m, point: log_density(m, (), small.data, point)[0], static_argnums=0)
+    draws = small.sample_prior(draws=3, seed=1)
+    for i in range(3):
+        point = {k: jnp.asarray(v[i]) for k, v in draws.items() if k in small.latent_sites()}
+        np.testing.assert_allclose(float(lp(small.model, point)), float(lp(plain, point)), rtol=1e-5)

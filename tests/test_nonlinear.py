@@ -159,7 +159,7 @@ def test_terms_sharing_an_id_form_one_correlated_block(rng: np.random.Generator)
     # one LKJ over the four curve parameters; the SDs keep their per-parameter names and priors
     assert [n for n in table.index if n.startswith("cor")] == ["cor_compound__p"]
     assert table.loc["cor_compound__p", "prior"] == "lkj(2)"
-    assert "numpyro.sample('L_compound__p', dist.LKJCholesky(4, 2.0))" in cm.code
+    assert "numpyro.sample('L_compound__p', LKJ(4, 2.0))" in cm.code
     assert cm.coords["compound__p__cor"][0] == "bottom_Intercept,top_Intercept"
     assert len(cm.coords["compound__p__cor"]) == 6
     # one gather of the (8, 4) matrix of effects, population intercepts included

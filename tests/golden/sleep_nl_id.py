@@ -9,6 +9,62 @@ import numpyro
 import numpyro.distributions as dist
 
 
+class _CorrCholeskyTransform(dist.transforms.CorrCholeskyTransform):
+    """NumPyro's CorrCholeskyTransform (the same map, Jacobian and inverse), written out element by element for
+    a small matrix: elementwise operations XLA fuses, where the general form scatters into the triangle, takes
+    cumulative products and pads (radon's correlated slopes: a gradient 1.3 times cheaper, its program compiled
+    in less time)."""
+
+    def __call__(self, x):
+        K = round((1 + (1 + 8 * x.shape[-1]) ** 0.5) / 2)
+        t = jnp.tanh(x)
+        one, zero = jnp.ones_like(t[..., 0]), jnp.zeros_like(t[..., 0])
+        rows, at = [[one] + [zero] * (K - 1)], 0
+        for i in range(1, K):
+            row, left = [], one  # left: the squared length still free in row i
+            for j in range(i):
+                row.append(t[..., at] * jnp.sqrt(left))
+                left = left * (1 - t[..., at] * t[..., at])
+                at += 1
+            rows.append(row + [jnp.sqrt(left)] + [zero] * (K - 1 - i))
+        return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+    def log_abs_det_jacobian(self, x, y, intermediates=None):
+        K = round((1 + (1 + 8 * x.shape[-1]) ** 0.5) / 2)
+        q = 2 * (jnp.log(2.0) - x - jax.nn.softplus(-2 * x))  # log(1 - tanh(x)^2), stable for large |x|
+        weight = []  # per element: the tanh part (1) and the stick-breaking part (0.5 per later element)
+        for i in range(1, K):
+            weight += [1 + 0.5 * max(i - 1 - k, 0) for k in range(i)]
+        return jnp.sum(q * jnp.asarray(weight, dtype=q.dtype), axis=-1)
+
+
+class _CorrCholesky(type(dist.constraints.corr_cholesky)):
+    """The Cholesky factors of correlation matrices, mapped by the transform above."""
+
+
+# registered once per process (the first generated model that needs it)
+_corr_cholesky = getattr(dist.constraints, "_hbm_corr_cholesky_v1", None)
+if _corr_cholesky is None:
+    _corr_cholesky = _CorrCholesky()
+    dist.transforms.biject_to.register(type(_corr_cholesky), lambda c: _CorrCholeskyTransform())
+    dist.constraints._hbm_corr_cholesky_v1 = _corr_cholesky
+
+
+class LKJ(dist.LKJCholesky):
+    """LKJCholesky(K, eta): NumPyro's distribution, its unnormalized log density written out over the diagonal and
+    its support mapped by the transform above."""
+
+    support = _corr_cholesky
+
+    def log_prob(self, value):
+        K, eta = self.dimension, self.concentration
+        unnormalized = sum((2 * eta - 2 + K - 1 - i) * jnp.log(value[..., i, i]) for i in range(1, K))
+        alpha = eta + 0.5 * (K - 1)
+        normalize = (0.5 * (K - 1) * jnp.log(jnp.pi) + jax.scipy.special.multigammaln(alpha - 0.5, K - 1)
+                     - (K - 1) * jax.scipy.special.gammaln(alpha))
+        return unnormalized - normalize
+
+
 class CorrelatedNormal(dist.Distribution):
     """n rows, each multivariate normal with mean loc and covariance T T' (T = diag(sd) L, shared by all
     rows): one K x K inverse for all rows (NumPyro's batched MultivariateNormal solves n small systems,
@@ -45,7 +101,7 @@ def model(g_Subject, Days, prior_Intercept_a, prior_Intercept_b, prior_sd_Subjec
     sd_Subject__a = numpyro.sample('sd_Subject__a', dist.HalfNormal(*prior_sd_Subject__a))  # HalfNormal(50.0)
     sd_Subject__b = numpyro.sample('sd_Subject__b', dist.HalfNormal(*prior_sd_Subject__b))  # HalfNormal(10.0)
     sd_Subject__s = jnp.hstack([sd_Subject__a, sd_Subject__b])
-    L_Subject__s = numpyro.sample('L_Subject__s', dist.LKJCholesky(2, 2.0))
+    L_Subject__s = numpyro.sample('L_Subject__s', LKJ(2, 2.0))
     numpyro.deterministic('cor_Subject__s', (L_Subject__s @ L_Subject__s.T)[jnp.tril_indices(2, -1)])
     # centered: group effects sampled directly around zero with their SDs
     r_Subject__s = numpyro.sample('r_Subject__s', CorrelatedNormal(jnp.zeros(2), sd_Subject__s[:, None] * L_Subject__s, 18))
