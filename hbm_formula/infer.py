@@ -185,17 +185,21 @@ def compiling_for(rows: int) -> Any:
         _SMALL.reset(token)
 
 
-def compiler_options() -> dict[str, Any] | None:
+def compiler_options(once: bool = False) -> dict[str, Any] | None:
     """XLA's options for a fit's programs: on CPU with small data (``compiling_for``), where compiling is most
     of a cold fit's time, the classic fusion emitters, which compile faster (``bench_compile_options.py``: a
     cold default fit of radon 0.88 and of sleepstudy 0.79 of the time) for leapfrog steps 3-19% dearer on up to
-    1,000 rows; at 2,000 rows the steps cost 1.4-1.6 times as much, so the newer emitters stay there. None:
+    1,000 rows; at 2,000 rows the steps cost 1.4-1.6 times as much, so the newer emitters stay there. A program
+    that runs ``once`` there (NUTS's start, the draws' constrained values: a millisecond's work on such data) is
+    compiled without LLVM's optimizations too, in about half the time (radon's start 0.6 -> 0.3 s). None:
     XLA's defaults."""
     if not _SMALL.get():
         return None
     if not _CLASSIC:
         _CLASSIC.append(_probe_classic())
-    return _CLASSIC[0] or None
+    if not _CLASSIC[0]:
+        return None
+    return {**_CLASSIC[0], "xla_backend_optimization_level": 0} if once else _CLASSIC[0]
 
 
 def _probe_classic() -> dict[str, Any]:
@@ -240,11 +244,11 @@ def on_device(x: Any, sharding: Any = None) -> Any:
     return jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), sharding)
 
 
-def jit(fn: Any, **kwargs: Any) -> Any:
-    """``jax.jit`` with this fit's ``compiler_options``."""
+def jit(fn: Any, once: bool = False, **kwargs: Any) -> Any:
+    """``jax.jit`` with this fit's ``compiler_options`` (``once``: for a program run once)."""
     import jax
 
-    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+    return jax.jit(fn, compiler_options=compiler_options(once), **kwargs)
 
 
 #: iterations per compiled call: progress is shown between calls, so the program itself has no host
@@ -390,18 +394,18 @@ def run_nuts(
     else:
         per_chain = shared = None
 
-    def batched(f: Any, chained: tuple[bool, ...]) -> Any:
+    def batched(f: Any, chained: tuple[bool, ...], once: bool = False) -> Any:
         """``f`` of one chain, run for every chain: one per device (as pmap: the leading axis is the
         devices'), else vectorized on one."""
         if not parallel:
-            return jit(jax.vmap(f, in_axes=tuple(0 if c else None for c in chained)))
+            return jit(jax.vmap(f, in_axes=tuple(0 if c else None for c in chained)), once=once)
 
         def one(*args: Any) -> Any:
             args = tuple(jax.tree.map(lambda v: v[0], a) if c else a for a, c in zip(args, chained, strict=True))
             return jax.tree.map(lambda v: v[None], f(*args))
 
         return jit(jax.shard_map(one, mesh=mesh, in_specs=tuple(P("chain") if c else P() for c in chained),
-                                     out_specs=P("chain"), check_vma=False))
+                                     out_specs=P("chain"), check_vma=False), once=once)
 
     def like(tree: Any, sharding: Any) -> Any:
         return jax.tree.map(lambda v: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=sharding), tree)
@@ -493,9 +497,9 @@ def run_nuts(
     scale = jax.device_put(scale, shared)
     # (the start program's file is named by the data's shapes alone, so that it can be found before the
     # latent shapes are known; those follow from the model's source and the data's shapes)
-    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False, False)),
+    init_fn = progcache.program("nuts-init", key, batched(init_one, (True, True, False, False, False), once=True),
                                 (z_like, keys_like, arrays_like, mass_like, scale_like), parallel, path=init_path,
-                                stored=stored)
+                                stored=stored, once=True)
     mass = jax.device_put(flat_mass.astype(dtype), shared)
 
     def uniform_start(fold: int) -> Any:
@@ -560,8 +564,8 @@ def run_nuts(
     def constrain(z: Any, arrays: dict[str, Any]) -> Any:
         return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
 
-    constrain_fn = progcache.program("nuts-constrain", key, jit(constrain),
-                                        (like(flat, None), like(one_device, None)))
+    constrain_fn = progcache.program("nuts-constrain", key, jit(constrain, once=True),
+                                        (like(flat, None), like(one_device, None)), once=True)
     samples = constrain_fn(flat, one_device)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
     extra = dict(zip(EXTRA_FIELDS, (div, acc, steps, energy, pe), strict=True))

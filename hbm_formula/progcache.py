@@ -182,12 +182,12 @@ def write(path: Path, data: bytes) -> None:
 
 
 def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, sharded: bool = False,
-            path: Path | None = None, stored: Any = None) -> Any:
+            path: Path | None = None, stored: Any = None, once: bool = False) -> Any:
     """A callable equivalent to ``jitted`` (a ``jax.jit`` function) on arguments shaped like ``args``
     (``jax.ShapeDtypeStruct`` with their shardings): read from disk when this program was exported before,
     else exported now and written. With no ``key`` (or the cache off) ``jitted`` itself. ``path`` and
     ``stored``: the file and its program when the caller looked them up already (a file named by some of
-    the arguments only)."""
+    the arguments only); ``once``: compiled as a program run once (``infer.compiler_options``)."""
 
     if key is None:
         return jitted
@@ -208,10 +208,10 @@ def program(name: str, key: tuple[Any, ...] | None, jitted: Any, args: Any, shar
         save(path, exp)
     from .infer import jit
 
-    return jit(exp.call)
+    return jit(exp.call, once=once)
 
 
-def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:
+def cached(name: str, key: tuple[Any, ...] | None, jitted: Any, once: bool = False) -> Any:
     """``jitted`` (a ``jax.jit`` function of arrays on one device), its traced program kept on disk per shape of
     its arguments (``program``), resolved at the first call with each shape. With no ``key``: ``jitted``."""
     if key is None or folder() is None:
@@ -221,7 +221,7 @@ def cached(name: str, key: tuple[Any, ...] | None, jitted: Any) -> Any:
     def call(*args: Any) -> Any:
         sig = tuple(_spec(args))
         if sig not in table:
-            table[sig] = program(name, key, jitted, args)
+            table[sig] = program(name, key, jitted, args, once=once)
         return table[sig](*args)
 
     return call

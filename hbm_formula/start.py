@@ -266,7 +266,7 @@ def _unconstrained(model: Any, around: tuple[str, ...]) -> Any:
                 if s["type"] == "sample" and not s["is_observed"]}
 
     key = progcache.key_of(model)
-    return progcache.cached("nuts-start", None if key is None else (*key, around), jit(run))
+    return progcache.cached("nuts-start", None if key is None else (*key, around), jit(run, once=True), once=True)
 
 
 def _intercept_site(predictor: str, shapes: dict[str, Any]) -> str | None:

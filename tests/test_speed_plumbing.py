@@ -404,28 +404,34 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to SMALL_DATA_ROWS rows every program a fit makes (the measurement, the start, the sampler, the
     log-likelihood) is compiled with the classic emitters (half the compile time, where compiling is most of
-    the fit); with more rows, and outside a fit, with XLA's defaults (their gradients are cheaper on large
-    data)."""
-    made: list[tuple[str, object]] = []
+    the fit), and those run once (NUTS's start, its sampler's start, the draws' constraining) without LLVM's
+    optimizations too; with more rows, and outside a fit, with XLA's defaults (their gradients are cheaper on
+    large data)."""
+    made: list[tuple[str, bool, object]] = []
     real = infer.jit
 
-    def spy(fn, **kwargs):
-        made.append((getattr(fn, "__name__", type(fn).__name__), infer.compiler_options()))
-        return real(fn, **kwargs)
+    def spy(fn, once=False, **kwargs):
+        made.append((getattr(fn, "__name__", type(fn).__name__), once, infer.compiler_options(once)))
+        return real(fn, once=once, **kwargs)
 
     monkeypatch.setattr(infer, "jit", spy)
     assert len(grouped) <= infer.SMALL_DATA_ROWS
     fit = hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=100, draws=100, seed=1, progress=False)
-    names = [n for n, _ in made]  # the measurement's passes, the start, the sampler's start and chunk ("one"
+    names = [n for n, _, _ in made]  # the measurement's passes, the start, the sampler's start and chunk ("one"
     # per chain), the draws' constraining and the log-likelihood ("one" per draw)
     assert {"block_pass", "aux_pass", "run", "constrain"} <= set(names) and names.count("one") >= 3, names
-    assert len(made) >= 5 and all(o == {"xla_cpu_use_fusion_emitters": False} for _, o in made), made
+    classic = {"xla_cpu_use_fusion_emitters": False}
+    assert len(made) >= 5 and all(o == (classic | {"xla_backend_optimization_level": 0} if once else classic)
+                                  for _, once, o in made), made
+    once = {n for n, o, _ in made if o}
+    assert {"run", "constrain", "one"} <= once and "block_pass" not in once, made  # "one": the sampler's start
+    assert [n for n, o, _ in made if n == "one" and not o], made  # ... not its chunk
     assert abs(float(fit.idata.posterior["b"].mean()) - 0.8) < 0.2  # the same model, right answer
     made.clear()
     monkeypatch.setattr(infer, "SMALL_DATA_ROWS", len(grouped) - 1)  # these rows count as many now
     hf.fit("y ~ x + (1 | g)", grouped, prior_only=True, draws=50, progress=False)
-    assert made and all(o is None for _, o in made), made
-    assert infer.compiler_options() is None
+    assert made and all(o is None for _, _, o in made), made
+    assert infer.compiler_options() is None and infer.compiler_options(once=True) is None
     import jax
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
