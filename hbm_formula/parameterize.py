@@ -168,71 +168,125 @@ def choose(design: Design, info: Any) -> Centering:
     zero SD (a likelihood-ratio test of the normal-normal model). Levels with Var(z) < 0.2 at sd_low for every
     coefficient are centered, the others stay non-centered. Partial centering only when the
     levels fall into clearly separate regimes (at most 5% between 0.2 and 0.5); otherwise the
-    factor gets one choice by its median level (centered if Var(z) < 0.5).
+    factor gets one choice by its median level (centered if Var(z) < 0.5). A coarse term whose finer term will
+    be centered around it (``nested_centering``) is then judged by the precision of its finer levels' estimates
+    (``_prec_through``), which is what it sees: kept non-centered when that centers fewer than half its levels.
     """
     base = fixed(design)
     levels, reasons = dict(base.levels), dict(base.reasons)
     for blk in design.groups:
-        if blk.term.param != "auto":
+        if blk.term.param == "auto":
+            levels[blk.number], reasons[blk.number] = _decide(design, blk, info)
+    # a coarse term whose finer term will be sampled around it (nested_centering): its data are those levels, not
+    # the rows, which its finer term explains first
+    for number, (coarse, up) in nested_pairs(design).items():
+        fine = next(b for b in design.groups if b.number == number)
+        if coarse.term.param != "auto" or not levels[coarse.number].any() or not levels[number].all():
             continue
-        members = design.joint(blk.joint).members if blk.joint is not None else (blk,)
-        prec = np.concatenate([info.info[m.number] for m in members], axis=1)  # (levels, coefficients)
-        sd_mid = np.concatenate([info.sd[m.number] for m in members])
-        se = np.concatenate([info.se_log_sd[m.number] for m in members])
-        if not (np.all(np.isfinite(prec)) and np.all(np.isfinite(sd_mid)) and np.all(np.isfinite(se))):
-            levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
-            reasons[blk.number] = "non-centered: the data's information could not be measured at the starting point"
-            continue
-        siblings = sum(1 for b in design.groups if b.term.group == blk.term.group)
-        if len(blk.levels) < AUTO_MIN_LEVELS and siblings > 1:
-            levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
-            reasons[blk.number] = (
-                f"no level centered: {len(blk.levels)} levels (fewer than {AUTO_MIN_LEVELS}) with {siblings} terms "
-                f"on {blk.label.split('__')[0]}: each term's measured information ignores the level's other "
-                "parameters, so with few levels the group SD may reach zero unseen, and a centered term is a "
-                "funnel there"
-            )
-            continue
-        est = np.concatenate([np.asarray(info.effects[m.number]).reshape(len(blk.levels), -1) for m in members], axis=1)
-        lr = np.array([_zero_sd_lr(est[:, c], prec[:, c], sd_mid[c]) for c in range(prec.shape[1])])
-        if np.any(lr < AUTO_ZERO_SD_LR):
-            worst = int(np.argmin(lr))
-            levels[blk.number] = np.zeros(len(blk.levels), dtype=bool)
-            reasons[blk.number] = (
-                f"no level centered: the data do not rule out a group SD near zero for coefficient {worst + 1} "
-                f"(likelihood ratio of its SD estimate against zero {np.exp(lr[worst]):.3g} < "
-                f"{np.exp(AUTO_ZERO_SD_LR):.3g}; {len(blk.levels)} levels), and a centered term is a funnel there"
-            )
-            continue
-        sd_low = sd_mid * np.exp(-AUTO_SD_QUANTILE_Z * se)
-        var_low = (1.0 / (1.0 + prec * np.square(sd_low))).max(axis=-1)
-        ambiguous = float(np.mean((var_low >= AUTO_THRESHOLD) & (var_low < 0.5)))
-        med = float(np.median(var_low))
-        at = f"at a low plausible group SD ({', '.join(f'{v:.3g}' for v in sd_low)})"
-        if ambiguous <= AUTO_AMBIGUOUS:
-            # two clear regimes (or one): informative levels centered, the rest non-centered
-            centered = var_low < AUTO_THRESHOLD
-            n_c, J = int(centered.sum()), len(blk.levels)
-            rule = (f"posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > "
-                    f"{1 / AUTO_THRESHOLD - 1:g}, {at}")
-            reason = (
-                f"{n_c} of {J} levels centered: their data pin the effects down ({rule})"
-                + (f"; the others are far from it (median variance {med:.2f})" if n_c < J else "") if n_c else
-                f"no level centered: none has data that pin its effects down ({rule}; median variance {med:.2f})"
-            )
-        else:
-            # levels spread over the middle ground: one choice for the factor, by its typical level
-            centered = np.full(len(blk.levels), med < 0.5)
-            reason = (
-                f"{'all levels centered' if med < 0.5 else 'all levels non-centered'}: {ambiguous:.0%} of the levels "
-                f"are neither clearly informative nor clearly not {at}, so the factor gets one choice, by its "
-                f"median level (posterior variance of z {med:.2f} {'<' if med < 0.5 else '>='} 0.5)"
-            )
-        levels[blk.number], reasons[blk.number] = centered, reason
+        prec_fine = info.info[number][:, 0]
+        sd_fine = _sd_within(np.asarray(info.effects[number]).reshape(-1), prec_fine, up, float(info.sd[number][0]))
+        prec = _prec_through(prec_fine, sd_fine, up, len(coarse.levels))
+        centered, reason = _decide(design, coarse, info, prec[:, None])
+        # most levels informative through their finer levels: the measured choice stands (a partly centered
+        # coarse term would drop the pair, and its finer term would meet the ridge the pair removes)
+        if centered.mean() < 0.5:
+            levels[coarse.number] = np.zeros(len(coarse.levels), dtype=bool)
+            reasons[coarse.number] = (
+                f"no level centered: the data it sees are {fine.label}'s levels, sampled around its own "
+                f"(hierarchical centering on the nesting), each level's precision that of its {fine.label} "
+                f"levels' estimates, sum 1 / (1 / I + sd_{fine.label}^2) (median {np.median(prec):.3g}), not that "
+                f"of its rows; by that precision: {reason}")
     _unnest(design, levels, reasons)
     estimates = {b.number: (np.asarray(info.sd[b.number]), np.asarray(info.se_log_sd[b.number]))
                  for b in design.groups if b.number in info.sd}
     return Centering(levels, reasons, estimates)
+
+
+def _sd_within(est: np.ndarray, prec: np.ndarray, up: np.ndarray, measured: float) -> float:
+    """The finer term's SD around its coarse levels: the spread of its levels' effect estimates within the coarse
+    levels that have several of them, less their sampling variance (a moment estimate), where at least 3 finer
+    levels share a coarse level with another; never above the measured SD, which holds the coarse levels'
+    spread too when the finer term is measured first (the pilot measures the terms in the formula's order)."""
+    up = np.asarray(up)
+    counts = np.bincount(up)
+    n = counts[up]
+    ok = (n >= 2) & np.isfinite(est) & np.isfinite(prec) & (prec > 0)
+    if ok.sum() < 3 or not np.isfinite(measured):
+        return measured
+    means = np.bincount(up[ok], weights=est[ok], minlength=len(counts)) / np.maximum(
+        np.bincount(up[ok], minlength=len(counts)), 1)
+    n_ok = np.bincount(up[ok], minlength=len(counts))[up[ok]]
+    keep = n_ok >= 2
+    if keep.sum() < 3:
+        return measured
+    dev2 = (est[ok] - means[up[ok]])[keep] ** 2 * n_ok[keep] / (n_ok[keep] - 1)
+    within = float(np.mean(dev2) - np.mean(1.0 / prec[ok][keep]))
+    return float(min(measured, np.sqrt(within))) if within > 0 else measured
+
+
+def _prec_through(prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int) -> np.ndarray:
+    """A coarse level's data precision when its finer levels are sampled around it: each finer level's estimate
+    has variance 1/I (its rows) + sd_fine^2 (its spread around the coarse level), and the coarse level sees the
+    sum of their precisions. With one brood per location (lme4's grouseticks) that is about 1/sd_fine^2, however
+    many rows the location has."""
+    ok = np.isfinite(prec_fine) & (prec_fine > 0)
+    each = np.where(ok, 1.0 / (1.0 / np.where(ok, prec_fine, 1.0) + sd_fine ** 2), 0.0)
+    return np.bincount(np.asarray(up), weights=each, minlength=levels)
+
+
+def _decide(design: Design, blk: GroupBlock, info: Any, prec: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """``choose``'s rule for one ``auto`` term: its levels' centering and the reason (``prec``: the levels' data
+    precision, (levels, coefficients), when not the measured one)."""
+    members = design.joint(blk.joint).members if blk.joint is not None else (blk,)
+    if prec is None:
+        prec = np.concatenate([info.info[m.number] for m in members], axis=1)  # (levels, coefficients)
+    sd_mid = np.concatenate([info.sd[m.number] for m in members])
+    se = np.concatenate([info.se_log_sd[m.number] for m in members])
+    if not (np.all(np.isfinite(prec)) and np.all(np.isfinite(sd_mid)) and np.all(np.isfinite(se))):
+        return (np.zeros(len(blk.levels), dtype=bool),
+                "non-centered: the data's information could not be measured at the starting point")
+    siblings = sum(1 for b in design.groups if b.term.group == blk.term.group)
+    if len(blk.levels) < AUTO_MIN_LEVELS and siblings > 1:
+        return np.zeros(len(blk.levels), dtype=bool), (
+            f"no level centered: {len(blk.levels)} levels (fewer than {AUTO_MIN_LEVELS}) with {siblings} terms "
+            f"on {blk.label.split('__')[0]}: each term's measured information ignores the level's other "
+            "parameters, so with few levels the group SD may reach zero unseen, and a centered term is a "
+            "funnel there"
+        )
+    est = np.concatenate([np.asarray(info.effects[m.number]).reshape(len(blk.levels), -1) for m in members], axis=1)
+    lr = np.array([_zero_sd_lr(est[:, c], prec[:, c], sd_mid[c]) for c in range(prec.shape[1])])
+    if np.any(lr < AUTO_ZERO_SD_LR):
+        worst = int(np.argmin(lr))
+        return np.zeros(len(blk.levels), dtype=bool), (
+            f"no level centered: the data do not rule out a group SD near zero for coefficient {worst + 1} "
+            f"(likelihood ratio of its SD estimate against zero {np.exp(lr[worst]):.3g} < "
+            f"{np.exp(AUTO_ZERO_SD_LR):.3g}; {len(blk.levels)} levels), and a centered term is a funnel there"
+        )
+    sd_low = sd_mid * np.exp(-AUTO_SD_QUANTILE_Z * se)
+    var_low = (1.0 / (1.0 + prec * np.square(sd_low))).max(axis=-1)
+    ambiguous = float(np.mean((var_low >= AUTO_THRESHOLD) & (var_low < 0.5)))
+    med = float(np.median(var_low))
+    at = f"at a low plausible group SD ({', '.join(f'{v:.3g}' for v in sd_low)})"
+    if ambiguous <= AUTO_AMBIGUOUS:
+        # two clear regimes (or one): informative levels centered, the rest non-centered
+        centered = var_low < AUTO_THRESHOLD
+        n_c, J = int(centered.sum()), len(blk.levels)
+        rule = (f"posterior variance of z < {AUTO_THRESHOLD}, i.e. data precision x sd^2 > "
+                f"{1 / AUTO_THRESHOLD - 1:g}, {at}")
+        reason = (
+            f"{n_c} of {J} levels centered: their data pin the effects down ({rule})"
+            + (f"; the others are far from it (median variance {med:.2f})" if n_c < J else "") if n_c else
+            f"no level centered: none has data that pin its effects down ({rule}; median variance {med:.2f})"
+        )
+    else:
+        # levels spread over the middle ground: one choice for the factor, by its typical level
+        centered = np.full(len(blk.levels), med < 0.5)
+        reason = (
+            f"{'all levels centered' if med < 0.5 else 'all levels non-centered'}: {ambiguous:.0%} of the levels "
+            f"are neither clearly informative nor clearly not {at}, so the factor gets one choice, by its "
+            f"median level (posterior variance of z {med:.2f} {'<' if med < 0.5 else '>='} 0.5)"
+        )
+    return centered, reason
 
 
 def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, str]) -> None:
