@@ -285,7 +285,8 @@ class _CorrCholeskyTransform(dist.transforms.CorrCholeskyTransform):
 
     def __call__(self, x):
         K = round((1 + (1 + 8 * x.shape[-1]) ** 0.5) / 2)
-        t = jnp.tanh(x)
+        eps = jnp.finfo(x.dtype).eps  # as NumPyro: tanh rounds to 1 from |x| ~ 8 in float32, a zero diagonal
+        t = jnp.clip(jnp.tanh(x), -1 + eps, 1 - eps)
         one, zero = jnp.ones_like(t[..., 0]), jnp.zeros_like(t[..., 0])
         rows, at = [[one] + [zero] * (K - 1)], 0
         for i in range(1, K):
@@ -299,11 +300,15 @@ class _CorrCholeskyTransform(dist.transforms.CorrCholeskyTransform):
 
     def log_abs_det_jacobian(self, x, y, intermediates=None):
         K = round((1 + (1 + 8 * x.shape[-1]) ** 0.5) / 2)
-        q = 2 * (jnp.log(2.0) - x - jax.nn.softplus(-2 * x))  # log(1 - tanh(x)^2), stable for large |x|
-        weight = []  # per element: the tanh part (1) and the stick-breaking part (0.5 per later element)
+        eps = jnp.finfo(x.dtype).eps
+        t = jnp.clip(jnp.tanh(x), -1 + eps, 1 - eps)
+        # as NumPyro: the tanh part from x (log(1 - tanh(x)^2), stable), the stick-breaking part from the clipped
+        # values (0.5 log(1 - t^2) once per later element of the row)
+        weight = []
         for i in range(1, K):
-            weight += [1 + 0.5 * max(i - 1 - k, 0) for k in range(i)]
-        return jnp.sum(q * jnp.asarray(weight, dtype=q.dtype), axis=-1)
+            weight += [0.5 * max(i - 1 - k, 0) for k in range(i)]
+        tanh_part = jnp.sum(2 * (jnp.log(2.0) - x - jax.nn.softplus(-2 * x)), axis=-1)
+        return tanh_part + jnp.sum(jnp.log1p(-t * t) * jnp.asarray(weight, dtype=x.dtype), axis=-1)
 
 
 class _CorrCholesky(type(dist.constraints.corr_cholesky)):

@@ -488,3 +488,31 @@ def test_correlated_blocks_use_the_lkj_helper_up_to_its_size(rng: np.random.Gene
     for i in range(3):
         point = {k: jnp.asarray(v[i]) for k, v in draws.items() if k in small.latent_sites()}
         np.testing.assert_allclose(float(lp(small.model, point)), float(lp(plain, point)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_lkj_helper_stays_finite_where_tanh_rounds_to_one(x64: bool) -> None:
+    """Far out (|x| from about 8 in float32, 19 in float64) tanh rounds to 1 and the factor's diagonal to 0: the
+    helper clips as NumPyro does, so the density and its gradient stay finite and equal NumPyro's (a review: the
+    unclipped helper gave -inf or NaN there, and NUTS's trajectories reached it: 2-4 times the divergences)."""
+    import numpyro.distributions as dist
+    from numpyro.distributions.transforms import biject_to
+
+    from hbm_formula.likelihoods import HELPERS
+
+    ns: dict = {"jax": jax, "jnp": jnp, "dist": dist}
+    exec(HELPERS["LKJ"], ns)
+    with jax.enable_x64(x64):
+        for K, eta in ((2, 1.0), (2, 2.0), (3, 2.0)):
+            def total(d: type, x: jax.Array, K: int = K, eta: float = eta) -> jax.Array:
+                dist_ = d(K, eta)
+                t = biject_to(dist_.support)
+                return dist_.log_prob(t(x)) + t.log_abs_det_jacobian(x, t(x))
+
+            for far in (8.0, -9.0, 20.0, 40.0):
+                x = jnp.full(K * (K - 1) // 2, far, dtype=jnp.float64 if x64 else jnp.float32)
+                (v1, g1), (v2, g2) = (jax.value_and_grad(lambda x, d=d: total(d, x))(x)
+                                      for d in (ns["LKJ"], dist.LKJCholesky))
+                assert np.isfinite(v1) and np.all(np.isfinite(g1)), (K, eta, far, v1, g1)
+                np.testing.assert_allclose(v1, v2, rtol=1e-4)
+                assert np.all(np.sign(g1) == -np.sign(far)) and np.all(np.sign(g2) == -np.sign(far))  # back inwards
