@@ -184,9 +184,18 @@ def choose(design: Design, info: Any) -> Centering:
         if coarse.term.param != "auto" or not levels[coarse.number].any() or not levels[number].all():
             continue
         prec_fine = info.info[number][:, 0]
-        sd_fine = _sd_within(np.asarray(info.effects[number]).reshape(-1), prec_fine, up, float(info.sd[number][0]))
+        est_fine = np.asarray(info.effects[number], dtype=float).reshape(-1)
+        sd_fine = _sd_within(est_fine, prec_fine, up, float(info.sd[number][0]))
         prec = _prec_through(prec_fine, sd_fine, up, len(coarse.levels))
-        centered, reason = _decide(design, coarse, info, prec[:, None])
+        # the coarse levels' estimates and SD from the finer levels' totals (their effect plus their coarse level's,
+        # whichever of the two the measurement, term by term in the formula's order, gave the rows' shared part)
+        coarse_tab = np.asarray(info.tables.get(coarse.number, np.zeros(len(coarse.levels))), dtype=float).reshape(-1)
+        est = _mean_through(est_fine + coarse_tab[up], prec_fine, sd_fine, up, len(coarse.levels))
+        from .pilot import _moments
+
+        sd_c, se_c, _ = _moments(est, prec)
+        centered, reason = _decide(design, coarse, info, prec[:, None], est[:, None], np.array([sd_c]),
+                                   np.array([se_c]))
         # most levels informative through their finer levels: the measured choice stands (a partly centered
         # coarse term would drop the pair, and its finer term would meet the ridge the pair removes)
         if centered.mean() < 0.5:
@@ -195,7 +204,7 @@ def choose(design: Design, info: Any) -> Centering:
                 f"no level centered: the data it sees are {fine.label}'s levels, sampled around its own "
                 f"(hierarchical centering on the nesting), each level's precision that of its {fine.label} "
                 f"levels' estimates, sum 1 / (1 / I + sd_{fine.label}^2) (median {np.median(prec):.3g}), not that "
-                f"of its rows; by that precision: {reason}")
+                f"of its rows, and by that precision fewer than half its levels would be centered ({reason})")
     _unnest(design, levels, reasons)
     estimates = {b.number: (np.asarray(info.sd[b.number]), np.asarray(info.se_log_sd[b.number]))
                  for b in design.groups if b.number in info.sd}
@@ -205,8 +214,10 @@ def choose(design: Design, info: Any) -> Centering:
 def _sd_within(est: np.ndarray, prec: np.ndarray, up: np.ndarray, measured: float) -> float:
     """The finer term's SD around its coarse levels: the spread of its levels' effect estimates within the coarse
     levels that have several of them, less their sampling variance (a moment estimate), where at least 3 finer
-    levels share a coarse level with another; never above the measured SD, which holds the coarse levels'
-    spread too when the finer term is measured first (the pilot measures the terms in the formula's order)."""
+    levels share a coarse level with another; else the measured SD. Unlike the measured SD it does not depend on
+    the terms' order (the measurement goes term by term in the formula's order: a finer term measured first also
+    holds the coarse levels' spread, measured after them it loses its share where a coarse level has one finer
+    level, which then takes all of it)."""
     up = np.asarray(up)
     counts = np.bincount(up)
     n = counts[up]
@@ -221,7 +232,17 @@ def _sd_within(est: np.ndarray, prec: np.ndarray, up: np.ndarray, measured: floa
         return measured
     dev2 = (est[ok] - means[up[ok]])[keep] ** 2 * n_ok[keep] / (n_ok[keep] - 1)
     within = float(np.mean(dev2) - np.mean(1.0 / prec[ok][keep]))
-    return float(min(measured, np.sqrt(within))) if within > 0 else measured
+    return float(np.sqrt(within)) if within > 0 else measured
+
+
+def _mean_through(total: np.ndarray, prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int) -> np.ndarray:
+    """Each coarse level's estimate from its finer levels' totals, weighted by 1 / (1/I + sd_fine^2) (the
+    precision-weighted mean: its variance is 1 / ``_prec_through``); 0 where a level has none measured."""
+    ok = np.isfinite(prec_fine) & (prec_fine > 0) & np.isfinite(total)
+    w = np.where(ok, 1.0 / (1.0 / np.where(ok, prec_fine, 1.0) + sd_fine ** 2), 0.0)
+    num = np.bincount(np.asarray(up), weights=w * np.where(ok, total, 0.0), minlength=levels)
+    den = np.bincount(np.asarray(up), weights=w, minlength=levels)
+    return np.divide(num, den, out=np.zeros(levels), where=den > 0)
 
 
 def _prec_through(prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int) -> np.ndarray:
@@ -234,14 +255,18 @@ def _prec_through(prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels:
     return np.bincount(np.asarray(up), weights=each, minlength=levels)
 
 
-def _decide(design: Design, blk: GroupBlock, info: Any, prec: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-    """``choose``'s rule for one ``auto`` term: its levels' centering and the reason (``prec``: the levels' data
-    precision, (levels, coefficients), when not the measured one)."""
+def _decide(design: Design, blk: GroupBlock, info: Any, prec: np.ndarray | None = None, est: np.ndarray | None = None,
+            sd_mid: np.ndarray | None = None, se: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """``choose``'s rule for one ``auto`` term: its levels' centering and the reason (``prec``, ``est``: the levels'
+    data precision and effect estimates, (levels, coefficients), ``sd_mid``, ``se``: the SD estimate and the
+    standard error of its log, per coefficient, when not the measured ones)."""
     members = design.joint(blk.joint).members if blk.joint is not None else (blk,)
     if prec is None:
         prec = np.concatenate([info.info[m.number] for m in members], axis=1)  # (levels, coefficients)
-    sd_mid = np.concatenate([info.sd[m.number] for m in members])
-    se = np.concatenate([info.se_log_sd[m.number] for m in members])
+    if sd_mid is None:
+        sd_mid = np.concatenate([info.sd[m.number] for m in members])
+    if se is None:
+        se = np.concatenate([info.se_log_sd[m.number] for m in members])
     if not (np.all(np.isfinite(prec)) and np.all(np.isfinite(sd_mid)) and np.all(np.isfinite(se))):
         return (np.zeros(len(blk.levels), dtype=bool),
                 "non-centered: the data's information could not be measured at the starting point")
@@ -253,7 +278,9 @@ def _decide(design: Design, blk: GroupBlock, info: Any, prec: np.ndarray | None 
             "parameters, so with few levels the group SD may reach zero unseen, and a centered term is a "
             "funnel there"
         )
-    est = np.concatenate([np.asarray(info.effects[m.number]).reshape(len(blk.levels), -1) for m in members], axis=1)
+    if est is None:
+        est = np.concatenate([np.asarray(info.effects[m.number]).reshape(len(blk.levels), -1) for m in members],
+                             axis=1)
     lr = np.array([_zero_sd_lr(est[:, c], prec[:, c], sd_mid[c]) for c in range(prec.shape[1])])
     if np.any(lr < AUTO_ZERO_SD_LR):
         worst = int(np.argmin(lr))
