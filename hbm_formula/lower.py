@@ -584,9 +584,9 @@ class _Emitter:
         if g.correlated:
             L = self.names(f"L_{g.key}")
             eta_lkj = prior_code(self.table[f"cor_{g.label}"].prior, "corr", f"cor_{g.label}")
-            if K <= LKJ_UNROLLED:  # (its transform written out element by element: cheaper, and compiled sooner)
-                self.use("LKJ")
-            lkj = "LKJ" if K <= LKJ_UNROLLED else "dist.LKJCholesky"
+            lkj = "LKJ" if K <= LKJ_UNROLLED else "dist.LKJCholesky"  # (the helper: cheaper, compiled sooner)
+            if lkj == "LKJ":
+                self.use(lkj)
             out.append(f"{L} = numpyro.sample({self.site('L_' + g.label, internal=True)!r}, {lkj}({K}, {eta_lkj}))")
             self.coords[f"{g.label}__cor"] = [f"{g.coef_names[j]},{g.coef_names[i]}" for i, j in zip(*np.tril_indices(K, -1), strict=True)]
             self.dims[f"cor_{g.label}"] = [f"{g.label}__cor"]

@@ -170,7 +170,7 @@ def choose(design: Design, info: Any) -> Centering:
     levels fall into clearly separate regimes (at most 5% between 0.2 and 0.5); otherwise the
     factor gets one choice by its median level (centered if Var(z) < 0.5). A coarse term whose finer term will
     be centered around it (``nested_centering``) is then judged by the precision of its finer levels' estimates
-    (``_prec_through``), which is what it sees: kept non-centered when that centers fewer than half its levels.
+    (``_through``), which is what it sees: kept non-centered when that centers fewer than half its levels.
     """
     base = fixed(design)
     levels, reasons = dict(base.levels), dict(base.reasons)
@@ -186,11 +186,11 @@ def choose(design: Design, info: Any) -> Centering:
         prec_fine = info.info[number][:, 0]
         est_fine = np.asarray(info.effects[number], dtype=float).reshape(-1)
         sd_fine = _sd_within(est_fine, prec_fine, up, float(info.sd[number][0]))
-        prec = _prec_through(prec_fine, sd_fine, up, len(coarse.levels))
-        # the coarse levels' estimates and SD from the finer levels' totals (their effect plus their coarse level's,
-        # whichever of the two the measurement, term by term in the formula's order, gave the rows' shared part)
+        # the coarse levels' estimates, precision and SD from the finer levels' totals (their effect plus their
+        # coarse level's, whichever of the two the measurement, term by term in the formula's order, gave the rows'
+        # shared part)
         coarse_tab = np.asarray(info.tables.get(coarse.number, np.zeros(len(coarse.levels))), dtype=float).reshape(-1)
-        est = _mean_through(est_fine + coarse_tab[up], prec_fine, sd_fine, up, len(coarse.levels))
+        est, prec = _through(est_fine + coarse_tab[up], prec_fine, sd_fine, up, len(coarse.levels))
         from .pilot import _moments
 
         sd_c, se_c, _ = _moments(est, prec)
@@ -218,41 +218,35 @@ def _sd_within(est: np.ndarray, prec: np.ndarray, up: np.ndarray, measured: floa
     the terms' order (the measurement goes term by term in the formula's order: a finer term measured first also
     holds the coarse levels' spread, measured after them it loses its share where a coarse level has one finer
     level, which then takes all of it)."""
-    up = np.asarray(up)
-    counts = np.bincount(up)
-    n = counts[up]
-    ok = (n >= 2) & np.isfinite(est) & np.isfinite(prec) & (prec > 0)
-    if ok.sum() < 3 or not np.isfinite(measured):
+    if not np.isfinite(measured):
         return measured
-    means = np.bincount(up[ok], weights=est[ok], minlength=len(counts)) / np.maximum(
-        np.bincount(up[ok], minlength=len(counts)), 1)
-    n_ok = np.bincount(up[ok], minlength=len(counts))[up[ok]]
-    keep = n_ok >= 2
+    ok = np.isfinite(est) & np.isfinite(prec) & (prec > 0)
+    est, prec, up = est[ok], prec[ok], np.asarray(up)[ok]
+    n = np.bincount(up)
+    keep = n[up] >= 2
     if keep.sum() < 3:
         return measured
-    dev2 = (est[ok] - means[up[ok]])[keep] ** 2 * n_ok[keep] / (n_ok[keep] - 1)
-    within = float(np.mean(dev2) - np.mean(1.0 / prec[ok][keep]))
+    means = np.bincount(up, weights=est) / np.maximum(n, 1)
+    dev2 = (est - means[up])[keep] ** 2 * n[up][keep] / (n[up][keep] - 1)
+    within = float(np.mean(dev2) - np.mean(1.0 / prec[keep]))
     return float(np.sqrt(within)) if within > 0 else measured
 
 
-def _mean_through(total: np.ndarray, prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int) -> np.ndarray:
-    """Each coarse level's estimate from its finer levels' totals, weighted by 1 / (1/I + sd_fine^2) (the
-    precision-weighted mean: its variance is 1 / ``_prec_through``); 0 where a level has none measured."""
-    ok = np.isfinite(prec_fine) & (prec_fine > 0) & np.isfinite(total)
-    w = np.where(ok, 1.0 / (1.0 / np.where(ok, prec_fine, 1.0) + sd_fine ** 2), 0.0)
-    num = np.bincount(np.asarray(up), weights=w * np.where(ok, total, 0.0), minlength=levels)
-    den = np.bincount(np.asarray(up), weights=w, minlength=levels)
-    return np.divide(num, den, out=np.zeros(levels), where=den > 0)
-
-
-def _prec_through(prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int) -> np.ndarray:
-    """A coarse level's data precision when its finer levels are sampled around it: each finer level's estimate
-    has variance 1/I (its rows) + sd_fine^2 (its spread around the coarse level), and the coarse level sees the
-    sum of their precisions. With one brood per location (lme4's grouseticks) that is about 1/sd_fine^2, however
-    many rows the location has."""
+def _through(total: np.ndarray, prec_fine: np.ndarray, sd_fine: float, up: np.ndarray, levels: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Each coarse level's estimate and data precision when its finer levels are sampled around it: each finer
+    level's estimate (``total``, its effect plus its coarse level's) varies by 1/I (its rows) + sd_fine^2 (its
+    spread around the coarse level); the coarse level sees the sum of their precisions, and its estimate is their
+    precision-weighted mean (0 where a level has none measured). With one brood per location (lme4's grouseticks)
+    the precision is about 1/sd_fine^2, however many rows the location has."""
+    up = np.asarray(up)
     ok = np.isfinite(prec_fine) & (prec_fine > 0)
-    each = np.where(ok, 1.0 / (1.0 / np.where(ok, prec_fine, 1.0) + sd_fine ** 2), 0.0)
-    return np.bincount(np.asarray(up), weights=each, minlength=levels)
+    w = np.where(ok, 1.0 / (1.0 / np.where(ok, prec_fine, 1.0) + sd_fine ** 2), 0.0)
+    prec = np.bincount(up, weights=w, minlength=levels)
+    shown = ok & np.isfinite(total)
+    num = np.bincount(up, weights=np.where(shown, w * np.where(shown, total, 0.0), 0.0), minlength=levels)
+    den = np.bincount(up, weights=np.where(shown, w, 0.0), minlength=levels)
+    return np.divide(num, den, out=np.zeros(levels), where=den > 0), prec
 
 
 def _decide(design: Design, blk: GroupBlock, info: Any, prec: np.ndarray | None = None, est: np.ndarray | None = None,
