@@ -170,7 +170,7 @@ def choose(design: Design, info: Any) -> Centering:
     levels fall into clearly separate regimes (at most 5% between 0.2 and 0.5); otherwise the
     factor gets one choice by its median level (centered if Var(z) < 0.5). A coarse term whose finer term will
     be centered around it (``nested_centering``) is then judged by the precision of its finer levels' estimates
-    (``_through``), which is what it sees: kept non-centered when that centers fewer than half its levels.
+    (``_through``), which is what it sees: centered when that centers most of its levels, else not.
     """
     base = fixed(design)
     levels, reasons = dict(base.levels), dict(base.reasons)
@@ -181,7 +181,7 @@ def choose(design: Design, info: Any) -> Centering:
     # the rows, which its finer term explains first
     for number, (coarse, up) in nested_pairs(design).items():
         fine = next(b for b in design.groups if b.number == number)
-        if coarse.term.param != "auto" or not levels[coarse.number].any() or not levels[number].all():
+        if coarse.term.param != "auto" or not levels[number].all():
             continue
         prec_fine = info.info[number][:, 0]
         est_fine = np.asarray(info.effects[number], dtype=float).reshape(-1)
@@ -196,15 +196,18 @@ def choose(design: Design, info: Any) -> Centering:
         sd_c, se_c, _ = _moments(est, prec)
         centered, reason = _decide(design, coarse, info, prec[:, None], est[:, None], np.array([sd_c]),
                                    np.array([se_c]))
-        # most levels informative through their finer levels: the measured choice stands (a partly centered
-        # coarse term would drop the pair, and its finer term would meet the ridge the pair removes)
-        if centered.mean() < 0.5:
-            levels[coarse.number] = np.zeros(len(coarse.levels), dtype=bool)
-            reasons[coarse.number] = (
-                f"no level centered: the data it sees are {fine.label}'s levels, sampled around its own "
-                f"(hierarchical centering on the nesting), each level's precision that of its {fine.label} "
-                f"levels' estimates, sum 1 / (1 / I + sd_{fine.label}^2) (median {np.median(prec):.3g}), not that "
-                f"of its rows, and by that precision fewer than half its levels would be centered ({reason})")
+        # one choice for the whole term (a partly centered coarse term would drop the pair, and its finer term
+        # would meet the ridge the pair removes), by most of its levels; the measured one stands where it agrees
+        most = centered.mean() >= 0.5
+        if (levels[coarse.number].all() if most else not levels[coarse.number].any()):
+            continue
+        levels[coarse.number] = np.full(len(coarse.levels), most)
+        reasons[coarse.number] = (
+            f"{'all levels centered' if most else 'no level centered'}: the data it sees are {fine.label}'s levels, "
+            f"sampled around its own (hierarchical centering on the nesting), each level's precision that of its "
+            f"{fine.label} levels' estimates, sum 1 / (1 / I + sd_{fine.label}^2) (median {np.median(prec):.3g}), "
+            f"not that of its rows, and by that precision {'most' if most else 'fewer than half'} of its levels "
+            f"would be centered ({reason})")
     _unnest(design, levels, reasons)
     estimates = {b.number: (np.asarray(info.sd[b.number]), np.asarray(info.se_log_sd[b.number]))
                  for b in design.groups if b.number in info.sd}

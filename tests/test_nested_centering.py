@@ -249,3 +249,20 @@ def test_a_fit_with_few_finer_levels_per_coarse_level_mixes() -> None:
     assert min(float(ess[v].min()) for v in ess.data_vars) > 300  # 27 with the locations centered
     assert int(fit.idata.sample_stats["diverging"].sum()) <= 40  # 296 with the locations centered
     assert float(az.rhat(fit.idata, var_names=["sd_loc"])["sd_loc"]) < 1.02
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | school) + (1 | cls)", "y ~ x + (1 | cls) + (1 | school)"])
+def test_an_informative_coarse_term_is_centered_in_either_order(formula: str) -> None:
+    """Many classes a school and a large school SD: the schools are informative through their classes and stay
+    centered whichever term is listed first (a review: classes first, the measurement put the school SD near 0,
+    the schools were left non-centered and the fit took 63 leapfrog steps per draw against 15)."""
+    rng = np.random.default_rng(51822)
+    school = np.repeat(np.arange(22), rng.integers(8, 21, 22))
+    cls = np.arange(school.size)
+    rows = np.repeat(cls, 4)
+    df = pd.DataFrame({"school": [f"s{i}" for i in school[rows]], "cls": [f"c{i}" for i in rows],
+                       "x": rng.normal(size=rows.size)})
+    df["y"] = (1.0 + 0.5 * df.x + rng.normal(0, 2.5, 22)[school[rows]] + rng.normal(0, 0.5, cls.size)[rows]
+               + rng.normal(0, 1.0, rows.size))
+    par = hf.compile(formula, df).parameterization()
+    assert par.loc["school", "chosen"] == "centered", par
