@@ -37,6 +37,7 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 MATRIX = [
     (["y ~ x", "--prior", "b=normal(0, 1e999)"], "the number 1e999 is too large"),
     (["y ~ x", "--prior", "sigma"], "expected NAME=PRIOR"),
+    (["y ~ x", "--prior", "b=normal(0, inf)"], "'inf' is not a number a prior can take"),
     (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
     (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
     (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),

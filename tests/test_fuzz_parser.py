@@ -362,6 +362,9 @@ ADVERSARIAL = [
     ),
     ("pow-of-neg-prints-deeper", "parse", "y ~ I(" + "^-".join(["x"] * 70) + ")", "the expanded formula is too big"),
     ("prior-1e999", "prior", "normal(0, 1e999)", "the number 1e999 is too large: it must be a finite number"),
+    ("prior-nan", "prior", "lkj(nan)", "'nan' is not a number a prior can take"),
+    ("prior-minus-inf", "prior", "normal(0, - Inf)", "'- Inf' is not a number a prior can take"),
+    ("prior-named-nan", "prior", "nan(0, 1", "syntax error at end of text"),
     ("prior-long", "prior", "normal(" + ", ".join(["1"] * 2_490) + ")", None),
     ("NUL", "parse", "y ~ x\x00 + z", "unexpected character '\\x00'"),
 ]
