@@ -585,7 +585,8 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
 
 
 #: what the separation messages of one level or column advise
-_SEPARATION_FIX = "use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}), pool the level, or drop the term"
+_PRIOR_FIX = "use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}; CLI: --prior 'b=normal(0, 1)')"
+_SEPARATION_FIX = f"{_PRIOR_FIX}, pool the level, or drop the term"
 
 
 def separation(p: PredictorData, resp: ResponseData) -> list[str]:
@@ -621,8 +622,8 @@ def separation(p: PredictorData, resp: ResponseData) -> list[str]:
                     else f"the response is {'1' if hi0 < lo1 else '0'}"
                 below = "every trial the other way" if resp.trials is not None else "the other value"
                 out.append(f"complete separation: {above} whenever {name} > {cut:.3g} and {below} below: the "
-                           f"coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
-                           "model")
+                           f"coefficient of {name} is bounded only by its prior; {_PRIOR_FIX} or a "
+                           "different model")
     return out + _reference_separation(p, X, all_zero, all_one, informative, resp.trials is not None, said)
 
 
@@ -733,7 +734,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
                 said.add(name)
                 out.append(f"complete separation: {name} orders the response's categories completely (each "
                            f"category's rows {'above' if up else 'below'} the one before's): the coefficient of "
-                           f"{name} is bounded only by its prior; use a stronger prior or a different model")
+                           f"{name} is bounded only by its prior; {_PRIOR_FIX} or a different model")
             continue
         apart = []
         for c in range(len(levels)):
@@ -744,7 +745,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
         if apart:
             said.add(name)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
-                       f"the coefficient of {name} is bounded only by its prior; use a stronger prior or a different "
+                       f"the coefficient of {name} is bounded only by its prior; {_PRIOR_FIX} or a different "
                        "model")
     return out + _level_separation(p, X, y, levels, ordinal, said)
 

@@ -223,7 +223,8 @@ def _fill_required(entries: list[ParamEntry]) -> None:
         if e.prior is REQUIRED:
             s = scale.get(e.predictor)
             if s is None:
-                raise PriorError(f"no default prior for {e.name}: set one, e.g. priors={{'{e.name}': 'normal(0, 1)'}}")
+                raise PriorError(f"no default prior for {e.name}: set one, e.g. priors={{'{e.name}': 'normal(0, 1)'}} "
+                                 f"(CLI: --prior '{e.name}=normal(0, 1)')")
             e.prior = _pd("half_normal", s) if e.cls == "sd" else _pd("normal", 0.0, s)
             e.source = "default (intercept prior's scale)"
 

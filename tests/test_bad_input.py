@@ -221,8 +221,10 @@ def test_stale_temporary_files_are_cleaned(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- numerics that deserve a clear word
 def test_complete_separation_is_reported() -> None:
     df = pd.DataFrame({"y": [0, 0, 0, 0, 1, 1, 1, 1], "x": [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0]})
-    with pytest.warns(UserWarning, match="complete separation.*x > 3.5"):
+    with pytest.warns(UserWarning, match="complete separation.*x > 3.5") as said:
         hf.compile("y ~ x", df, family="bernoulli")
+    # the fix in both spellings: Python's and the command line's
+    assert "priors={'b': 'normal(0, 1)'}; CLI: --prior 'b=normal(0, 1)'" in str(said[0].message), str(said[0].message)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
