@@ -12,6 +12,10 @@ class HBMError(Exception):
     """Base class of every error hbm_formula raises on bad input."""
 
 
+#: a formula shown under its message: what would break or widen its line, as a space (one character for one)
+_ONE_LINE = dict.fromkeys(map(ord, "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"), " ")
+
+
 class FormulaError(HBMError, ValueError):
     """A formula (or prior, or non-linear expression) that cannot be accepted."""
 
@@ -31,7 +35,9 @@ class FormulaError(HBMError, ValueError):
     def _render(self) -> str:
         if self.text is None or self.start is None:
             return self.message
-        line = self.text.replace("\n", " ")
+        # one line, each character in its place: every character that breaks a line (for str.splitlines, which the CLI
+        # uses) or widens it (a tab) shown as a space
+        line = self.text.translate(_ONE_LINE)
         start = min(max(self.start, 0), len(line))
         width = max(1, (self.end or start + 1) - start)
         return f"{self.message}\n  {line}\n  {' ' * start}{'^' * width}"

@@ -250,15 +250,16 @@ _CHAR_HINTS = {
 }
 
 
-#: a word a prior's argument might be meant as a number by (``lkj(nan)``, ``normal(0, inf)``); a prior has no
-#: column names, so in one that does not parse such a word is the likely cause
-_NON_FINITE = re.compile(r"(?i)(?<![\w.])(?:[-+]\s*)?(nan|inf(inity)?)(?![\w.])(?!\s*\()")
+#: a prior's argument written as a non-finite word (``lkj(nan)``, ``normal(0, -inf)``, ``student_t(df=inf)``): the word
+#: (group 1) standing alone where a number goes, after '(', ',' or '=' and before ',' or ')'; a prior has no column
+#: names, so in one that does not parse such a word is the cause
+_NON_FINITE = re.compile(r"[(,=][ \t]*([-+]?(?:nan|inf|infinity))[ \t]*[,)]", re.ASCII | re.IGNORECASE)
 
 
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
     if issubclass(cls, PriorError) and (word := _NON_FINITE.search(text)) is not None:
-        return cls(f"'{word.group(0)}' is not a number a prior can take: its arguments must be finite numbers",
-                   text, word.start(), word.end())
+        return cls(f"'{word.group(1)}' is not a number a prior can take: its arguments must be finite numbers",
+                   text, word.start(1), word.end(1))
     pos = err.pos_in_stream if err.pos_in_stream is not None else len(text)
     end = pos + 1
     if isinstance(err, UnexpectedToken) and err.token is not None and err.token.type != "$END":

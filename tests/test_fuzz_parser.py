@@ -363,8 +363,14 @@ ADVERSARIAL = [
     ("pow-of-neg-prints-deeper", "parse", "y ~ I(" + "^-".join(["x"] * 70) + ")", "the expanded formula is too big"),
     ("prior-1e999", "prior", "normal(0, 1e999)", "the number 1e999 is too large: it must be a finite number"),
     ("prior-nan", "prior", "lkj(nan)", "'nan' is not a number a prior can take"),
-    ("prior-minus-inf", "prior", "normal(0, - Inf)", "'- Inf' is not a number a prior can take"),
+    ("prior-minus-inf", "prior", "normal(0, -Inf)", "'-Inf' is not a number a prior can take"),
+    ("prior-keyword-inf", "prior", "student_t(df=infinity, 0, 1)", "'infinity' is not a number a prior can take"),
     ("prior-named-nan", "prior", "nan(0, 1", "syntax error at end of text"),
+    # (a review) the word only where a number goes: elsewhere the real fault is named
+    ("prior-keyword-named-inf", "prior", "normal(inf=0, 1 2)", "syntax error at '2'"),
+    ("prior-inf-after-semicolon", "prior", "normal(0, 1); inf", "';' is not allowed"),
+    ("prior-sign-newline-inf", "prior", "normal(0, -\ninf)", "syntax error at 'inf'"),
+    ("prior-dotless-i", "prior", "normal(0, \u0131nf)", "unexpected character"),
     ("prior-long", "prior", "normal(" + ", ".join(["1"] * 2_490) + ")", None),
     ("NUL", "parse", "y ~ x\x00 + z", "unexpected character '\\x00'"),
 ]

@@ -264,6 +264,19 @@ def test_prior_syntax_errors_have_carets(text: str, at: str) -> None:
     assert "^" in str(info.value)
 
 
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\r", "\u2028", "\x85", "\t"])
+def test_an_error_shows_its_text_on_one_line_with_the_caret_under_the_place(brk: str) -> None:
+    """(a review) only '\\n' was shown as a space: a '\\r' or another line break split the text's line for
+    ``str.splitlines`` (the CLI's), and the caret stood under nothing."""
+    text = f"normal(0,{brk}1 2)"
+    with pytest.raises(hf.PriorError) as info:
+        parse_prior(text)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3, lines
+    assert len(lines[1]) == 2 + len(text) and lines[2].index("^") == 2 + info.value.start
+    assert info.value.start == (text.index("2") if brk in " \t\n\r\r\n" else text.index(brk)), str(info.value)
+
+
 def test_grammar_is_found_from_the_installed_package() -> None:
     from importlib import resources
 
