@@ -243,7 +243,14 @@ def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
                                   param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar), nl=nl)
     if args.show_priors or args.show_code:
-        cm = compile(formula, df, **kwargs)
+        with _w.catch_warnings(record=True) as caught:  # what the data showed, as the fit's: "warning: ..." lines
+            _w.simplefilter("always", UserWarning)
+            cm = compile(formula, df, **kwargs)
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                print(f"warning: {w.message}", file=sys.stderr)
+            else:
+                _w.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if args.show_priors:
             import pandas as pd
 

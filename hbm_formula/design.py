@@ -585,7 +585,15 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
 
 
 #: what the separation messages of one level or column advise
-_PRIOR_FIX = "use a stronger prior (e.g. priors={'b': 'normal(0, 1)'}; CLI: --prior 'b=normal(0, 1)')"
+def prior_fix(cls: str = "b") -> str:
+    """The fix for a coefficient bounded only by its prior, with an example prior for class ``cls`` in Python's and
+    the command line's spelling (quoted for a shell)."""
+    import shlex
+
+    return f"use a stronger prior (e.g. priors={{{cls!r}: 'normal(0, 1)'}}; CLI: --prior {shlex.quote(cls + '=normal(0, 1)')})"
+
+
+_PRIOR_FIX = prior_fix()
 _SEPARATION_FIX = f"{_PRIOR_FIX}, pool the level, or drop the term"
 
 
@@ -689,7 +697,7 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
         where.append((f"{factor} is at its reference level {level!r} ({_rows(int(rows.sum()))}; no column of its "
                       "own)", f"{base} and the coefficients of {factor} are bounded only by their priors", rows))
     out = []
-    fix = f"; {_SEPARATION_FIX}"
+    fix = f"; {_SEPARATION_FIX}" if ordinal else f"; {prior_fix('b_mu2')}, pool the level, or drop the term"
     for at, bounded, rows in where:
         if not rows.any() or rows.all():
             continue
@@ -736,17 +744,20 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
                            f"category's rows {'above' if up else 'below'} the one before's): the coefficient of "
                            f"{name} is bounded only by its prior; {_PRIOR_FIX} or a different model")
             continue
-        apart = []
+        apart, cats = [], []
         for c in range(len(levels)):
             a, b = x[y == c], x[y != c]
             if a.size and b.size and (a.min() > b.max() or a.max() < b.min()):
                 cut = (a.min() + b.max()) / 2 if a.min() > b.max() else (a.max() + b.min()) / 2
                 apart.append(f"{levels[c]!r} whenever {name} {'>' if a.min() > b.max() else '<'} {cut:.3g}")
+                cats.append(c)
         if apart:
             said.add(name)
+            # (a categorical response's coefficients have a class per category past the first: b_mu2, b_mu3, ...)
+            first = next((c + 1 for c in cats if c > 0), 2)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
-                       f"the coefficient of {name} is bounded only by its prior; {_PRIOR_FIX} or a different "
-                       "model")
+                       f"the coefficient of {name} is bounded only by its prior; {prior_fix(f'b_mu{first}')} or a "
+                       "different model")
     return out + _level_separation(p, X, y, levels, ordinal, said)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import shlex
 from dataclasses import dataclass, field
 
 from .design import Design, GroupBlock, PredictorData
@@ -216,15 +217,15 @@ def _fill_required(entries: list[ParamEntry]) -> None:
         ex = missing[0]
         raise PriorError(
             f"no default prior for {', '.join(missing)}: a non-linear parameter's scale is unknown; "
-            f"set one, e.g. priors={{'{ex}': 'normal(0, 1)'}} (CLI: --prior '{ex}=normal(0, 1)')"
+            f"set one, e.g. priors={{{ex!r}: 'normal(0, 1)'}} (CLI: --prior {shlex.quote(ex + '=normal(0, 1)')})"
         )
     scale = {e.predictor: (e.prior.args[-1] if e.prior.args else 1.0) for e in entries if e.cls == "Intercept"}
     for e in entries:
         if e.prior is REQUIRED:
             s = scale.get(e.predictor)
             if s is None:
-                raise PriorError(f"no default prior for {e.name}: set one, e.g. priors={{'{e.name}': 'normal(0, 1)'}} "
-                                 f"(CLI: --prior '{e.name}=normal(0, 1)')")
+                raise PriorError(f"no default prior for {e.name}: set one, e.g. priors={{{e.name!r}: 'normal(0, 1)'}} "
+                                 f"(CLI: --prior {shlex.quote(e.name + '=normal(0, 1)')})")
             e.prior = _pd("half_normal", s) if e.cls == "sd" else _pd("normal", 0.0, s)
             e.source = "default (intercept prior's scale)"
 

@@ -257,6 +257,22 @@ def test_what_the_data_showed_is_in_every_fits_warnings_and_its_file(tmp_path: P
         hf.compile("k | trials(n) ~ x", binom, family="binomial")
 
 
+@pytest.mark.parametrize("show", ["--show-priors", "--show-code"])
+def test_cli_shows_what_the_data_showed_as_warning_lines_without_fitting(tmp_path: Path, show: str,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """(a review) with --show-priors / --show-code, a separation warning came out in Python's raw form (the
+    script's path, 'UserWarning:', the line of code), not as the fit's 'warning: ...' lines."""
+    path = tmp_path / "sep.csv"
+    pd.DataFrame({"y": [0, 0, 0, 0, 1, 1, 1, 1], "x": [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0]}).to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none left to Python's display
+        code = main([str(path), "y ~ x", "--family", "bernoulli", show])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err.startswith("warning: complete separation: the response is 1 whenever x > 3.5"), captured.err
+    assert "UserWarning" not in captured.err and "--prior 'b=normal(0, 1)'" in captured.err
+
+
 def test_separation_at_a_factors_reference_level_is_reported() -> None:
     """The reference level of a treatment-coded factor has no column of its own (its rows are where every one of
     the factor's columns is 0), so the one-column check missed it: rows of that level all 0 leave the intercept
@@ -310,8 +326,13 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
         hf.compile("y ~ x", df, family="cumulative")
     # every category set apart is named, its label quoted as Python would (a review: 'it's')
     two = df.assign(y=np.where(x < 10, "it's", np.where(x < 20, "b", "c")))
-    with pytest.warns(UserWarning, match=r"""the response is 'c' whenever x > 19\.5 and "it's" whenever x < 9\.5"""):
+    with pytest.warns(UserWarning, match=r"""the response is 'c' whenever x > 19\.5 and "it's" whenever x < 9\.5""") as said:
         hf.compile("y ~ x", two, family="categorical")
+    # the fix names a class a categorical model has (a review: 'b' is refused there): the first category set apart
+    # past the reference (the categories sorted: 'b', 'c', "it's"; 'c' is b_mu2), and the class is taken
+    assert "priors={'b_mu2': 'normal(0, 1)'}; CLI: --prior 'b_mu2=normal(0, 1)'" in str(said[0].message), said[0].message
+    with pytest.warns(UserWarning, match="complete separation"):
+        hf.compile("y ~ x", two, family="categorical", priors={"b_mu2": "normal(0, 1)"})
     # a two-valued column not coded 0/1, and a binomial row of zero trials (which says nothing), as a review found
     d = np.repeat([1.0, 2.0], 10)
     with pytest.warns(UserWarning, match=r"complete separation: the response is 1 whenever d > 1\.5"):

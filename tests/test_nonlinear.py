@@ -69,6 +69,17 @@ def test_generic_nonlinear_parameters_require_priors() -> None:
     df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 3.5], "t": [0.0, 1.0, 2.0, 3.0], "g": [1, 1, 2, 2]})
     with pytest.raises(hf.PriorError, match=r"no default prior for Intercept_a, Intercept_k.*priors=\{'Intercept_a': 'normal\(0, 1\)'\}"):
         hf.compile("y ~ a * (1 - exp(-k * t))\na ~ 1\nk ~ 1 + (1 | g), lb = 0", df)
+    # the command line's spelling, quoted for a shell whatever the name (a review: a column named o'k)
+    with pytest.raises(hf.PriorError, match=r"CLI: --prior 'Intercept_a=normal\(0, 1\)'"):
+        hf.compile("y ~ a * (1 - exp(-k * t))\na ~ 1\nk ~ 1 + (1 | g), lb = 0", df)
+    quoted = df.assign(**{"o'k": df.t})
+    with pytest.raises(hf.PriorError) as info:
+        hf.compile("y ~ a * k\na ~ 1\nk ~ 0 + `o'k`", quoted, priors={"Intercept_a": "normal(0, 1)"})
+    cli = info.value.message.split("CLI: --prior ", 1)[1].rstrip(")")
+    import shlex
+
+    (word,) = shlex.split(cli)
+    assert word.endswith("=normal(0, 1)") and "'" in word, info.value.message
     cm = hf.compile("y ~ a * (1 - exp(-k * t))\na ~ 1\nk ~ 1 + (1 | g), lb = 0", df,
                     priors={"Intercept_a": "normal(3, 2)", "Intercept_k": "normal(0, 0.5)"})
     table = cm.priors_table()
