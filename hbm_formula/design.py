@@ -584,7 +584,6 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
     return risk
 
 
-#: what the separation messages of one level or column advise
 def prior_fix(cls: str = "b") -> str:
     """The fix for a coefficient bounded only by its prior, with an example prior for class ``cls`` in Python's and
     the command line's spelling (quoted for a shell)."""
@@ -593,6 +592,7 @@ def prior_fix(cls: str = "b") -> str:
     return f"use a stronger prior (e.g. priors={{{cls!r}: 'normal(0, 1)'}}; CLI: --prior {shlex.quote(cls + '=normal(0, 1)')})"
 
 
+#: what the separation messages of one column or level advise
 _PRIOR_FIX = prior_fix()
 _SEPARATION_FIX = f"{_PRIOR_FIX}, pool the level, or drop the term"
 
