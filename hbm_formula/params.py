@@ -268,7 +268,7 @@ def apply_priors(spec: ModelSpec, entries: list[ParamEntry]) -> list[ParamEntry]
         if p.target not in names:
             close = difflib.get_close_matches(p.target, names, n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-            raise PriorError(f"prior for unknown parameter '{p.target}'{hint}; parameters: {', '.join(names)}")
+            raise PriorError(f"prior for unknown parameter {p.target!r}{hint}; parameters: {', '.join(names)}")
         given[p.target] = check_prior(p.dist, p.target, str(p.dist))
     for e in entries:
         for k in e.keys:

@@ -253,7 +253,7 @@ _CHAR_HINTS = {
 #: a prior's argument written as a non-finite word (``lkj(nan)``, ``normal(0, -inf)``, ``student_t(df=inf)``): the word
 #: (group 1) standing alone where a number goes, after '(', ',' or '=' and before ',' or ')'; a prior has no column
 #: names, so in one that does not parse such a word is the cause
-_NON_FINITE = re.compile(r"[(,=][ \t]*([-+]?(?:nan|inf|infinity))[ \t]*[,)]", re.ASCII | re.IGNORECASE)
+_NON_FINITE = re.compile(r"[(,=]\s*([-+]?(?:nan|inf|infinity))\s*[,)]", re.ASCII | re.IGNORECASE)
 
 
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
@@ -913,11 +913,11 @@ def parse_hypothesis(text: str) -> tuple[Expr, str | None, Expr | None]:
 def _named_prior(name: str, text: object) -> PriorDist:
     """Parse the prior given for parameter ``name``; errors say which parameter."""
     if not isinstance(text, str):
-        raise PriorError(f"prior for '{name}' must be a string such as 'normal(0, 1)', got {type(text).__name__}")
+        raise PriorError(f"prior for {name!r} must be a string such as 'normal(0, 1)', got {type(text).__name__}")
     try:
         return parse_prior(text)
     except PriorError as err:
-        raise PriorError(f"prior for '{name}': {err.message}", err.text, err.start, err.end) from None
+        raise PriorError(f"prior for {name!r}: {err.message}", err.text, err.start, err.end) from None
 
 
 def _pnum(node: Tree, text: str, cls: type[FormulaError] = FormulaError) -> float:

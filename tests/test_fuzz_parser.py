@@ -370,6 +370,9 @@ ADVERSARIAL = [
     ("prior-keyword-named-inf", "prior", "normal(inf=0, 1 2)", "syntax error at '2'"),
     ("prior-inf-after-semicolon", "prior", "normal(0, 1); inf", "';' is not allowed"),
     ("prior-sign-newline-inf", "prior", "normal(0, -\ninf)", "syntax error at 'inf'"),
+    # (a second review) any whitespace the grammar takes may stand around the word
+    ("prior-newline-inf", "prior", "normal(0,\ninf)", "'inf' is not a number a prior can take"),
+    ("prior-crlf-minus-inf", "prior", "normal(0,\r\n  -inf\f)", "'-inf' is not a number a prior can take"),
     ("prior-dotless-i", "prior", "normal(0, \u0131nf)", "unexpected character"),
     ("prior-long", "prior", "normal(" + ", ".join(["1"] * 2_490) + ")", None),
     ("NUL", "parse", "y ~ x\x00 + z", "unexpected character '\\x00'"),

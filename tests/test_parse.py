@@ -1,5 +1,6 @@
 """Parser: corpora, expected IR for the tricky cases, round trips, caret positions."""
 
+import pandas as pd
 import pytest
 from conftest import corpus
 
@@ -275,6 +276,16 @@ def test_an_error_shows_its_text_on_one_line_with_the_caret_under_the_place(brk:
     assert len(lines) == 3, lines
     assert len(lines[1]) == 2 + len(text) and lines[2].index("^") == 2 + info.value.start
     assert info.value.start == (text.index("2") if brk in " \t\n\r\r\n" else text.index(brk)), str(info.value)
+
+
+def test_a_priors_name_with_a_line_break_stays_on_the_messages_line() -> None:
+    """(a second review) the name was put in the message as it was: 'b\\nx' split the CLI's error line."""
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "x": [0.0, 1.0, 0.0, 1.0]})
+    for priors, said in (({"b\nx": "lkj(nan)"}, "prior for 'b\\nx': 'nan' is not a number"),
+                         ({"b\rx": "normal(0, 1)"}, "prior for unknown parameter 'b\\rx'")):
+        with pytest.raises(hf.PriorError) as info:
+            hf.compile("y ~ x", df, priors=priors)
+        assert str(info.value).splitlines()[0].startswith(said), str(info.value)
 
 
 def test_grammar_is_found_from_the_installed_package() -> None:
