@@ -15,6 +15,7 @@ code), as formulaic's ``ModelSpec.update()`` returns a copy.
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -158,6 +159,10 @@ class Design:
 
     def joint(self, number: int) -> JointBlock:
         return self.joints[number - 1]
+
+    def group(self, number: int) -> GroupBlock:
+        """The group term numbered ``number`` (``GroupBlock.number``)."""
+        return next(b for b in self.groups if b.number == number)
 
 
 # ---------------------------------------------------------------- helpers
@@ -587,8 +592,6 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
 def prior_fix(cls: str = "b") -> str:
     """The fix for a coefficient bounded only by its prior, with an example prior for class ``cls`` in Python's and
     the command line's spelling (quoted for a shell)."""
-    import shlex
-
     return f"use a stronger prior (e.g. priors={{{cls!r}: 'normal(0, 1)'}}; CLI: --prior {shlex.quote(cls + '=normal(0, 1)')})"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .design import Design, GroupBlock, nested_folds
 from .families import family_spec
+from .pilot import _moments
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def nested_centering(design: Design, centering: Centering) -> dict[int, tuple[Gr
     and its instructors'. InstEval (``(1|s) + (1|d) + (1|dept)``), ``benchmarks/bench_insteval.py``."""
     out = {}
     for number, (coarse, level_map) in nested_pairs(design).items():
-        fine = next(b for b in design.groups if b.number == number)
+        fine = design.group(number)
         if (Centering.chosen(centering.of(fine)) == "centered"
                 and Centering.chosen(centering.of(coarse)) != "partially centered"
                 and _pair_absorbs(design, centering, fine, coarse)):
@@ -180,7 +181,7 @@ def choose(design: Design, info: Any) -> Centering:
     # a coarse term whose finer term will be sampled around it (nested_centering): its data are those levels, not
     # the rows, which its finer term explains first
     for number, (coarse, up) in nested_pairs(design).items():
-        fine = next(b for b in design.groups if b.number == number)
+        fine = design.group(number)
         if coarse.term.param != "auto" or not levels[number].all():
             continue
         prec_fine = info.info[number][:, 0]
@@ -191,8 +192,6 @@ def choose(design: Design, info: Any) -> Centering:
         # shared part)
         coarse_tab = np.asarray(info.tables.get(coarse.number, np.zeros(len(coarse.levels))), dtype=float).reshape(-1)
         est, prec = _through(est_fine + coarse_tab[up], prec_fine, sd_fine, up, len(coarse.levels))
-        from .pilot import _moments
-
         sd_c, se_c, _ = _moments(est, prec)
         centered, reason = _decide(design, coarse, info, prec[:, None], est[:, None], np.array([sd_c]),
                                    np.array([se_c]))
@@ -388,6 +387,6 @@ def _unnest(design: Design, levels: dict[int, np.ndarray], reasons: dict[int, st
             break
     for number, (coarse, _) in nested_centering(design, Centering(levels)).items():
         if number in reasons:
-            fine = next(b for b in design.groups if b.number == number)
+            fine = design.group(number)
             reasons[number] += (f"; {fine.label} is nested in {coarse.label}: its levels are sampled around their "
                                 f"{coarse.label}'s (hierarchical centering on the nesting, no ridge)")
