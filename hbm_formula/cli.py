@@ -128,8 +128,16 @@ def _check_csv_shape(p: Path) -> list[str]:
 def _prior_arg(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=PRIOR, e.g. sigma=exponential(1); got {text!r}")
-    name, prior = text.split("=", 1)
-    return name.strip(), prior.strip()
+    from .parse import FormulaError, parse_prior
+
+    # the '=' that ends the name: the first one after which a prior parses (a coefficient's name may hold '=', as
+    # a column 'a=b' gives b_a=b; a prior's own '=' comes after its '('); the first few tried
+    cuts = [i for i, ch in enumerate(text) if ch == "="]
+    for i in cuts[:4]:
+        with contextlib.suppress(FormulaError):
+            parse_prior(text[i + 1:].strip())
+            return text[:i].strip(), text[i + 1:].strip()
+    return text[:cuts[0]].strip(), text[cuts[0] + 1:].strip()
 
 
 class _Parser(argparse.ArgumentParser):

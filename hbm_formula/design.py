@@ -700,7 +700,15 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
         where.append((f"{factor} is at its reference level {level!r} ({_rows(int(rows.sum()))}; no column of its "
                       "own)", f"{base} and the coefficients of {factor} are bounded only by their priors", rows))
     out = []
-    fix = f"; {_SEPARATION_FIX}" if ordinal else f"; {prior_fix('b_mu2')}, pool the level, or drop the term"
+
+    def fix(runs_off: int = 0) -> str:
+        """The advice; for a categorical response with the class of the category whose coefficients run off
+        (``b_mu<k>`` for category index k - 1 past the reference; the reference's own: every class runs, b_mu2 the
+        example)."""
+        if ordinal:
+            return f"; {_SEPARATION_FIX}"
+        return f"; {prior_fix(f'b_mu{runs_off + 1 if runs_off > 0 else 2}')}, pool the level, or drop the term"
+
     for at, bounded, rows in where:
         if not rows.any() or rows.all():
             continue
@@ -709,16 +717,17 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
             for end, word in ((present[0], "lowest"), (present[-1], "highest")):
                 if (here == end).all() and not (there == end).all():
                     out.append(f"separation: where {at}, every row is in the {word} "
-                               f"category ({levels[end]!r}): {bounded}{fix}")
+                               f"category ({levels[end]!r}): {bounded}{fix()}")
             continue
         seen = np.unique(here)
         if seen.size == 1 and (there != seen[0]).any():
             out.append(f"separation: where {at}, every row is {levels[seen[0]]!r}: "
-                       f"{bounded}{fix}")
+                       f"{bounded}{fix(int(seen[0]))}")
         elif seen.size < present.size:
-            never = " or ".join(repr(levels[c]) for c in present if c not in seen)
+            absent = [int(c) for c in present if c not in seen]
+            never = " or ".join(repr(levels[c]) for c in absent)
             out.append(f"separation: where {at}, the response is never {never}: {bounded}"
-                       f"{fix}")
+                       f"{fix(next((c for c in absent if c > 0), 0))}")
     return out
 
 

@@ -253,14 +253,20 @@ _CHAR_HINTS = {
 #: a prior's argument written as a non-finite word (``lkj(nan)``, ``normal(0, -inf)``, ``student_t(df=inf)``): the word
 #: (group 1) standing alone where a number goes, after '(', ',' or '=' and before ',' or ')'; a prior has no column
 #: names, so in one that does not parse such a word is the cause
-_NON_FINITE = re.compile(r"[(,=]\s*([-+]?(?:nan|inf|infinity))\s*[,)]", re.ASCII | re.IGNORECASE)
+_NON_FINITE = re.compile(r"[(,=]\s*([-+]?(?:nan|inf|infinity))\s*(?:[,)]|$)", re.ASCII | re.IGNORECASE)
 
 
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
-    if issubclass(cls, PriorError) and (word := _NON_FINITE.search(text)) is not None:
-        return cls(f"'{word.group(1)}' is not a number a prior can take: its arguments must be finite numbers",
-                   text, word.start(1), word.end(1))
     pos = err.pos_in_stream if err.pos_in_stream is not None else len(text)
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        pos = len(text)
+    if issubclass(cls, PriorError):
+        # the word is the fault where the parser stopped at it or after it (at the token it cannot take after a
+        # name); a fault before it is named as itself ('normal(0, 1 2, inf)': the '2')
+        word = next((w for w in _NON_FINITE.finditer(text) if w.start(1) <= pos), None)
+        if word is not None:
+            return cls(f"'{word.group(1)}' is not a number a prior can take: its arguments must be finite numbers",
+                       text, word.start(1), word.end(1))
     end = pos + 1
     if isinstance(err, UnexpectedToken) and err.token is not None and err.token.type != "$END":
         end = err.token.end_pos or pos + 1

@@ -333,6 +333,16 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
     assert "priors={'b_mu2': 'normal(0, 1)'}; CLI: --prior 'b_mu2=normal(0, 1)'" in str(said[0].message), said[0].message
     with pytest.warns(UserWarning, match="complete separation"):
         hf.compile("y ~ x", two, family="categorical", priors={"b_mu2": "normal(0, 1)"})
+    # a level's separation names the class of the category that runs off: never 'c' (the third, b_mu3) where f = q;
+    # every row 'b' (b_mu2); never the reference 'a' (every class runs: b_mu2 the example)
+    f = ["p"] * 15 + ["q"] * 15
+    for at_q, cls in ((list("ab" * 7 + "a"), "b_mu3"), (["b"] * 15, "b_mu2"), (list("bc" * 7 + "b"), "b_mu2")):
+        lv = pd.DataFrame({"f": f, "y": list("abc" * 5) + at_q})
+        with pytest.warns(UserWarning, match=r"separation: where f\[T\.q\] = 1") as said:
+            hf.compile("y ~ f", lv, family="categorical")
+        assert f"priors={{'{cls}': 'normal(0, 1)'}}; CLI: --prior '{cls}=normal(0, 1)'" in str(said[0].message), \
+            said[0].message
+        hf.compile("y ~ f", lv, family="categorical", priors={cls: "normal(0, 1)"})  # the class is taken
     # a two-valued column not coded 0/1, and a binomial row of zero trials (which says nothing), as a review found
     d = np.repeat([1.0, 2.0], 10)
     with pytest.warns(UserWarning, match=r"complete separation: the response is 1 whenever d > 1\.5"):

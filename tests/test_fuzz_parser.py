@@ -374,6 +374,10 @@ ADVERSARIAL = [
     ("prior-newline-inf", "prior", "normal(0,\ninf)", "'inf' is not a number a prior can take"),
     ("prior-crlf-minus-inf", "prior", "normal(0,\r\n  -inf\f)", "'-inf' is not a number a prior can take"),
     ("prior-dotless-i", "prior", "normal(0, \u0131nf)", "unexpected character"),
+    # a fault before the word is named as itself; an unclosed call ending in the word names the word
+    ("prior-fault-before-inf", "prior", "normal(0, 1 2, inf)", "syntax error at '2'"),
+    ("prior-unclosed-nan", "prior", "normal(0, nan", "'nan' is not a number a prior can take"),
+    ("prior-nan-before-fault", "prior", "normal(nan, 1 2)", "'nan' is not a number a prior can take"),
     ("prior-long", "prior", "normal(" + ", ".join(["1"] * 2_490) + ")", None),
     ("NUL", "parse", "y ~ x\x00 + z", "unexpected character '\\x00'"),
 ]
