@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import DataError, HBMError
+from .priors import _ALIASES, DISTRIBUTIONS
 
 #: shipped example data sets and the model each is the classic example for
 EXAMPLES: dict[str, tuple[str, str, str]] = {
@@ -125,19 +127,19 @@ def _check_csv_shape(p: Path) -> list[str]:
     return header
 
 
+#: an '=' followed by a prior distribution's name and its '(' (``=normal(``, ``= student_t (``)
+_DIST_NAMES = "|".join(sorted((*DISTRIBUTIONS, *_ALIASES), key=len, reverse=True))
+_PRIOR_START = re.compile(rf"=(?=\s*(?:{_DIST_NAMES})\s*\()")
+
+
 def _prior_arg(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=PRIOR, e.g. sigma=exponential(1); got {text!r}")
-    from .parse import FormulaError, parse_prior
-
-    # the '=' that ends the name: the first one after which a prior parses (a coefficient's name may hold '=', as
-    # a column 'a=b' gives b_a=b; a prior's own '=' comes after its '('); the first few tried
-    cuts = [i for i, ch in enumerate(text) if ch == "="]
-    for i in cuts[:4]:
-        with contextlib.suppress(FormulaError):
-            parse_prior(text[i + 1:].strip())
-            return text[:i].strip(), text[i + 1:].strip()
-    return text[:cuts[0]].strip(), text[cuts[0] + 1:].strip()
+    # the '=' that ends the name: the first one followed by a distribution's call (a coefficient's name may hold
+    # '=', as a column 'a=b' gives b_a=b; a prior's own '=' comes inside its call), else the first. The name is kept
+    # as written (a column may end in a space): the prior table matches it exactly, else without the spaces around
+    cut = next((m.start() for m in _PRIOR_START.finditer(text)), text.index("="))
+    return text[:cut], text[cut + 1:].strip()
 
 
 class _Parser(argparse.ArgumentParser):

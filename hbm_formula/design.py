@@ -595,6 +595,25 @@ def prior_fix(cls: str = "b") -> str:
     return f"use a stronger prior (e.g. priors={{{cls!r}: 'normal(0, 1)'}}; CLI: --prior {shlex.quote(cls + '=normal(0, 1)')})"
 
 
+def prior_fix_classes(classes: list[str]) -> str:
+    """``prior_fix`` for several classes at once (a categorical response's ``b_mu2``, ``b_mu3``, ...)."""
+    if len(classes) == 1:
+        return prior_fix(classes[0])
+    py = ", ".join(f"{c!r}: 'normal(0, 1)'" for c in classes)
+    cli = " ".join(f"--prior {shlex.quote(c + '=normal(0, 1)')}" for c in classes)
+    return f"use stronger priors (e.g. priors={{{py}}}; CLI: {cli})"
+
+
+def _running_classes(categories: Any, present: np.ndarray) -> list[str]:
+    """A categorical response's coefficient classes that run off with ``categories`` (indices; 0 the reference):
+    each non-reference category's own (``b_mu<k+1>``); the reference's, or every category but one, move every
+    class (each relative to the reference)."""
+    cats = sorted({int(c) for c in categories})
+    if 0 in cats:
+        cats = [int(c) for c in present if c > 0]
+    return [f"b_mu{c + 1}" for c in cats] or ["b_mu2"]
+
+
 #: what the separation messages of one column or level advise
 _PRIOR_FIX = prior_fix()
 _SEPARATION_FIX = f"{_PRIOR_FIX}, pool the level, or drop the term"
@@ -701,13 +720,11 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
                       "own)", f"{base} and the coefficients of {factor} are bounded only by their priors", rows))
     out = []
 
-    def fix(runs_off: int = 0) -> str:
-        """The advice; for a categorical response with the class of the category whose coefficients run off
-        (``b_mu<k>`` for category index k - 1 past the reference; the reference's own: every class runs, b_mu2 the
-        example)."""
+    def fix(runs_off: Any = ()) -> str:
+        """The advice; for a categorical response with the classes of the categories whose coefficients run off."""
         if ordinal:
             return f"; {_SEPARATION_FIX}"
-        return f"; {prior_fix(f'b_mu{runs_off + 1 if runs_off > 0 else 2}')}, pool the level, or drop the term"
+        return f"; {prior_fix_classes(_running_classes(runs_off, present))}, pool the level, or drop the term"
 
     for at, bounded, rows in where:
         if not rows.any() or rows.all():
@@ -721,13 +738,13 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
             continue
         seen = np.unique(here)
         if seen.size == 1 and (there != seen[0]).any():
+            # (one category certain: every other category's coefficient runs, the reference's as all of them)
             out.append(f"separation: where {at}, every row is {levels[seen[0]]!r}: "
-                       f"{bounded}{fix(int(seen[0]))}")
+                       f"{bounded}{fix([0])}")
         elif seen.size < present.size:
             absent = [int(c) for c in present if c not in seen]
             never = " or ".join(repr(levels[c]) for c in absent)
-            out.append(f"separation: where {at}, the response is never {never}: {bounded}"
-                       f"{fix(next((c for c in absent if c > 0), 0))}")
+            out.append(f"separation: where {at}, the response is never {never}: {bounded}{fix(absent)}")
     return out
 
 
@@ -766,10 +783,9 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
         if apart:
             said.add(name)
             # (a categorical response's coefficients have a class per category past the first: b_mu2, b_mu3, ...)
-            first = next((c + 1 for c in cats if c > 0), 2)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
-                       f"the coefficient of {name} is bounded only by its prior; {prior_fix(f'b_mu{first}')} or a "
-                       "different model")
+                       f"the coefficient of {name} is bounded only by its prior; "
+                       f"{prior_fix_classes(_running_classes(cats, present))} or a different model")
     return out + _level_separation(p, X, y, levels, ordinal, said)
 
 

@@ -265,11 +265,14 @@ def apply_priors(spec: ModelSpec, entries: list[ParamEntry]) -> list[ParamEntry]
     names = valid_names(entries)
     given: dict[str, PriorDist] = {}
     for p in spec.priors:
-        if p.target not in names:
+        target = p.target
+        if target not in names and target.strip() in names:
+            target = target.strip()  # ('b = normal(0, 1)' on the command line; a name may end in a space: exact first)
+        if target not in names:
             close = difflib.get_close_matches(p.target, names, n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise PriorError(f"prior for unknown parameter {p.target!r}{hint}; parameters: {', '.join(names)}")
-        given[p.target] = check_prior(p.dist, p.target, str(p.dist))
+        given[target] = check_prior(p.dist, target, str(p.dist))
     for e in entries:
         for k in e.keys:
             if k in given:

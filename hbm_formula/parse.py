@@ -251,9 +251,10 @@ _CHAR_HINTS = {
 
 
 #: a prior's argument written as a non-finite word (``lkj(nan)``, ``normal(0, -inf)``, ``student_t(df=inf)``): the word
-#: (group 1) standing alone where a number goes, after '(', ',' or '=' and before ',' or ')'; a prior has no column
-#: names, so in one that does not parse such a word is the cause
-_NON_FINITE = re.compile(r"[(,=]\s*([-+]?(?:nan|inf|infinity))\s*(?:[,)]|$)", re.ASCII | re.IGNORECASE)
+#: (group 1, with its sign, which whitespace may part from it as from a number) standing alone where a number goes,
+#: after '(', ',' or '=' and before ',', ')' or the end; a prior has no column names, so in one that does not parse
+#: such a word is the cause
+_NON_FINITE = re.compile(r"[(,=]\s*((?:[-+]\s*)?(?:nan|inf|infinity))\s*(?:[,)]|$)", re.ASCII | re.IGNORECASE)
 
 
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
@@ -265,7 +266,8 @@ def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[Formula
         # name); a fault before it is named as itself ('normal(0, 1 2, inf)': the '2')
         word = next((w for w in _NON_FINITE.finditer(text) if w.start(1) <= pos), None)
         if word is not None:
-            return cls(f"'{word.group(1)}' is not a number a prior can take: its arguments must be finite numbers",
+            shown = "".join(word.group(1).split())  # (a sign may stand apart, as before a number: '- inf')
+            return cls(f"'{shown}' is not a number a prior can take: its arguments must be finite numbers",
                        text, word.start(1), word.end(1))
     end = pos + 1
     if isinstance(err, UnexpectedToken) and err.token is not None and err.token.type != "$END":

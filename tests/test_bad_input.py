@@ -38,6 +38,9 @@ MATRIX = [
     (["y ~ x", "--prior", "b=normal(0, 1e999)"], "the number 1e999 is too large"),
     (["y ~ x", "--prior", "sigma"], "expected NAME=PRIOR"),
     (["y ~ x", "--prior", "b=normal(0, inf)"], "'inf' is not a number a prior can take"),
+    # (a review) two priors in one flag: the first '=' before a distribution's call ends the name
+    (["y ~ x", "--prior", "b=normal(0,1), sigma=exponential(1)"], "prior for 'b': syntax error at ','"),
+    (["y ~ x", "--prior", "b = normal(0, - inf)"], "'-inf' is not a number a prior can take"),
     (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
     (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
     (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),
@@ -328,21 +331,26 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
     two = df.assign(y=np.where(x < 10, "it's", np.where(x < 20, "b", "c")))
     with pytest.warns(UserWarning, match=r"""the response is 'c' whenever x > 19\.5 and "it's" whenever x < 9\.5""") as said:
         hf.compile("y ~ x", two, family="categorical")
-    # the fix names a class a categorical model has (a review: 'b' is refused there): the first category set apart
-    # past the reference (the categories sorted: 'b', 'c', "it's"; 'c' is b_mu2), and the class is taken
-    assert "priors={'b_mu2': 'normal(0, 1)'}; CLI: --prior 'b_mu2=normal(0, 1)'" in str(said[0].message), said[0].message
+    # the fix names the classes a categorical model has that run off (a review: 'b' is refused there): the
+    # categories set apart past the reference (sorted: 'b', 'c', "it's"; 'c' is b_mu2, "it's" b_mu3), and both are taken
+    both = ("priors={'b_mu2': 'normal(0, 1)', 'b_mu3': 'normal(0, 1)'}; "
+            "CLI: --prior 'b_mu2=normal(0, 1)' --prior 'b_mu3=normal(0, 1)'")
+    assert both in str(said[0].message), said[0].message
     with pytest.warns(UserWarning, match="complete separation"):
-        hf.compile("y ~ x", two, family="categorical", priors={"b_mu2": "normal(0, 1)"})
-    # a level's separation names the class of the category that runs off: never 'c' (the third, b_mu3) where f = q;
-    # every row 'b' (b_mu2); never the reference 'a' (every class runs: b_mu2 the example)
+        hf.compile("y ~ x", two, family="categorical", priors={"b_mu2": "normal(0, 1)", "b_mu3": "normal(0, 1)"})
+    # a level's separation names the classes of the categories that run off (a second review: one named where two
+    # ran): never 'c' (the third, b_mu3) where f = q; every row 'b' (every other category's class runs, 'c' against
+    # 'b' too); never the reference 'a' (every class runs against it)
     f = ["p"] * 15 + ["q"] * 15
-    for at_q, cls in ((list("ab" * 7 + "a"), "b_mu3"), (["b"] * 15, "b_mu2"), (list("bc" * 7 + "b"), "b_mu2")):
+    for at_q, classes in ((list("ab" * 7 + "a"), ["b_mu3"]), (["b"] * 15, ["b_mu2", "b_mu3"]),
+                          (list("bc" * 7 + "b"), ["b_mu2", "b_mu3"])):
         lv = pd.DataFrame({"f": f, "y": list("abc" * 5) + at_q})
         with pytest.warns(UserWarning, match=r"separation: where f\[T\.q\] = 1") as said:
             hf.compile("y ~ f", lv, family="categorical")
-        assert f"priors={{'{cls}': 'normal(0, 1)'}}; CLI: --prior '{cls}=normal(0, 1)'" in str(said[0].message), \
-            said[0].message
-        hf.compile("y ~ f", lv, family="categorical", priors={cls: "normal(0, 1)"})  # the class is taken
+        py = ", ".join(f"'{c}': 'normal(0, 1)'" for c in classes)
+        cli = " ".join(f"--prior '{c}=normal(0, 1)'" for c in classes)
+        assert f"priors={{{py}}}; CLI: {cli})" in str(said[0].message), said[0].message
+        hf.compile("y ~ f", lv, family="categorical", priors=dict.fromkeys(classes, "normal(0, 1)"))  # taken
     # a two-valued column not coded 0/1, and a binomial row of zero trials (which says nothing), as a review found
     d = np.repeat([1.0, 2.0], 10)
     with pytest.warns(UserWarning, match=r"complete separation: the response is 1 whenever d > 1\.5"):

@@ -150,3 +150,21 @@ def test_cli_reads_parquet_columns_as_float32(tmp_path: Path, capsys: pytest.Cap
                  "--lr", "0.02", "--steps", "2000", "--draws", "100", "--float32", "--no-out", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0 and "SVI (normal guide)" in out and "b[floor]" in out
+
+
+@pytest.mark.parametrize("text,name,prior", [
+    ("b=normal(0, 1)", "b", "normal(0, 1)"),
+    ("b = student_t(df=3, 0, 1)", "b ", "student_t(df=3, 0, 1)"),  # (the table matches 'b ' as 'b')
+    ("b_a=b=normal(0, inf)", "b_a=b", "normal(0, inf)"),  # a name holding '=' (a column a=b)
+    ("b_k_e====f=normal(0, 1)", "b_k_e====f", "normal(0, 1)"),
+    ("b_f(x)=normal(0,1)", "b_f(x)", "normal(0,1)"),
+    ("b_a=b(x)=halfnormal(1)", "b_a=b(x)", "halfnormal(1)"),
+    ("b=normal(0,1), sigma=exponential(1)", "b", "normal(0,1), sigma=exponential(1)"),  # (its parse names the ',')
+    ("b=foo(1)", "b", "foo(1)"),  # (an unknown distribution: the first '=', and its own error)
+    ("b_z =normal(0, 1)", "b_z ", "normal(0, 1)"),  # (a column 'z ')
+])
+def test_prior_name_ends_at_the_distributions_call(text: str, name: str, prior: str) -> None:
+    from hbm_formula.cli import _prior_arg
+
+    assert _prior_arg(text) == (name, prior)
+    assert _prior_arg("=" * 100_000 + "normal(0, 1)")[0] == "=" * 99_999  # (a regular expression: no parse per '=')

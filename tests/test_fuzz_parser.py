@@ -369,7 +369,9 @@ ADVERSARIAL = [
     # (a review) the word only where a number goes: elsewhere the real fault is named
     ("prior-keyword-named-inf", "prior", "normal(inf=0, 1 2)", "syntax error at '2'"),
     ("prior-inf-after-semicolon", "prior", "normal(0, 1); inf", "';' is not allowed"),
-    ("prior-sign-newline-inf", "prior", "normal(0, -\ninf)", "syntax error at 'inf'"),
+    # (a sign apart from its number is the number's, '- 1' is -1: so is '- inf' the word's)
+    ("prior-sign-newline-inf", "prior", "normal(0, -\ninf)", "'-inf' is not a number a prior can take"),
+    ("prior-sign-space-inf", "prior", "normal(mu = - inf)", "'-inf' is not a number a prior can take"),
     # (a second review) any whitespace the grammar takes may stand around the word
     ("prior-newline-inf", "prior", "normal(0,\ninf)", "'inf' is not a number a prior can take"),
     ("prior-crlf-minus-inf", "prior", "normal(0,\r\n  -inf\f)", "'-inf' is not a number a prior can take"),

@@ -83,7 +83,7 @@ def test_generic_nonlinear_parameters_require_priors() -> None:
     # and as hbmfit reads it back, for a name holding '=' too (a review: a column a=b; the CLI cut at the first '=')
     from hbm_formula.cli import _prior_arg
 
-    for col in ("o'k", "a=b"):
+    for col in ("o'k", "a=b", "e====f", "z "):  # (a second review: 4 or more "=", a trailing space)
         data = df.assign(**{col: df.t})
         formula = f"y ~ a * k\na ~ 1\nk ~ 0 + `{col}`"
         with pytest.raises(hf.PriorError) as info:
