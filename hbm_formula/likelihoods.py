@@ -147,10 +147,27 @@ LIKELIHOODS: dict[str, Callable[[Lik], str]] = {
 HELPERS: dict[str, str] = {
     "cdf": '''
 def cdf(d, y):
-    """CDF of a distribution, including LogNormal (not provided by NumPyro)."""
+    """CDF of a distribution, including LogNormal (not provided by NumPyro): 0 below its support (at its lower end,
+    for a continuous one) and 1 at its upper end or above, computed at a point inside, where a CDF's gradient at
+    the end is NaN (log(0) in LogNormal's, 0 ** k in Weibull's: a truncation at lb = 0 had no finite gradient)."""
+    low = getattr(d.support, "lower_bound", None)
+    high = getattr(d.support, "upper_bound", None)
+    discrete = d.support.is_discrete
+    below = None if low is None else (y < low if discrete else y <= low)
+    above = None if high is None else y >= high
+    if below is not None or above is not None:
+        inside = (low + high) / 2 if low is not None and high is not None else (low + 1 if low is not None else high - 1)
+        out = (below if below is not None else False) | (above if above is not None else False)
+        y = jnp.where(out, inside, y)
     if isinstance(d, dist.LogNormal):
-        return jax.scipy.stats.norm.cdf((jnp.log(y) - d.base_dist.loc) / d.base_dist.scale)
-    return d.cdf(y)
+        p = jax.scipy.stats.norm.cdf((jnp.log(y) - d.base_dist.loc) / d.base_dist.scale)
+    else:
+        p = d.cdf(y)
+    if below is not None:
+        p = jnp.where(below, 0.0, p)
+    if above is not None:
+        p = jnp.where(above, 1.0, p)
+    return p
 
 
 def log_clipped(p):
