@@ -213,6 +213,8 @@ def unknown_column(name: str, columns: Iterable[Any]) -> DataError:
     lower = [c for c in cols if c.lower() == name.lower() and c not in close]
     close = lower + close
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    if not close and name.lower() in ("inf", "infinity", "nan"):  # (R's Inf: trunc(ub = Inf))
+        hint = " (numbers here are finite: for no bound, leave trunc()'s lb or ub out)"
     shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
     return DataError(f"unknown column '{name}'{hint}; the data has: {shown}")
 

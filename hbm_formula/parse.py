@@ -257,6 +257,10 @@ _CHAR_HINTS = {
 _NON_FINITE = re.compile(r"[(,=]\s*((?:[-+]\s*)?(?:nan|inf|infinity))\s*(?:[,)]|$)", re.ASCII | re.IGNORECASE)
 
 
+#: a bound (``lb = -inf`` of a non-linear parameter or of ``trunc()``) written as a non-finite word (group 2)
+_BOUND_NON_FINITE = re.compile(r"\b(lb|ub)\s*=\s*((?:[-+]\s*)?(?:nan|inf|infinity))\b", re.ASCII | re.IGNORECASE)
+
+
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
     pos = err.pos_in_stream if err.pos_in_stream is not None else len(text)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
@@ -269,6 +273,11 @@ def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[Formula
             shown = "".join(word.group(1).split())  # (a sign may stand apart, as before a number: '- inf')
             return cls(f"'{shown}' is not a number a prior can take: its arguments must be finite numbers",
                        text, word.start(1), word.end(1))
+    bound = next((b for b in _BOUND_NON_FINITE.finditer(text) if b.start(2) <= pos), None)
+    if bound is not None:
+        shown = "".join(bound.group(2).split())
+        return cls(f"'{shown}' is not a bound: {bound.group(1)} is a finite number (leave it out for none)", text,
+                   bound.start(2), bound.end(2))
     end = pos + 1
     if isinstance(err, UnexpectedToken) and err.token is not None and err.token.type != "$END":
         end = err.token.end_pos or pos + 1
@@ -314,7 +323,8 @@ def _parse_tree(text: str, start: str, cls: type[FormulaError] = FormulaError) -
     if not isinstance(text, str):
         raise cls(f"expected a formula string, got {type(text).__name__}")
     if not text.strip():
-        raise cls("the formula is empty", text, 0, 1)
+        raise cls(f"the {_what(cls)} is empty" + (": give a distribution, e.g. normal(0, 1)"
+                                                  if issubclass(cls, PriorError) else ""), text, 0, 1)
     _check_length(text, cls)
     _check_tokens(text, cls)
     try:

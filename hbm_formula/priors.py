@@ -58,20 +58,21 @@ def check_prior(d: PriorDist, target: str, text: str | None = None) -> PriorDist
             text, span[0], span[0] + len(d.name),
         )
     info = DISTRIBUTIONS[name]
+    at = f"prior for {target!r}: "
     values = dict(zip(info.params, d.args, strict=False))
     for k, v in d.kwargs:
         if k not in info.params:
-            raise PriorError(f"{name}() has no argument '{k}'; its arguments: {', '.join(info.params)}", text, *span)
+            raise PriorError(f"{at}{name}() has no argument '{k}'; its arguments: {', '.join(info.params)}", text, *span)
         if k in values:
-            raise PriorError(f"{name}() got '{k}' twice", text, *span)
+            raise PriorError(f"{at}{name}() got '{k}' twice", text, *span)
         values[k] = v
     if len(d.args) > len(info.params) or set(values) != set(info.params):
-        raise PriorError(f"{name}() takes {len(info.params)} arguments: {name}({', '.join(info.params)})", text, *span)
+        raise PriorError(f"{at}{name}() takes {len(info.params)} arguments: {name}({', '.join(info.params)})", text, *span)
     for k in info.positive:
         if values[k] <= 0:
-            raise PriorError(f"{name}(): '{k}' must be positive, got {values[k]:g}", text, *span)
+            raise PriorError(f"{at}{name}(): '{k}' must be positive, got {values[k]:g}", text, *span)
     if name == "uniform" and values["lower"] >= values["upper"]:
-        raise PriorError("uniform(): lower must be below upper", text, *span)
+        raise PriorError(f"{at}uniform(): lower must be below upper", text, *span)
     return PriorDist(name, tuple(values[k] for k in info.params), (), span=d.span)
 
 

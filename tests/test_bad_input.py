@@ -41,6 +41,11 @@ MATRIX = [
     # (a review) two priors in one flag: the first '=' before a distribution's call ends the name
     (["y ~ x", "--prior", "b=normal(0,1), sigma=exponential(1)"], "prior for 'b': syntax error at ','"),
     (["y ~ x", "--prior", "b = normal(0, - inf)"], "'-inf' is not a number a prior can take"),
+    # (a review) an empty prior, an argument a distribution lacks (named with its parameter), infinite bounds
+    (["y ~ x", "--prior", "b="], "prior for 'b': the prior is empty: give a distribution"),
+    (["y ~ x", "--prior", "b=normal(0, 1, inf=2)"], "prior for 'b': normal() has no argument 'inf'"),
+    (["y ~ a * exp(-k * x)", "--nl", "a ~ 1", "--nl", "k ~ 1, lb = -inf"], "'-inf' is not a bound: lb is a finite"),
+    (["y | trunc(ub = Inf) ~ x"], "unknown column 'Inf' (numbers here are finite: for no bound, leave"),
     (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
     (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
     (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),
