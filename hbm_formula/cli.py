@@ -43,8 +43,10 @@ def read_table(
     columns: list[str] | None = None,
     float32: bool = False,
     text_columns: list[str] | None = None,
+    check_header: Any = None,
 ) -> Any:
-    """Read a CSV or Parquet file into a DataFrame with a clear error for bad files.
+    """Read a CSV or Parquet file into a DataFrame with a clear error for bad files (``check_header``: called with
+    the file's column names before any is looked up).
 
     ``columns``: read only these (those the formula uses; missing ones are
     reported against the whole header with suggestions). ``float32``: store
@@ -74,6 +76,8 @@ def read_table(
         dup = sorted({c for c in header if header.count(c) > 1})
         if dup:
             raise DataError(f"{p}: the header names {', '.join(repr(c) for c in dup)} more than once; rename the columns")
+        if check_header is not None:
+            check_header(header)
         if columns:
             from .design import unknown_column
 
@@ -139,6 +143,8 @@ def _prior_arg(text: str) -> tuple[str, str]:
     # '=', as a column 'a=b' gives b_a=b; a prior's own '=' comes inside its call), else the first. The name is kept
     # as written (a column may end in a space): the prior table matches it exactly, else without the spaces around
     cut = next((m.start() for m in _PRIOR_START.finditer(text)), text.index("="))
+    if not text[:cut].strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PRIOR, e.g. sigma=exponential(1): no NAME in {text!r}")
     return text[:cut], text[cut + 1:].strip()
 
 
@@ -249,7 +255,10 @@ def run(args: argparse.Namespace) -> int:
 
     nl = _dpar_args(args.nl)
     spec = parse(formula, family=family, link=args.link, dpars=_dpar_args(args.dpar), nl=nl)
-    df = read_table(data_path, columns=columns_used(spec), float32=args.float32, text_columns=text_columns(spec))
+    from .design import check_infinite_bounds
+
+    df = read_table(data_path, columns=columns_used(spec), float32=args.float32, text_columns=text_columns(spec),
+                    check_header=lambda header: check_infinite_bounds(spec, header))
     kwargs: dict[str, Any] = dict(family=family, link=args.link, priors=args.prior or None,
                                   param=_param_arg(args.param), na=args.na, dpars=_dpar_args(args.dpar), nl=nl)
     if args.show_priors or args.show_code:

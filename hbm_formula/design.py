@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, warn
-from .families import family_spec
+from .families import FAMILIES, family_spec
 from .functions import LOGICAL_NAMES
 from .ir import Call, Expr, GroupTerm, Linear, ModelSpec, Neg, Var, expr_calls
 from .terms import Evaluator, Matrix, build_matrix
@@ -207,14 +207,24 @@ def evaluate(e: Expr, df: pd.DataFrame, states: dict[str, dict[str, Any]] | None
     return np.asarray(Evaluator(df, {} if states is None else states, fitted=False).numeric(e), dtype=float)
 
 
+def check_infinite_bounds(spec: ModelSpec, columns: Iterable[Any]) -> None:
+    """R's ``trunc(ub = Inf)``: a bound named inf / Inf / infinity that is no column of the data is refused as what
+    it means, before it is reported as an unknown column."""
+    t = spec.formula.response.addterm("trunc")
+    cols = {str(c) for c in columns}
+    for key in ("lb", "ub"):
+        bound = None if t is None else t.kwarg(key)
+        if isinstance(bound, Var) and bound.name not in cols and bound.name.lower() in ("inf", "infinity"):
+            raise DataError(f"trunc({key} = {bound.name}): a bound is a finite number or a column (R's Inf is "
+                            f"neither): for no bound, leave {key} out")
+
+
 def unknown_column(name: str, columns: Iterable[Any]) -> DataError:
     cols = [str(c) for c in columns]
     close = difflib.get_close_matches(name, cols, n=3, cutoff=0.6)
     lower = [c for c in cols if c.lower() == name.lower() and c not in close]
     close = lower + close
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    if not close and name.lower() in ("inf", "infinity", "nan"):  # (R's Inf: trunc(ub = Inf))
-        hint = " (numbers here are finite: for no bound, leave trunc()'s lb or ub out)"
     shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
     return DataError(f"unknown column '{name}'{hint}; the data has: {shown}")
 
@@ -433,6 +443,7 @@ def build_design(spec: ModelSpec, data: Any, *, na: str = "drop") -> Design:
     used = columns_used(spec)
     if spec.formula.is_nonlinear:
         _check_nl_names(spec, data.columns)
+    check_infinite_bounds(spec, data.columns)
     for name in used:
         if name not in data.columns:
             raise unknown_column(name, data.columns)
@@ -784,10 +795,14 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
                 cats.append(c)
         if apart:
             said.add(name)
-            # (a categorical response's coefficients have a class per category past the first: b_mu2, b_mu3, ...)
+            # (a categorical response's coefficients have a class per category past the first: b_mu2, b_mu3, ...;
+            # on a 0/1 column the rows at 1 or at 0 are all one category, which leaves every other category's
+            # coefficient unbounded there too, as at a factor's level: every class)
+            binary = set(np.unique(x).tolist()) <= {0.0, 1.0}
+            runs = _running_classes([0] if binary else cats, present)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
-                       f"the coefficient of {name} is bounded only by its prior; "
-                       f"{prior_fix_classes(_running_classes(cats, present))} or a different model")
+                       f"the coefficient of {name} is bounded only by its prior; {prior_fix_classes(runs)} or a "
+                       "different model")
     return out + _level_separation(p, X, y, levels, ordinal, said)
 
 
@@ -1052,13 +1067,18 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
             bound = t.kwarg(key)
             if bound is not None:
                 out[f"trunc_{key}"] = np.broadcast_to(evaluate(bound, df), y.shape).astype(float)
+                if np.abs(out[f"trunc_{key}"]).max() > np.finfo(np.float32).max:
+                    raise DataError(f"trunc({key} = {bound}): {np.abs(out[f'trunc_{key}']).max():g} is beyond what "
+                                    f"float32 holds; for no bound, leave {key} out")
         lo = out.get("trunc_lb", -np.inf)
         hi = out.get("trunc_ub", np.inf)
         bad = (y < lo) | (y > hi)
         if bad.any():
             raise DataError(f"{int(bad.sum())} responses lie outside the trunc() bounds (first: {y[bad][0]:g})")
     if any(k in out for k in ("cens", "trunc_lb", "trunc_ub")) and not fam.has_cdf:
-        raise FormulaError(f"censoring and truncation need a CDF, which the {fam.name} family does not provide here")
+        have = ", ".join(f.name for f in FAMILIES.values() if f.has_cdf and {"cens", "trunc"} & set(f.addterms))
+        raise FormulaError(f"censoring and truncation need a CDF with a gradient, which the {fam.name} family does "
+                           f"not provide here; families that have one: {have}")
     return ResponseData(y=y, levels=tuple(levels) if levels is not None else None, **out)
 
 

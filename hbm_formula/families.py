@@ -165,8 +165,10 @@ FAMILIES: dict[str, FamilySpec] = {
     for f in (
         FamilySpec("gaussian", ("identity", "log", "inverse"), (SIGMA,), _check_real, scale_with_y=True,
                    addterms=_REAL_TERMS),
+        # (student and beta: their CDFs are the incomplete beta function, whose gradient in its parameters JAX
+        # does not have, so no censoring or truncation)
         FamilySpec("student", ("identity", "log", "inverse"), (SIGMA, NU), _check_real, scale_with_y=True,
-                   addterms=_REAL_TERMS),
+                   has_cdf=False, addterms=_REAL_TERMS),
         FamilySpec("bernoulli", _BINARY, (), _check_binary, discrete=True, has_cdf=False, addterms=_WEIGHTS),
         FamilySpec("binomial", _BINARY, (), _check_binomial, needs_trials=True, discrete=True, has_cdf=False,
                    addterms=frozenset({"weights", "trials"})),
@@ -182,7 +184,7 @@ FAMILIES: dict[str, FamilySpec] = {
         FamilySpec("gamma", ("log", "identity", "inverse"), (SHAPE_GAMMA,), _positive("gamma")),
         FamilySpec("lognormal", ("identity", "inverse"), (SIGMA,), _positive("lognormal"), scale_with_y=True,
                    y_transform=np.log),
-        FamilySpec("beta", _BINARY, (PHI,), _check_unit),
+        FamilySpec("beta", _BINARY, (PHI,), _check_unit, has_cdf=False),
         FamilySpec("exponential", ("log", "identity", "inverse"), (), _positive("exponential")),
         FamilySpec("weibull", ("log", "identity", "softplus"), (SHAPE_GAMMA,), _positive("weibull")),
         FamilySpec("cumulative", ("logit", "probit"), (), _check_codes, discrete=True, kind="ordinal",

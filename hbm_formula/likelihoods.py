@@ -237,9 +237,11 @@ class Truncated(dist.Distribution):
         return jnp.mean(xs, axis=0)
 
     def log_prob(self, y):
-        step = 1.0 if self.discrete else 0.0
-        upper = 1.0 if self.high is None else cdf(self.base, self.high)
-        lower = 0.0 if self.low is None else cdf(self.base, self.low - step)
+        # a count's mass within [low, high]: F(floor(high)) - F(ceil(low) - 1) (lb = 0.5 keeps 1, 2, ... as lb = 1)
+        high = None if self.high is None else (jnp.floor(self.high) if self.discrete else self.high)
+        low = None if self.low is None else (jnp.ceil(self.low) - 1.0 if self.discrete else self.low)
+        upper = 1.0 if high is None else cdf(self.base, high)
+        lower = 0.0 if low is None else cdf(self.base, low)
         return self.base.log_prob(y) - log_clipped(upper - lower)
 ''',
     "CorrelatedNormal": '''

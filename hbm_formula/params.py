@@ -264,14 +264,22 @@ def apply_priors(spec: ModelSpec, entries: list[ParamEntry]) -> list[ParamEntry]
     """Resolve the spec's prior overrides onto the table (most specific name wins)."""
     names = valid_names(entries)
     given: dict[str, PriorDist] = {}
+    as_given: dict[str, str] = {}
     for p in spec.priors:
-        target = p.target
-        if target not in names and target.strip() in names:
-            target = target.strip()  # ('b = normal(0, 1)' on the command line; a name may end in a space: exact first)
+        target, bare = p.target, p.target.strip()
+        if target != bare and target in names and bare in names:
+            raise PriorError(f"prior for {target!r}: both {target!r} and {bare!r} are parameters (columns whose names "
+                             "differ by spaces); rename one of the columns")
+        if target not in names and bare in names:
+            target = bare  # ('b = normal(0, 1)' on the command line; a name may end in a space: exact first)
         if target not in names:
             close = difflib.get_close_matches(p.target, names, n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise PriorError(f"prior for unknown parameter {p.target!r}{hint}; parameters: {', '.join(names)}")
+        if target in as_given:  # (as brms: a prior given twice is a mistake, not the last one winning)
+            twice = f"{as_given[target]!r} and {p.target!r}" if as_given[target] != p.target else "twice"
+            raise PriorError(f"two priors for {target!r} (given {twice}); give one")
+        as_given[target] = p.target
         given[target] = check_prior(p.dist, target, str(p.dist))
     for e in entries:
         for k in e.keys:

@@ -261,19 +261,24 @@ _NON_FINITE = re.compile(r"[(,=]\s*((?:[-+]\s*)?(?:nan|inf|infinity))\s*(?:[,)]|
 _BOUND_NON_FINITE = re.compile(r"\b(lb|ub)\s*=\s*((?:[-+]\s*)?(?:nan|inf|infinity))\b", re.ASCII | re.IGNORECASE)
 
 
+def _stopped_at(m: re.Match[str], group: int, text: str, pos: int) -> bool:
+    """The parser stopped within ``m``'s group or right after it (whitespace between)."""
+    return m.start(group) <= pos and not text[m.end(group):pos].strip()
+
+
 def _syntax_error(text: str, err: UnexpectedInput, start: str, cls: type[FormulaError]) -> FormulaError:
     pos = err.pos_in_stream if err.pos_in_stream is not None else len(text)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
         pos = len(text)
     if issubclass(cls, PriorError):
-        # the word is the fault where the parser stopped at it or after it (at the token it cannot take after a
-        # name); a fault before it is named as itself ('normal(0, 1 2, inf)': the '2')
-        word = next((w for w in _NON_FINITE.finditer(text) if w.start(1) <= pos), None)
+        # the word is the fault where the parser stopped at it or just after it (at the token it cannot take after
+        # a name); a fault elsewhere is named as itself ('normal(0, 1 2, inf)': the '2')
+        word = next((w for w in _NON_FINITE.finditer(text) if _stopped_at(w, 1, text, pos)), None)
         if word is not None:
             shown = "".join(word.group(1).split())  # (a sign may stand apart, as before a number: '- inf')
             return cls(f"'{shown}' is not a number a prior can take: its arguments must be finite numbers",
                        text, word.start(1), word.end(1))
-    bound = next((b for b in _BOUND_NON_FINITE.finditer(text) if b.start(2) <= pos), None)
+    bound = next((b for b in _BOUND_NON_FINITE.finditer(text) if _stopped_at(b, 2, text, pos)), None)
     if bound is not None:
         shown = "".join(bound.group(2).split())
         return cls(f"'{shown}' is not a bound: {bound.group(1)} is a finite number (leave it out for none)", text,

@@ -45,7 +45,12 @@ MATRIX = [
     (["y ~ x", "--prior", "b="], "prior for 'b': the prior is empty: give a distribution"),
     (["y ~ x", "--prior", "b=normal(0, 1, inf=2)"], "prior for 'b': normal() has no argument 'inf'"),
     (["y ~ a * exp(-k * x)", "--nl", "a ~ 1", "--nl", "k ~ 1, lb = -inf"], "'-inf' is not a bound: lb is a finite"),
-    (["y | trunc(ub = Inf) ~ x"], "unknown column 'Inf' (numbers here are finite: for no bound, leave"),
+    (["y | trunc(ub = Inf) ~ x"], "trunc(ub = Inf): a bound is a finite number or a column"),
+    # (a second review) a bound float32 cannot hold; two priors for one name; a missing name; a capital letter
+    (["y | trunc(ub = 1e300) ~ x"], "trunc(ub = 1e+300): 1e+300 is beyond what float32 holds"),
+    (["y ~ x", "--prior", "b_x=normal(0, 1)", "--prior", "b_x =normal(0, 5)"], "two priors for 'b_x'"),
+    (["y ~ x", "--prior", "=normal(0, 1)"], "no NAME in '=normal(0, 1)'"),
+    (["y ~ x", "--prior", "b=Normal(0, 1)"], "unknown prior distribution 'Normal' for b (names are lower case"),
     (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
     (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
     (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),
@@ -356,6 +361,13 @@ def test_separation_of_categorical_and_ordinal_responses_is_reported() -> None:
         cli = " ".join(f"--prior '{c}=normal(0, 1)'" for c in classes)
         assert f"priors={{{py}}}; CLI: {cli})" in str(said[0].message), said[0].message
         hf.compile("y ~ f", lv, family="categorical", priors=dict.fromkeys(classes, "normal(0, 1)"))  # taken
+    # (a second review) a level whose rows are all of a category seen nowhere else is complete separation by its 0/1
+    # column: every class runs there, not only that category's
+    only = pd.DataFrame({"f": ["p"] * 15 + ["q"] * 6, "y": list("abd" * 5) + ["c"] * 6})
+    with pytest.warns(UserWarning, match=r"complete separation: the response is 'c' whenever f\[T\.q\] > 0\.5") as said:
+        hf.compile("y ~ f", only, family="categorical")
+    assert "priors={'b_mu2': 'normal(0, 1)', 'b_mu3': 'normal(0, 1)', 'b_mu4': 'normal(0, 1)'}" in \
+        str(said[0].message), said[0].message
     # a two-valued column not coded 0/1, and a binomial row of zero trials (which says nothing), as a review found
     d = np.repeat([1.0, 2.0], 10)
     with pytest.warns(UserWarning, match=r"complete separation: the response is 1 whenever d > 1\.5"):

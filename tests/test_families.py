@@ -282,6 +282,20 @@ def test_truncation_at_the_support_end_is_none(family: str) -> None:
     assert all(np.isfinite(np.asarray(g)).all() for g in grad.values()), grad
 
 
+def test_count_truncation_bounds_between_integers() -> None:
+    """A count truncated at lb = 0.5 keeps 1, 2, ... as lb = 1 does (a review: F(lb - 1) = F(-0.5) was 0, the
+    truncation silently none), and ub = 4.5 keeps ..., 4 as ub = 4."""
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"y": rng.integers(1, 5, 40), "x": rng.normal(size=40)})
+    point = {"Intercept_c": np.float32(0.4), "Intercept": np.float32(0.4), "b": np.array([0.3], np.float32)}
+    dens = {f: hf.compile(f, df, family="poisson").log_density(point)
+            for f in ("y | trunc(lb = 0.5) ~ x", "y | trunc(lb = 1) ~ x", "y ~ x",
+                      "y | trunc(lb = 0.5, ub = 4.5) ~ x", "y | trunc(lb = 1, ub = 4) ~ x")}
+    assert dens["y | trunc(lb = 0.5) ~ x"] == pytest.approx(dens["y | trunc(lb = 1) ~ x"], rel=1e-6)
+    assert dens["y | trunc(lb = 1) ~ x"] != pytest.approx(dens["y ~ x"], rel=1e-3)
+    assert dens["y | trunc(lb = 0.5, ub = 4.5) ~ x"] == pytest.approx(dens["y | trunc(lb = 1, ub = 4) ~ x"], rel=1e-6)
+
+
 def test_truncation_bounds_are_checked() -> None:
     with pytest.raises(hf.DataError, match="outside the trunc"):
         hf.compile("y | trunc(lb = 1) ~ 1", pd.DataFrame({"y": [0.5, 2.0, 3.0]}))
