@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import DataError, HBMError
-from .priors import _ALIASES, DISTRIBUTIONS
+from .priors import NAMES as _PRIOR_NAMES
 
 #: shipped example data sets and the model each is the classic example for
 EXAMPLES: dict[str, tuple[str, str, str]] = {
@@ -132,7 +132,7 @@ def _check_csv_shape(p: Path) -> list[str]:
 
 
 #: an '=' followed by a prior distribution's name and its '(' (``=normal(``, ``= student_t (``)
-_DIST_NAMES = "|".join(sorted((*DISTRIBUTIONS, *_ALIASES), key=len, reverse=True))
+_DIST_NAMES = "|".join(sorted(_PRIOR_NAMES, key=len, reverse=True))
 _PRIOR_START = re.compile(rf"=(?=\s*(?:{_DIST_NAMES})\s*\()")
 
 

@@ -46,6 +46,8 @@ DISTRIBUTIONS: dict[str, DistInfo] = {
     "lkj": DistInfo("LKJCholesky", ("eta",), "corr", None, ("eta",)),
 }
 _ALIASES = {"student": "student_t", "halfnormal": "half_normal", "halfcauchy": "half_cauchy", "invgamma": "inv_gamma"}
+#: every name a prior's distribution is known by
+NAMES: tuple[str, ...] = (*DISTRIBUTIONS, *_ALIASES)
 
 
 def check_prior(d: PriorDist, target: str, text: str | None = None) -> PriorDist:
