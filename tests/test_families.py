@@ -373,3 +373,17 @@ def test_aux_parameter_priors(grouped: pd.DataFrame) -> None:
     np.testing.assert_array_equal(cm.data["prior_shape"], [2.0, 0.5])
     with pytest.raises(hf.PriorError, match="lies between 0 and 1"):
         hf.compile("yc ~ x", grouped, family="zero_inflated_poisson", priors={"zi": "normal(0, 1)"})
+
+
+def test_gradient_report_survives_an_invalid_prior_draw() -> None:
+    """The divergence report traced the model at a prior draw: gamma(0.01, 0.01) draws a Weibull shape of 0 in
+    float32, NumPyro refused the scale, and the fit ended in an internal error (a review: trunc(ub = 1e30)); it
+    now takes the sites' shapes abstractly and names the non-finite gradient."""
+    from hbm_formula.diagnose import gradient_report
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    df = pd.DataFrame({"y": rng.weibull(1.5, 60) * np.exp(0.2 * x), "x": x})
+    cm = hf.compile("y | trunc(ub = 1e30) ~ x", df, family="weibull")
+    report = gradient_report(cm)
+    assert report is not None and report.startswith("the gradient of the log density is not finite"), report
