@@ -214,8 +214,10 @@ def check_infinite_bounds(spec: ModelSpec, columns: Iterable[Any]) -> None:
     cols = {str(c) for c in columns}
     for key in ("lb", "ub"):
         bound = None if t is None else t.kwarg(key)
-        if isinstance(bound, Var) and bound.name not in cols and bound.name.lower() in ("inf", "infinity"):
-            raise DataError(f"trunc({key} = {bound.name}): a bound is a finite number or a column (R's Inf is "
+        words = [] if bound is None else [v.name for v in data_vars(bound)
+                                          if v.name not in cols and v.name.lower() in ("inf", "infinity", "nan")]
+        if words:  # (lb = -Inf, ub = x + Inf, ...)
+            raise DataError(f"trunc({key} = {bound}): a bound is a finite number or a column (R's {words[0]} is "
                             f"neither): for no bound, leave {key} out")
 
 
@@ -1070,11 +1072,21 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
                 if np.abs(out[f"trunc_{key}"]).max() > np.finfo(np.float32).max:
                     raise DataError(f"trunc({key} = {bound}): {np.abs(out[f'trunc_{key}']).max():g} is beyond what "
                                     f"float32 holds; for no bound, leave {key} out")
+                # a bound a million times beyond the data removes no mass any fit to them gives, and the CDF there
+                # overflows float32 (Weibull's (y / scale) ** shape at 1e30: a NaN gradient, most transitions diverged)
+                span = max(float(np.max(np.abs(y))), 1.0) * 1e6
+                if np.max(out[f"trunc_{key}"] * (1 if key == "ub" else -1)) > span:
+                    raise DataError(f"trunc({key} = {bound}): the bound is over a million times beyond the data "
+                                    f"(largest |y| {float(np.max(np.abs(y))):g}): it removes nothing, and a CDF "
+                                    f"there overflows float32; for no bound, leave {key} out")
         lo = out.get("trunc_lb", -np.inf)
         hi = out.get("trunc_ub", np.inf)
         bad = (y < lo) | (y > hi)
         if bad.any():
             raise DataError(f"{int(bad.sum())} responses lie outside the trunc() bounds (first: {y[bad][0]:g})")
+    if "cens" in out and ("trunc_lb" in out or "trunc_ub" in out):
+        raise FormulaError("censoring and truncation together are not supported here (the censored likelihood "
+                           "needs the truncated distribution's CDF); use one of them")
     if any(k in out for k in ("cens", "trunc_lb", "trunc_ub")) and not fam.has_cdf:
         have = ", ".join(f.name for f in FAMILIES.values() if f.has_cdf and {"cens", "trunc"} & set(f.addterms))
         raise FormulaError(f"censoring and truncation need a CDF with a gradient, which the {fam.name} family does "

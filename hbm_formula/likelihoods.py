@@ -228,6 +228,9 @@ class Truncated(dist.Distribution):
         ok = self._inside(xs)
         first = jnp.argmax(ok, axis=0)
         x = jnp.take_along_axis(xs, first[None], axis=0)[0]
+        if self.discrete:  # (a count's bounds between integers: the integers within)
+            return jnp.clip(x, None if self.low is None else jnp.ceil(self.low),
+                            None if self.high is None else jnp.floor(self.high))
         return jnp.clip(x, self.low, self.high)
 
     @property

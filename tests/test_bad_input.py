@@ -48,6 +48,9 @@ MATRIX = [
     (["y | trunc(ub = Inf) ~ x"], "trunc(ub = Inf): a bound is a finite number or a column"),
     # (a second review) a bound float32 cannot hold; two priors for one name; a missing name; a capital letter
     (["y | trunc(ub = 1e300) ~ x"], "trunc(ub = 1e+300): 1e+300 is beyond what float32 holds"),
+    # (a third review) R's -Inf; a bound far beyond the data (its CDF overflowed: most transitions diverged)
+    (["y | trunc(lb = -Inf) ~ x"], "trunc(lb = -Inf): a bound is a finite number or a column (R's Inf"),
+    (["y | trunc(ub = 1e30) ~ x"], "trunc(ub = 1e+30): the bound is over a million times beyond the data"),
     (["y ~ x", "--prior", "b_x=normal(0, 1)", "--prior", "b_x =normal(0, 5)"], "two priors for 'b_x'"),
     (["y ~ x", "--prior", "=normal(0, 1)"], "no NAME in '=normal(0, 1)'"),
     (["y ~ x", "--prior", "b=Normal(0, 1)"], "unknown prior distribution 'Normal' for b (names are lower case"),
