@@ -1074,8 +1074,9 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
                                     f"float32 holds; for no bound, leave {key} out")
                 # a bound a million times beyond the data removes no mass any fit to them gives, and the CDF there
                 # overflows float32 (Weibull's (y / scale) ** shape at 1e30: a NaN gradient, most transitions diverged)
+                # (a number only: a column's rows may hold a large stand-in for none where others are bounded)
                 span = max(float(np.max(np.abs(y))), 1.0) * 1e6
-                if np.max(out[f"trunc_{key}"] * (1 if key == "ub" else -1)) > span:
+                if not data_vars(bound) and np.max(out[f"trunc_{key}"] * (1 if key == "ub" else -1)) > span:
                     raise DataError(f"trunc({key} = {bound}): the bound is over a million times beyond the data "
                                     f"(largest |y| {float(np.max(np.abs(y))):g}): it removes nothing, and a CDF "
                                     f"there overflows float32; for no bound, leave {key} out")

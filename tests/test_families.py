@@ -304,6 +304,17 @@ def test_count_truncation_draws_are_counts_within() -> None:
     assert np.all(y == np.round(y)) and y.min() >= 1 and y.max() <= 6, np.unique(y)
 
 
+def test_a_bound_columns_large_stand_in_is_kept() -> None:
+    """A number far beyond the data is refused as a bound, but a column may hold a large stand-in for rows with no
+    bound beside bounded rows (per-row truncation)."""
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({"y": np.minimum(rng.normal(size=30), 2.9), "x": rng.normal(size=30),
+                       "u": np.where(np.arange(30) < 10, 3.0, 1e9)})
+    assert "trunc_ub" in hf.compile("y | trunc(ub = u) ~ x", df).data
+    with pytest.raises(hf.DataError, match="over a million times beyond the data"):
+        hf.compile("y | trunc(ub = 1e9) ~ x", df)
+
+
 def test_censoring_with_truncation_is_refused() -> None:
     df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "c": [0, 1, 0, -1], "x": [0.1, 0.2, 0.3, 0.4]})
     with pytest.raises(hf.FormulaError, match="censoring and truncation together are not supported"):
