@@ -604,19 +604,15 @@ def prior_range_risk(entries: Iterable[Any]) -> str | None:
     return risk
 
 
-def prior_fix(cls: str = "b") -> str:
-    """The fix for a coefficient bounded only by its prior, with an example prior for class ``cls`` in Python's and
-    the command line's spelling (quoted for a shell)."""
-    return f"use a stronger prior (e.g. priors={{{cls!r}: 'normal(0, 1)'}}; CLI: --prior {shlex.quote(cls + '=normal(0, 1)')})"
-
-
-def prior_fix_classes(classes: list[str]) -> str:
-    """``prior_fix`` for several classes at once (a categorical response's ``b_mu2``, ``b_mu3``, ...)."""
-    if len(classes) == 1:
-        return prior_fix(classes[0])
+def prior_fix(*classes: str) -> str:
+    """The fix for coefficients bounded only by their priors, with an example prior for each class (``b`` when none
+    is named; a categorical response's ``b_mu2``, ``b_mu3``, ...) in Python's and the command line's spelling (quoted
+    for a shell)."""
+    classes = classes or ("b",)
     py = ", ".join(f"{c!r}: 'normal(0, 1)'" for c in classes)
     cli = " ".join(f"--prior {shlex.quote(c + '=normal(0, 1)')}" for c in classes)
-    return f"use stronger priors (e.g. priors={{{py}}}; CLI: {cli})"
+    which = "a stronger prior" if len(classes) == 1 else "stronger priors"
+    return f"use {which} (e.g. priors={{{py}}}; CLI: {cli})"
 
 
 def _running_classes(categories: Any, present: np.ndarray) -> list[str]:
@@ -739,7 +735,7 @@ def _level_separation(p: PredictorData, X: np.ndarray, y: np.ndarray, levels: tu
         """The advice; for a categorical response with the classes of the categories whose coefficients run off."""
         if ordinal:
             return f"; {_SEPARATION_FIX}"
-        return f"; {prior_fix_classes(_running_classes(runs_off, present))}, pool the level, or drop the term"
+        return f"; {prior_fix(*_running_classes(runs_off, present))}, pool the level, or drop the term"
 
     for at, bounded, rows in where:
         if not rows.any() or rows.all():
@@ -803,7 +799,7 @@ def category_separation(p: PredictorData, resp: ResponseData, ordinal: bool) -> 
             binary = set(np.unique(x).tolist()) <= {0.0, 1.0}
             runs = _running_classes([0] if binary else cats, present)
             out.append(f"complete separation: the response is {' and '.join(apart)} and another category otherwise: "
-                       f"the coefficient of {name} is bounded only by its prior; {prior_fix_classes(runs)} or a "
+                       f"the coefficient of {name} is bounded only by its prior; {prior_fix(*runs)} or a "
                        "different model")
     return out + _level_separation(p, X, y, levels, ordinal, said)
 
