@@ -251,6 +251,57 @@ def jit(fn: Any, once: bool = False, **kwargs: Any) -> Any:
     return jax.jit(fn, compiler_options=compiler_options(once), **kwargs)
 
 
+def compile_behind(fn: Any, *args: Any) -> Any:
+    """Start compiling ``fn`` (a ``jax.jit`` function) for arguments shaped like ``args`` on a thread (it is
+    lowered here: tracing reads this thread's JAX settings); returns a function that waits for it and gives the
+    compiled program (calls whose arguments are shaped or placed otherwise go to ``fn``), or ``fn`` itself if
+    compiling failed there (it then compiles at its first call, and raises there what it raises)."""
+    import threading
+
+    try:
+        lowered = fn.lower(*args)
+    except Exception:  # noqa: BLE001 - raised again, where it belongs, at the call
+        return lambda: fn
+    done: list[Any] = []
+
+    def work() -> None:
+        with contextlib.suppress(Exception):  # (as above)
+            done.append(lowered.compile())
+
+    worker = threading.Thread(target=work, name="hbm_formula-compile", daemon=True)
+    worker.start()
+
+    def ready() -> Any:
+        worker.join()
+        if not done:
+            return fn
+        compiled = done[0]
+
+        def call(*a: Any) -> Any:
+            try:
+                return compiled(*a)
+            except (TypeError, ValueError):  # (raised before it runs) arguments shaped or placed otherwise: fn's own
+                return fn(*a)
+
+        return call
+
+    return ready
+
+
+def compiled_behind(fn: Any, *args: Any) -> Any:
+    """``fn``, compiled on a thread for arguments shaped like ``args`` from now on (``compile_behind``); its first
+    call waits for that."""
+    ready = compile_behind(fn, *args)
+    got: list[Any] = []
+
+    def call(*a: Any) -> Any:
+        if not got:
+            got.append(ready())
+        return got[0](*a)
+
+    return call
+
+
 #: iterations per compiled call: progress is shown between calls, so the program itself has no host
 #: callbacks (it can be written to the persistent compilation cache) and runs at full speed
 CHUNK = 200
@@ -525,6 +576,16 @@ def run_nuts(
     to_u = lambda z: jax.tree.map(lambda v, s: (np.asarray(v) / s).astype(s.dtype), z, host_scale)  # noqa: E731
     init_params = to_u(init_params)
     chain_keys = jax.device_put(chain_keys, per_chain)
+    # the chunk's program is compiled on a thread while the start's is compiled and run here: XLA's compiles are
+    # mostly one core's work (and release the GIL), and the chunk's (1.3 s of a cold fit) need not wait for the
+    # start's (0.4 s); its arguments' shapes are the start's results' (from the start's trace, which its call
+    # reuses; read from disk, the start's trace is its exported program's, not the model's)
+    state_like = like(init_fn.trace(z_like, keys_like, arrays_like, mass_like, scale_like).out_info, per_chain)
+    chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False, False)),
+                                 (state_like, arrays_like, scale_like), parallel)
+    # (data already on devices, as shard_data's, stay where they are: their placement is the chunk's to follow)
+    placed = not parallel and any(isinstance(v, jax.Array) for v in data.values())
+    chunk_ready = (lambda: chunk_fn) if placed else compile_behind(chunk_fn, state_like, arrays_like, scale_like)
     state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
     for attempt in range(20):  # like NumPyro: a starting point whose log density or gradient is not finite is redrawn
         ok = np.isfinite(np.asarray(state.potential_energy)) & np.all(
@@ -538,8 +599,7 @@ def run_nuts(
         init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
         state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
-    chunk_fn = progcache.program("nuts-chunk", key, batched(chunk_one, (True, False, False)),
-                                 (like(state, per_chain), arrays_like, scale_like), parallel)
+    chunk_fn = chunk_ready()
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
     kept: list[Any] = []

@@ -218,10 +218,14 @@ def cached(name: str, key: tuple[Any, ...] | None, jitted: Any, once: bool = Fal
         return jitted
     table: dict[tuple[str, ...], Any] = {}
 
-    def call(*args: Any) -> Any:
+    def resolve(args: Any) -> Any:
         sig = tuple(_spec(args))
         if sig not in table:
             table[sig] = program(name, key, jitted, args, once=once)
-        return table[sig](*args)
+        return table[sig]
 
+    def call(*args: Any) -> Any:
+        return resolve(args)(*args)
+
+    call.lower = lambda *args: resolve(args).lower(*args)  # (as a jitted function's: infer.compile_behind)
     return call

@@ -438,3 +438,49 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
     monkeypatch.setattr(infer, "_CLASSIC", [])
     with infer.compiling_for(10):
         assert infer.compiler_options() is None  # not on CPU: nothing to choose
+
+
+def test_a_program_compiled_behind_is_the_program_and_yields_to_other_arguments() -> None:
+    """``compile_behind``: compiled on a thread (one compiled program, no second compile on the call), the same
+    results as the jitted function; a call with other shapes, or with arguments the lowering cannot take, goes
+    to the function itself (its own error, raised at the call)."""
+    import threading
+
+    import jax
+
+    compiled_on: list[str] = []
+
+    def listen(event: str, d: float, **kw: object) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled_on.append(threading.current_thread().name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        f = jax.jit(lambda d, s: {"y": d["a"] * s + 1.5})
+        args = ({"a": np.arange(4, dtype=np.float32)}, np.float32(2.0))
+        call = infer.compiled_behind(f, *args)
+        assert call({"a": np.ones(4, np.float32)}, np.float32(3.0))["y"].tolist() == [4.5] * 4
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiled_on == ["hbm_formula-compile"]  # compiled there, once
+    assert call({"a": np.ones(6, np.float32)}, np.float32(1.0))["y"].shape == (6,)  # another shape: f's own
+    bad = infer.compiled_behind(jax.jit(lambda v: v["missing"]), {"a": np.ones(2)})
+    with pytest.raises(KeyError, match="missing"):
+        bad({"a": np.ones(2)})
+
+
+def test_a_cached_program_can_be_compiled_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program kept on disk (``progcache.cached``) lowers as a jitted function does, so the auto measurement's
+    passes compile on a thread too; the program is written once, and read back it gives the same values."""
+    import jax
+
+    monkeypatch.setenv("HBM_FORMULA_CACHE", str(tmp_path))
+    f = jax.jit(lambda x: x * 2 + 1)
+    key = ("test-compiled-behind", "0")
+    x = np.arange(3, dtype=np.float32)
+    first = infer.compiled_behind(progcache.cached("behind", key, f), x)
+    assert first(x).tolist() == [1.0, 3.0, 5.0]
+    written = sorted(p.name for p in (tmp_path / "exported").iterdir())
+    assert len(written) == 1 and written[0].startswith("behind-")
+    again = infer.compiled_behind(progcache.cached("behind", key, jax.jit(lambda x: x * 0)), x)  # read, not traced
+    assert again(x).tolist() == [1.0, 3.0, 5.0]
