@@ -599,6 +599,18 @@ def run_nuts(
         init_params = jax.tree.map(lambda v, f, k=ok: np.where(k.reshape((C,) + (1,) * (np.ndim(v) - 1)), v, f),
                                    init_params, fresh)
         state = init_fn(jax.device_put(init_params, per_chain), chain_keys, arrays, mass, scale)
+    # the draws' constrained values: their program compiled behind too, while the chunk's is (a cold radon fit: 0.1 s
+    # after sampling)
+    one_device = {k: on_device(v) for k, v in data.items()} if parallel else arrays  # (all draws on one device)
+
+    def constrain(z: Any, arrays: dict[str, Any]) -> Any:
+        return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
+
+    flat_like = {k: jax.ShapeDtypeStruct((C * cfg.draws, *v.shape[1:]), v.dtype) for k, v in z_like.items()}
+    constrain_fn = progcache.program("nuts-constrain", key, jit(constrain, once=True),
+                                     (flat_like, like(one_device, None)), once=True)
+    if not placed:
+        constrain_fn = compiled_behind(constrain_fn, flat_like, like(one_device, None))
     chunk_fn = chunk_ready()
     t1 = time.perf_counter()
     progress = Progress(total, "NUTS", cfg.progress)
@@ -625,14 +637,6 @@ def run_nuts(
     zs = jax.tree.unflatten(tree, [part.reshape(part.shape[:2] + v.shape[1:])
                                    for part, v in zip(np.split(u, cuts, axis=2), leaves, strict=True)])
     flat = {k: (v * host_scale[k]).reshape((C * cfg.draws,) + v.shape[2:]) for k, v in zs.items()}  # back to z
-    # all draws in one program, on one device (the data are there already when the chains ran on one)
-    one_device = {k: on_device(v) for k, v in data.items()} if parallel else arrays
-
-    def constrain(z: Any, arrays: dict[str, Any]) -> Any:
-        return jax.vmap(kernel()["constrain"], in_axes=(0, None))(z, arrays)
-
-    constrain_fn = progcache.program("nuts-constrain", key, jit(constrain, once=True),
-                                        (like(flat, None), like(one_device, None)), once=True)
     samples = constrain_fn(flat, one_device)
     samples = {k: np.asarray(v).reshape((C, cfg.draws) + np.shape(v)[1:]) for k, v in samples.items()}
     extra = dict(zip(EXTRA_FIELDS, (div, acc, steps, energy, pe), strict=True))
