@@ -220,7 +220,7 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     # first variance 60,000 times its posterior's, which held warmup's first 100 iterations at ~800 steps each)
     aux_curv: dict[str, float] = {}
     # the passes are traced here and compiled on threads meanwhile (XLA's compiles are one core's work and
-    # release the GIL; a cold radon fit: the measurement 0.75 -> 0.55 s)
+    # release the GIL; cold, the measurement of radon 0.66 -> 0.58 s, grouseticks 0.59 -> 0.50: bench_threads.py)
     if aux:
         aux_pass = compiled_behind(aux_pass, tab, aux, point, fixed_dev, stacked_rows, masks)
     if blocks:
