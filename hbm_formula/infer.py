@@ -253,22 +253,23 @@ def jit(fn: Any, once: bool = False, **kwargs: Any) -> Any:
 
 def compile_behind(fn: Any, *args: Any) -> Any:
     """Start compiling ``fn`` (a ``jax.jit`` function) for arguments shaped like ``args`` on a thread (it is
-    lowered here: tracing reads this thread's JAX settings); returns a function that waits for it and gives the
-    compiled program (calls whose arguments are shaped or placed otherwise go to ``fn``), or ``fn`` itself if
-    compiling failed there (it then compiles at its first call, and raises there what it raises)."""
+    lowered here, and raises here what lowering raises: tracing reads this thread's JAX settings); returns a
+    function that waits for it and gives the compiled program (calls whose arguments are shaped or placed
+    otherwise go to ``fn``), or ``fn`` itself if compiling failed there (it then compiles at its first call, and
+    raises there what it raises).
+
+    The thread is not a daemon: a fit left by an exception (Ctrl-C) while it compiles lets it finish before the
+    interpreter exits (a daemon thread still inside XLA's compiler at exit aborted the process)."""
     import threading
 
-    try:
-        lowered = fn.lower(*args)
-    except Exception:  # noqa: BLE001 - raised again, where it belongs, at the call
-        return lambda: fn
+    lowered = fn.lower(*args)
     done: list[Any] = []
 
     def work() -> None:
-        with contextlib.suppress(Exception):  # (as above)
+        with contextlib.suppress(Exception):  # (raised again at the call, as above)
             done.append(lowered.compile())
 
-    worker = threading.Thread(target=work, name="hbm_formula-compile", daemon=True)
+    worker = threading.Thread(target=work, name="hbm_formula-compile", daemon=False)
     worker.start()
 
     def ready() -> Any:

@@ -232,9 +232,12 @@ def measure(model: Any, data: dict[str, Any], obs_keys: list[str], design: Any, 
     if population and names and sum(int(np.size(point[k])) for k in names) <= MAX_POPULATION:
         import functools
 
-        pop_fn = progcache.cached("auto-pop", None if named is None else (*named, names),
-                                  jit(functools.partial(pop_pass, names)))
-        pop_fn = compiled_behind(pop_fn, tab, aux, point, fixed_dev, stacked_rows, masks)
+        try:  # (only NUTS's start reads it: a failure here must not cost the decision)
+            pop_fn = compiled_behind(progcache.cached("auto-pop", None if named is None else (*named, names),
+                                                      jit(functools.partial(pop_pass, names))),
+                                     tab, aux, point, fixed_dev, stacked_rows, masks)
+        except Exception:  # noqa: BLE001
+            pop_fn = None
     for sweep in range(ITERATIONS):
         moved = 0.0
         # a quick mode: Newton steps level by level, each level's estimate shrunk toward the mean of

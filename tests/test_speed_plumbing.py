@@ -464,9 +464,35 @@ def test_a_program_compiled_behind_is_the_program_and_yields_to_other_arguments(
         jax.monitoring.unregister_event_duration_listener(listen)
     assert compiled_on == ["hbm_formula-compile"]  # compiled there, once
     assert call({"a": np.ones(6, np.float32)}, np.float32(1.0))["y"].shape == (6,)  # another shape: f's own
-    bad = infer.compiled_behind(jax.jit(lambda v: v["missing"]), {"a": np.ones(2)})
-    with pytest.raises(KeyError, match="missing"):
-        bad({"a": np.ones(2)})
+    with pytest.raises(KeyError, match="missing"):  # lowered here: its error raised here, not swallowed
+        infer.compiled_behind(jax.jit(lambda v: v["missing"]), {"a": np.ones(2)})
+
+
+_INTERRUPTED = """
+import threading, warnings
+warnings.simplefilter("ignore")
+import jax.monitoring, pandas as pd, hbm_formula as hf
+def listen(event, secs, **kw):  # Ctrl-C landing on the main thread while the chunk compiles on its thread
+    if (event.endswith("backend_compile_duration") and threading.current_thread() is threading.main_thread()
+            and any(t.name == "hbm_formula-compile" for t in threading.enumerate())):
+        raise KeyboardInterrupt
+jax.monitoring.register_event_duration_secs_listener(listen)
+df = pd.read_csv(__import__("sys").argv[1])
+try:
+    hf.fit("Reaction ~ Days + (Days | Subject)", df, chains=2, warmup=100, draws=100, progress=False)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_a_fit_interrupted_while_a_program_compiles_behind_leaves_the_process_to_exit_cleanly() -> None:
+    """A script that catches Ctrl-C during a fit's compiling ends normally: the compile thread finishes first (as a
+    daemon still inside XLA's compiler at the interpreter's exit, it aborted the process: SIGABRT, exit 134)."""
+    env = {k: v for k, v in os.environ.items() if k != "HBM_FORMULA_CACHE"} | {"HBM_FORMULA_CACHE": "0"}
+    out = subprocess.run([sys.executable, "-c", _INTERRUPTED, str(ROOT / "examples" / "data" / "sleepstudy.csv")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert "interrupted" in out.stdout, out.stderr[-2000:]
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_a_cached_program_can_be_compiled_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
