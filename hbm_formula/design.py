@@ -1064,18 +1064,18 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
         for key in ("lb", "ub"):
             bound = t.kwarg(key)
             if bound is not None:
-                out[f"trunc_{key}"] = np.broadcast_to(evaluate(bound, df), y.shape).astype(float)
-                if np.abs(out[f"trunc_{key}"]).max() > np.finfo(np.float32).max:
-                    raise DataError(f"trunc({key} = {bound}): {np.abs(out[f'trunc_{key}']).max():g} is beyond what "
-                                    f"float32 holds; for no bound, leave {key} out")
+                values = out[f"trunc_{key}"] = np.broadcast_to(evaluate(bound, df), y.shape).astype(float)
+                if np.abs(values).max() > np.finfo(np.float32).max:
+                    raise DataError(f"trunc({key} = {bound}): {np.abs(values).max():g} is beyond what float32 holds; "
+                                    f"for no bound, leave {key} out")
                 # a bound a million times beyond the data removes no mass any fit to them gives, and the CDF there
                 # overflows float32 (Weibull's (y / scale) ** shape at 1e30: a NaN gradient, most transitions diverged)
                 # (a number only: a column's rows may hold a large stand-in for none where others are bounded)
-                span = max(float(np.max(np.abs(y))), 1.0) * 1e6
-                if not data_vars(bound) and np.max(out[f"trunc_{key}"] * (1 if key == "ub" else -1)) > span:
+                largest = float(np.max(np.abs(y)))
+                if not data_vars(bound) and np.max(values * (1 if key == "ub" else -1)) > max(largest, 1.0) * 1e6:
                     raise DataError(f"trunc({key} = {bound}): the bound is over a million times beyond the data "
-                                    f"(largest |y| {float(np.max(np.abs(y))):g}): it removes nothing, and a CDF "
-                                    f"there overflows float32; for no bound, leave {key} out")
+                                    f"(largest |y| {largest:g}): it removes nothing, and a CDF there overflows "
+                                    f"float32; for no bound, leave {key} out")
         lo = out.get("trunc_lb", -np.inf)
         hi = out.get("trunc_ub", np.inf)
         bad = (y < lo) | (y > hi)

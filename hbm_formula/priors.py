@@ -55,7 +55,7 @@ def check_prior(d: PriorDist, target: str, text: str | None = None) -> PriorDist
     span = d.span or (0, len(text or ""))
     name = _ALIASES.get(d.name, d.name)
     if name not in DISTRIBUTIONS:
-        lower = f" (names are lower case: {d.name.lower()})" if d.name.lower() in DISTRIBUTIONS else ""
+        lower = f" (names are lower case: {d.name.lower()})" if d.name.lower() in NAMES else ""
         raise PriorError(
             f"unknown prior distribution '{d.name}' for {target}{lower}; known: {', '.join(DISTRIBUTIONS)}",
             text, span[0], span[0] + len(d.name),

@@ -54,6 +54,7 @@ MATRIX = [
     (["y ~ x", "--prior", "b_x=normal(0, 1)", "--prior", "b_x =normal(0, 5)"], "two priors for 'b_x'"),
     (["y ~ x", "--prior", "=normal(0, 1)"], "no NAME in '=normal(0, 1)'"),
     (["y ~ x", "--prior", "b=Normal(0, 1)"], "unknown prior distribution 'Normal' for b (names are lower case"),
+    (["y ~ x", "--prior", "sigma=HalfNormal(1)"], "'HalfNormal' for sigma (names are lower case: halfnormal)"),
     (["y ~ x", "--devices", "0"], "--devices must be at least 1"),
     (["y ~ x", "--batch-size", "8"], "batch_size (minibatches) applies to SVI"),
     (["y ~ x", "--method", "svi", "--guide", "lowrank", "--rank", "0"], "rank must be at least 1"),
