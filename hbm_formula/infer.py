@@ -177,12 +177,51 @@ _CLASSIC: list[dict[str, Any]] = []  # the compile option, probed once per proce
 
 @contextlib.contextmanager
 def compiling_for(rows: int) -> Any:
-    """Within: the programs made by ``jit`` are for a fit on ``rows`` rows."""
+    """Within: the programs made by ``jit`` are for a fit on ``rows`` rows, and JAX's random bits are lowered
+    for CPU without their rolled loop (``unrolled_threefry``)."""
     token = _SMALL.set(rows <= SMALL_DATA_ROWS)
+    try:
+        with unrolled_threefry():
+            yield
+    finally:
+        _SMALL.reset(token)
+
+
+def _threefry_rules() -> tuple[Any, Any, Any] | None:
+    """JAX's table of CPU lowering rules, its threefry primitive and the unrolled rule (the other platforms'), or
+    None if this JAX has them elsewhere (the swap below is then skipped: only speed is at stake)."""
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as threefry
+
+        return (mlir._platform_specific_lowerings["cpu"], threefry.threefry2x32_p,
+                mlir.LoweringRuleEntry(threefry._threefry2x32_lowering_rule, True))
+    except Exception:  # noqa: BLE001 - another JAX layout
+        return None
+
+
+@contextlib.contextmanager
+def unrolled_threefry() -> Any:
+    """Within: programs lowered for CPU compute JAX's threefry hash (every random draw, key split and bernoulli of
+    NumPyro's NUTS: a few per leapfrog step) unrolled, as JAX lowers it for GPUs, instead of as a loop of its 5
+    rounds (JAX's CPU rule, for shorter compiles of programs full of random draws). The same bits; a leapfrog
+    step 0.89-0.96 times as dear (radon, sleepstudy, Orthodont, grouseticks; the sampler compiled as fast:
+    ``benchmarks/bench_threefry.py``): on CPU the loop's rounds are run as separate small kernels. Restored on
+    exit (a program lowered meanwhile by another thread gets the same bits either way)."""
+    found = _threefry_rules()
+    if found is None:
+        yield
+        return
+    table, prim, entry = found
+    before = table.get(prim)
+    table[prim] = entry
     try:
         yield
     finally:
-        _SMALL.reset(token)
+        if before is None:
+            table.pop(prim, None)
+        else:
+            table[prim] = before
 
 
 def compiler_options(once: bool = False) -> dict[str, Any] | None:

@@ -92,7 +92,8 @@ def file_for(name: str, key: tuple[Any, ...], args: Any, sharded: bool) -> Path 
     parts = [name, repr(key), *_spec(args), jax.__version__, jaxlib.version.__version__, numpyro.__version__, __version__,
              jax.default_backend(), str(jax.local_device_count() if sharded else 1),
              str(jax.dtypes.canonicalize_dtype(np.float64)),  # x64 on (also inside jax.enable_x64) or off
-             *(f"{flag}={getattr(jax.config, flag)}" for flag in _FLAGS)]
+             *(f"{flag}={getattr(jax.config, flag)}" for flag in _FLAGS),
+             "threefry-unrolled"]  # (programs of before: JAX's rolled loop, slower; traced again)
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
     return where / f"{name}-{digest}.jaxexport"
 

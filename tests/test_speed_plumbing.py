@@ -3,6 +3,7 @@ host callbacks in the program, one line per tenth in a log), a persistent compil
 second process hits, and imports that leave ArviZ and matplotlib alone until they are needed.
 Timings themselves are measured in benchmarks/, never here."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -438,6 +439,49 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
     monkeypatch.setattr(infer, "_CLASSIC", [])
     with infer.compiling_for(10):
         assert infer.compiler_options() is None  # not on CPU: nothing to choose
+
+
+@pytest.mark.filterwarnings("ignore:R-hat:UserWarning", "ignore:bulk ESS:UserWarning")
+def test_a_fit_lowers_random_draws_unrolled_with_the_same_bits_and_restores_jaxs_rule(
+        grouped: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within a fit (``compiling_for``) JAX's threefry hash is lowered for CPU without its rolled loop of 5 rounds
+    (a leapfrog step 4-20% cheaper: benchmarks/bench_threefry.py); the bits are the same, and JAX's own rule is
+    back afterwards (also after an error). A fit's draws are bit-identical with JAX's rolled rule."""
+    import jax
+
+    if jax.default_backend() != "cpu" or infer._threefry_rules() is None:
+        pytest.skip("JAX's CPU lowering rules are not where this JAX version keeps them")
+    table, prim, _ = infer._threefry_rules()
+    jax_rule = table.get(prim)
+
+    def draws() -> tuple[np.ndarray, str]:
+        f = jax.jit(lambda k: jax.random.uniform(jax.random.fold_in(k, 3), (5,)))
+        key = jax.random.PRNGKey(7)
+        return np.asarray(f(key)), f.lower(key).as_text()
+
+    outside, rolled_text = draws()
+    jax.clear_caches()
+    with infer.compiling_for(10):
+        inside, unrolled_text = draws()
+        assert table.get(prim) is not jax_rule
+    jax.clear_caches()
+    assert table.get(prim) is jax_rule  # restored
+    assert np.array_equal(outside, inside)
+    assert "stablehlo.while" in rolled_text and "stablehlo.while" not in unrolled_text
+    with pytest.raises(RuntimeError, match="boom"), infer.compiling_for(10):
+        raise RuntimeError("boom")
+    assert table.get(prim) is jax_rule
+
+    def posterior() -> dict[str, np.ndarray]:
+        fit = hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=60, draws=40, seed=3, progress=False)
+        return {k: np.asarray(v) for k, v in fit.idata.posterior.items()}
+
+    monkeypatch.setenv("HBM_FORMULA_CACHE", "0")  # (each variant compiles its own programs)
+    unrolled = posterior()
+    jax.clear_caches()
+    monkeypatch.setattr(infer, "unrolled_threefry", contextlib.nullcontext)
+    rolled = posterior()
+    assert rolled.keys() == unrolled.keys() and all(np.array_equal(rolled[k], unrolled[k]) for k in rolled)
 
 
 def test_a_program_compiled_behind_is_the_program_and_yields_to_other_arguments() -> None:
