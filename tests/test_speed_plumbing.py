@@ -444,9 +444,10 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
 @pytest.mark.filterwarnings("ignore:R-hat:UserWarning", "ignore:bulk ESS:UserWarning")
 def test_a_fit_lowers_random_draws_unrolled_with_the_same_bits_and_restores_jaxs_rule(
         grouped: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Within a fit (``compiling_for``) JAX's threefry hash is lowered for CPU without its rolled loop of 5 rounds
-    (a leapfrog step 4-20% cheaper: benchmarks/bench_threefry.py); the bits are the same, and JAX's own rule is
-    back afterwards (also after an error). A fit's draws are bit-identical with JAX's rolled rule."""
+    """Around NUTS's programs (``unrolled_threefry``) JAX's threefry hash is lowered for CPU without its rolled loop
+    of 5 rounds (a leapfrog step 3-20% cheaper: benchmarks/bench_threefry.py); the bits are the same, and JAX's
+    own rule is back afterwards (also after an error), and in a fit's other programs (a prior predictive's draws:
+    unrolled, a Student-t's gamma draws did not finish compiling). A fit's draws are bit-identical with JAX's rule."""
     import jax
 
     if jax.default_backend() != "cpu" or infer._threefry_rules() is None:
@@ -461,16 +462,22 @@ def test_a_fit_lowers_random_draws_unrolled_with_the_same_bits_and_restores_jaxs
 
     outside, rolled_text = draws()
     jax.clear_caches()
-    with infer.compiling_for(10):
+    with infer.unrolled_threefry():
         inside, unrolled_text = draws()
         assert table.get(prim) is not jax_rule
     jax.clear_caches()
     assert table.get(prim) is jax_rule  # restored
     assert np.array_equal(outside, inside)
     assert "stablehlo.while" in rolled_text and "stablehlo.while" not in unrolled_text
-    with pytest.raises(RuntimeError, match="boom"), infer.compiling_for(10):
+    with pytest.raises(RuntimeError, match="boom"), infer.unrolled_threefry():
         raise RuntimeError("boom")
     assert table.get(prim) is jax_rule
+    seen: list[object] = []
+    real_prior = hf.CompiledModel.sample_prior
+    monkeypatch.setattr(hf.CompiledModel, "sample_prior",
+                        lambda self, *a, **k: seen.append(table.get(prim)) or real_prior(self, *a, **k))
+    hf.fit("y ~ x + (1 | g)", grouped, prior_only=True, draws=20, progress=False)
+    assert seen == [jax_rule]  # the prior predictive: JAX's own rule
 
     def posterior() -> dict[str, np.ndarray]:
         fit = hf.fit("y ~ x + (1 | g)", grouped, chains=2, warmup=60, draws=40, seed=3, progress=False)
