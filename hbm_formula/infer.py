@@ -206,7 +206,7 @@ def unrolled_threefry() -> Any:
     leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step 3-20%
     cheaper, the sampler compiled about as fast (``benchmarks/bench_threefry.py``). Not around programs whose
     draws come from the model (the prior and posterior predictive, SVI's guide): a Student-t prior predictive's
-    gamma draws, a rejection loop full of random bits, did not finish compiling in 4 minutes unrolled (JAX rolls
+    gamma draws, a rejection loop full of random bits, did not finish compiling in 10 minutes unrolled (JAX rolls
     the loop on CPU for compile time). Restored on exit (a program lowered meanwhile by another thread gets the
     same bits either way)."""
     found = _threefry_rules()
