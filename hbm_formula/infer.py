@@ -203,8 +203,8 @@ def unrolled_threefry() -> Any:
     """Within: programs lowered for CPU compute JAX's threefry hash unrolled, as JAX lowers it for GPUs, instead
     of as a loop of its 5 rounds (JAX's CPU rule). Used around NUTS's programs (``run_nuts``), whose random bits
     (NumPyro's key splits, momentum draws, and the uniform and bernoulli of its multinomial choice: a few per
-    leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step 3-20%
-    cheaper, the sampler compiled about as fast (``benchmarks/bench_threefry.py``). Not around programs whose
+    leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step
+    0.84-0.94 times as dear (medians per model), the sampler compiled about as fast (``benchmarks/bench_threefry.py``). Not around programs whose
     draws come from the model (the prior and posterior predictive, SVI's guide): a Student-t prior predictive's
     gamma draws, a rejection loop full of random bits, did not finish compiling in 10 minutes unrolled (JAX rolls
     the loop on CPU for compile time). Restored on exit (a program lowered meanwhile by another thread gets the

@@ -445,7 +445,7 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
 def test_a_fit_lowers_random_draws_unrolled_with_the_same_bits_and_restores_jaxs_rule(
         grouped: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     """Around NUTS's programs (``unrolled_threefry``) JAX's threefry hash is lowered for CPU without its rolled loop
-    of 5 rounds (a leapfrog step 3-20% cheaper: benchmarks/bench_threefry.py); the bits are the same, and JAX's
+    of 5 rounds (a leapfrog step 0.84-0.94 times as dear: benchmarks/bench_threefry.py); the bits are the same, and JAX's
     own rule is back afterwards (also after an error), and in a fit's other programs (a prior predictive's draws:
     unrolled, a Student-t's gamma draws did not finish compiling). A fit's draws are bit-identical with JAX's rule."""
     import jax
