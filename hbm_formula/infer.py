@@ -204,11 +204,11 @@ def unrolled_threefry() -> Any:
     of as a loop of its 5 rounds (JAX's CPU rule). Used around NUTS's programs (``run_nuts``), whose random bits
     (NumPyro's key splits, momentum draws, and the uniform and bernoulli of its multinomial choice: a few per
     leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step
-    0.84-0.94 times as dear (medians per model), the sampler compiled about as fast (``benchmarks/bench_threefry.py``). Not around programs whose
-    draws come from the model (the prior and posterior predictive, SVI's guide): a Student-t prior predictive's
-    gamma draws, a rejection loop full of random bits, did not finish compiling in 10 minutes unrolled (JAX rolls
-    the loop on CPU for compile time). Restored on exit (a program lowered meanwhile by another thread gets the
-    same bits either way)."""
+    0.84-0.94 times as dear (medians per model), the sampler compiled about as fast
+    (``benchmarks/bench_threefry.py``). Not around programs whose draws come from the model (the prior and
+    posterior predictive, SVI's guide): a Student-t prior predictive's gamma draws, a rejection loop full of random
+    bits, did not finish compiling in 10 minutes unrolled (JAX rolls the loop on CPU for compile time). Restored
+    on exit (a program lowered meanwhile by another thread gets the same bits either way)."""
     found = _threefry_rules()
     if found is None:
         yield
