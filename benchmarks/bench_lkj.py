@@ -28,7 +28,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
 os.environ["HBM_FORMULA_CACHE"] = "0"
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import machine, shipped_models, write  # noqa: E402
+from common import flat_potential, machine, nuts_program, shipped_models, write  # noqa: E402
 
 
 def cases():
@@ -46,37 +46,15 @@ def programs(model, data, n):
     """NUTS's start and chunk in one program, and a loop of 20,000 gradients, for ``model``: compiled."""
     import jax
     import numpy as np
-    from numpyro.infer.hmc import hmc
 
     from hbm_formula import infer
 
     shapes, gen, _ = infer.nuts_functions(model, data)
     rng = np.random.default_rng(0)
     z = {k: rng.uniform(-0.5, 0.5, v.shape).astype(v.dtype) for k, v in shapes.items()}
-    leaves, tree = jax.tree.flatten(z)
-    sizes = [int(np.size(v)) for v in leaves]
-
-    def unravel(u):
-        at, parts = 0, []
-        for v, k in zip(leaves, sizes, strict=True):
-            parts.append(u[at:at + k].reshape(v.shape))
-            at += k
-        return jax.tree.unflatten(tree, parts)
-
-    def fgen(**a):
-        return lambda u: gen(**a)(unravel(u))
-
-    u0 = np.concatenate([np.ravel(v) for v in leaves])
+    fgen, u0 = flat_potential(gen, z)
     arrays = {k: jax.device_put(np.asarray(v)) for k, v in data.items()}
-    init_kernel, sample_kernel = hmc(potential_fn_gen=fgen, algo="NUTS")
-
-    def run(z0, arrays):
-        st = init_kernel(z0, 300, model_kwargs=arrays, rng_key=jax.random.PRNGKey(1))
-
-        def body(s, _):
-            s = sample_kernel(s, model_kwargs=arrays)
-            return s, s.num_steps
-        return jax.lax.scan(body, st, None, length=900)[1]
+    run = nuts_program(fgen, 300, 900)
 
     def grads(u, arrays):
         pe = fgen(**arrays)

@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ["HBM_FORMULA_CACHE"] = "0"  # (both variants compile their programs: no file of the other is read)
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import machine, potential_setup, write  # noqa: E402
+from common import flat_potential, machine, nuts_program, potential_setup, write  # noqa: E402
 
 CASES = ("radon", "sleepstudy", "Orthodont", "grouseticks")
 
@@ -53,17 +53,19 @@ def case(name: str):
 
 @contextlib.contextmanager
 def variant(label: str):
-    """Within a fit's ``compiling_for``: JAX's rolled CPU rule put back (``rolled``), or the fit's own (``unrolled``)."""
+    """Within: programs lowered with the fit's unrolled rule (``unrolled``: ``infer.unrolled_threefry``, as around
+    NUTS's programs) or with JAX's rolled CPU rule (``rolled``)."""
     from jax._src.interpreters import mlir
     from jax._src.random import threefry2x32 as threefry
 
     from hbm_formula import infer
 
     if label == "unrolled":
-        yield
+        with infer.unrolled_threefry():
+            yield
         return
     table, prim, _ = infer._threefry_rules()
-    before = table[prim]
+    before = table.get(prim)
     table[prim] = mlir.LoweringRuleEntry(threefry._threefry2x32_cpu_lowering_rule, True)
     try:
         yield
@@ -74,35 +76,14 @@ def variant(label: str):
 def part_step(names: list[str], rounds: int) -> dict:
     import jax
     import numpy as np
-    from numpyro.infer.hmc import hmc
-
     from hbm_formula import infer
 
     out = {}
     for name in names:
         formula, df, kw = case(name)
         cm, shapes, gen, arrays, z = potential_setup(formula, df, **kw)
-        leaves, tree = jax.tree.flatten(z)
-        sizes = [int(np.size(v)) for v in leaves]
-
-        def unravel(u, leaves=leaves, tree=tree, sizes=sizes):
-            at, parts = 0, []
-            for v, n in zip(leaves, sizes, strict=True):
-                parts.append(u[at:at + n].reshape(v.shape))
-                at += n
-            return jax.tree.unflatten(tree, parts)
-
-        z0 = np.concatenate([np.ravel(v) for v in leaves])
-        init_kernel, sample_kernel = hmc(potential_fn_gen=lambda gen=gen, **a: (lambda u: gen(**a)(unravel(u))),
-                                         algo="NUTS")
-
-        def run(z0, arrays, init_kernel=init_kernel, sample_kernel=sample_kernel):
-            st = init_kernel(z0, 200, model_kwargs=arrays, rng_key=jax.random.PRNGKey(1))
-
-            def body(s, _):
-                s = sample_kernel(s, model_kwargs=arrays)
-                return s, s.num_steps
-            return jax.lax.scan(body, st, None, length=400)[1]
+        flat_gen, z0 = flat_potential(gen, z)
+        run = nuts_program(flat_gen, 200, 400)
 
         programs, compile_s = {}, {}
         with infer.compiling_for(cm.design.n):

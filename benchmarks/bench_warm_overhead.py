@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "examples" / "data"
 sys.path.insert(0, str(HERE))
-from common import machine, potential_setup, shipped_models, write  # noqa: E402
+from common import flat_potential, machine, nuts_program, potential_setup, shipped_models, write  # noqa: E402
 
 
 def models(real: bool):
@@ -53,42 +53,20 @@ def models(real: bool):
 def part_step(rounds: int, real: bool) -> dict:
     import jax
     import numpy as np
-    from numpyro.infer.hmc import hmc
 
     from hbm_formula import infer
 
     out = {}
     for name, formula, df, kw in models(real):
         cm, shapes, gen, arrays, z = potential_setup(formula, df, **kw)
-        leaves, tree = jax.tree.flatten(z)
-        sizes = [int(np.size(v)) for v in leaves]
-
-        def unravel(u, leaves=leaves, tree=tree, sizes=sizes):
-            at, parts = 0, []
-            for v, n in zip(leaves, sizes, strict=True):
-                parts.append(u[at:at + n].reshape(v.shape))
-                at += n
-            return jax.tree.unflatten(tree, parts)
-
-        starts = {"per site": (gen, z),
-                  "flat": (lambda gen=gen, unravel=unravel, **a: (lambda u: gen(**a)(unravel(u))),
-                           np.concatenate([np.ravel(v) for v in leaves]))}
+        leaves = jax.tree.leaves(z)
+        starts = {"per site": (gen, z), "flat": flat_potential(gen, z)}
         rows = {k: [] for k in starts}
         steps_of = {}
         with infer.compiling_for(cm.design.n):
             for _ in range(rounds):
                 for label, (g, z0) in starts.items():
-                    init_kernel, sample_kernel = hmc(potential_fn_gen=g, algo="NUTS")
-
-                    def run(z0, arrays, init_kernel=init_kernel, sample_kernel=sample_kernel):
-                        st = init_kernel(z0, 200, model_kwargs=arrays, rng_key=jax.random.PRNGKey(1))
-
-                        def body(s, _):
-                            s = sample_kernel(s, model_kwargs=arrays)
-                            return s, s.num_steps
-                        return jax.lax.scan(body, st, None, length=400)[1]
-
-                    compiled = infer.jit(run).lower(z0, arrays).compile()
+                    compiled = infer.jit(nuts_program(g, 200, 400)).lower(z0, arrays).compile()
                     jax.block_until_ready(compiled(z0, arrays))
                     t = time.perf_counter()
                     steps = np.asarray(compiled(z0, arrays))

@@ -175,6 +175,44 @@ def shipped_models():
     yield "spinach 4PL", SPINACH, pd.read_csv(os.path.join(data, "drc_spinach.csv")), {}
 
 
+def flat_potential(gen, z):
+    """NUTS's potential on one flat vector, as ``infer.run_nuts`` runs it: the generator of the potential of the
+    flat vector (from ``gen``, the per-site one of ``potential_setup``) and the starting point ``z`` flattened."""
+    import jax
+    import numpy as np
+
+    leaves, tree = jax.tree.flatten(z)
+    sizes = [int(np.size(v)) for v in leaves]
+
+    def unravel(u):
+        at, parts = 0, []
+        for v, n in zip(leaves, sizes, strict=True):
+            parts.append(u[at:at + n].reshape(v.shape))
+            at += n
+        return jax.tree.unflatten(tree, parts)
+
+    return (lambda **a: (lambda u: gen(**a)(unravel(u)))), np.concatenate([np.ravel(v) for v in leaves])
+
+
+def nuts_program(potential_fn_gen, warmup, iterations):
+    """NumPyro's NUTS start and ``iterations`` transitions (the first ``warmup`` of them adapting) in one function
+    of (starting point, data), for a jitted program: each iteration's leapfrog steps are its output."""
+    import jax
+    from numpyro.infer.hmc import hmc
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+    def run(z0, arrays):
+        st = init_kernel(z0, warmup, model_kwargs=arrays, rng_key=jax.random.PRNGKey(1))
+
+        def body(s, _):
+            s = sample_kernel(s, model_kwargs=arrays)
+            return s, s.num_steps
+        return jax.lax.scan(body, st, None, length=iterations)[1]
+
+    return run
+
+
 def potential_setup(formula, df, **kw):
     """``hf.compile`` a model and what NumPyro's kernels need of it: the compiled model, the unconstrained latent
     sites' shapes, the potential's generator, the data as device arrays, and a starting point uniform in
