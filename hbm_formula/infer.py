@@ -208,7 +208,8 @@ def unrolled_threefry() -> Any:
     (``benchmarks/bench_threefry.py``). Not around programs whose draws come from the model (the prior and
     posterior predictive, SVI's guide): a Student-t prior predictive's gamma draws, a rejection loop full of random
     bits, did not finish compiling in 10 minutes unrolled (JAX rolls the loop on CPU for compile time). Restored
-    on exit (a program lowered meanwhile by another thread gets the same bits either way)."""
+    on exit; a program lowered meanwhile by another thread of the process gets it too (the same bits, but a
+    compile as long as above if its draws are such a loop)."""
     found = _threefry_rules()
     if found is None:
         yield
