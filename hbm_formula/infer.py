@@ -203,9 +203,12 @@ def unrolled_threefry() -> Any:
     """Within: programs lowered for CPU compute JAX's threefry hash unrolled, as JAX lowers it for GPUs, instead
     of as a loop of its 5 rounds (JAX's CPU rule). Used around NUTS's programs (``run_nuts``), whose random bits
     (NumPyro's key splits, momentum draws, and the uniform and bernoulli of its multinomial choice: a few per
-    leapfrog step) are a fixed handful of call sites whatever the model: the same bits, a leapfrog step
+    leapfrog step) are a fixed handful of call sites whatever the model: the same random bits, a leapfrog step
     0.84-0.94 times as dear (medians per model), the sampler compiled about as fast
-    (``benchmarks/bench_threefry.py``). Not around programs whose draws come from the model (the prior and
+    (``benchmarks/bench_threefry.py``). The draws are mostly bit-identical too, but XLA compiles the arithmetic
+    around the hash into other kernels: where a last bit moves, NUTS follows another trajectory (a Student-t
+    model: 4 of 6 seeds; 28 of 29 other cases identical). ``run_nuts_sharded`` (across processes) keeps JAX's
+    rule. Not around programs whose draws come from the model (the prior and
     posterior predictive, SVI's guide): a Student-t prior predictive's gamma draws, a rejection loop full of random
     bits, did not finish compiling in 10 minutes unrolled (JAX rolls the loop on CPU for compile time). Restored
     on exit; a program lowered meanwhile by another thread of the process gets it too (the same bits, but a
