@@ -208,11 +208,11 @@ def unrolled_threefry() -> Any:
     (``benchmarks/bench_threefry.py``). The draws are mostly bit-identical too, but XLA compiles the arithmetic
     around the hash into other kernels: where a last bit moves, NUTS follows another trajectory (a Student-t
     model: 4 of 6 seeds; 28 of 29 other cases identical). ``run_nuts_sharded`` (across processes) keeps JAX's
-    rule. Not around programs whose draws come from the model (the prior and
-    posterior predictive, SVI's guide): a Student-t prior predictive's gamma draws, a rejection loop full of random
-    bits, did not finish compiling in 10 minutes unrolled (JAX rolls the loop on CPU for compile time). Restored
-    on exit; a program lowered meanwhile by another thread of the process gets it too (the same bits, but a
-    compile as long as above if its draws are such a loop)."""
+    rule, and so do the programs whose draws come from the model (the prior and posterior predictive, SVI's
+    guide): a Student-t prior predictive's gamma draws, a rejection loop full of random bits, did not finish
+    compiling in 10 minutes unrolled (JAX rolls the loop on CPU for compile time). Restored on exit; a program
+    lowered meanwhile by another thread of the process gets it too (the same bits, but a compile as long as above
+    if its draws are such a loop)."""
     found = _threefry_rules()
     if found is None:
         yield

@@ -444,11 +444,12 @@ def test_a_fit_on_small_data_compiles_with_xlas_classic_fusion_emitters(grouped:
 @pytest.mark.filterwarnings("ignore:R-hat:UserWarning", "ignore:bulk ESS:UserWarning")
 def test_a_fit_lowers_random_draws_unrolled_with_the_same_bits_and_restores_jaxs_rule(
         grouped: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Around NUTS's programs (``unrolled_threefry``) JAX's threefry hash is lowered for CPU without its rolled loop
-    of 5 rounds (a leapfrog step 0.84-0.94 times as dear: benchmarks/bench_threefry.py); the bits are the same, and JAX's
-    own rule is back afterwards (also after an error), and in a fit's other programs (a prior predictive's draws:
-    unrolled, a Student-t's gamma draws did not finish compiling). A Gaussian fit's draws are bit-identical with
-    JAX's rule (a Student-t's may differ: XLA compiles the arithmetic around the hash into other kernels)."""
+    """Around NUTS's programs (``unrolled_threefry``) JAX's threefry hash is lowered for CPU without its rolled
+    loop of 5 rounds (a leapfrog step 0.84-0.94 times as dear: benchmarks/bench_threefry.py); the bits are the
+    same, and JAX's own rule is back afterwards (also after an error), and in a fit's other programs (a prior
+    predictive's draws: unrolled, a Student-t's gamma draws did not finish compiling). A Gaussian fit's draws are
+    bit-identical with JAX's rule (a Student-t's may differ: XLA compiles the arithmetic around the hash into
+    other kernels)."""
     import jax
 
     if jax.default_backend() != "cpu" or infer._threefry_rules() is None:
