@@ -1065,8 +1065,9 @@ def _response(spec: ModelSpec, df: pd.DataFrame) -> ResponseData:
             bound = t.kwarg(key)
             if bound is not None:
                 values = out[f"trunc_{key}"] = np.broadcast_to(evaluate(bound, df), y.shape).astype(float)
-                if np.abs(values).max() > np.finfo(np.float32).max:
-                    raise DataError(f"trunc({key} = {bound}): {np.abs(values).max():g} is beyond what float32 holds; "
+                top = float(np.abs(values).max())
+                if top > np.finfo(np.float32).max:
+                    raise DataError(f"trunc({key} = {bound}): {top:g} is beyond what float32 holds; "
                                     f"for no bound, leave {key} out")
                 # a bound a million times beyond the data removes no mass any fit to them gives, and the CDF there
                 # overflows float32 (Weibull's (y / scale) ** shape at 1e30: a NaN gradient, most transitions diverged)
